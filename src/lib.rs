@@ -4,6 +4,7 @@
 #![forbid(missing_docs)]
 
 mod error;
+pub mod fold;
 mod shape;
 
 pub use error::Error;
