@@ -76,10 +76,9 @@ impl fmt::Display for Error {
             } => write!(f, "`{arg}` has length {actual}, expected {expected}"),
             Error::Overflow { arg } => write!(f, "the size of `{arg}` overflows usize"),
             Error::Parameter { arg, value } => write!(f, "`{arg}` = {value} is out of range"),
-            Error::TooFewValues { needed, actual } => write!(
-                f,
-                "{actual} values per channel, at least {needed} needed"
-            ),
+            Error::TooFewValues { needed, actual } => {
+                write!(f, "{actual} values per channel, at least {needed} needed")
+            }
             Error::Groups {
                 groups,
                 arg,
@@ -89,7 +88,10 @@ impl fmt::Display for Error {
                 "{groups} groups do not divide the {channels} channels of `{arg}`"
             ),
             Error::ZeroScale { channel } => {
-                write!(f, "channel {channel} is scaled by zero: no padding value maps to 0")
+                write!(
+                    f,
+                    "channel {channel} is scaled by zero: no padding value maps to 0"
+                )
             }
         }
     }

@@ -1,0 +1,219 @@
+//! The backward pass, for train and for eval mode.
+
+use crate::error::{check_len, Error};
+use crate::forward::{Affine, BatchNorm};
+use crate::shape::Shape;
+use crate::walk::{self, Plan, MAX_LANES};
+
+/// Where the backward pass writes: the input gradient `dx` (same shape as `x`), and
+/// optionally the per-channel gradients of γ and β.
+///
+/// `dgamma` and `dbeta` can be asked for whether or not the layer has γ and β
+/// (PyTorch's `output_mask`); leave them `None` to skip them.
+///
+/// ```
+/// use batchnorm::Grads;
+///
+/// let (mut dx, mut dgamma) = ([0.0f32; 12], [0.0f32; 3]);
+/// let grads = Grads { dx: &mut dx, dgamma: Some(&mut dgamma), dbeta: None };
+/// # let _ = grads;
+/// ```
+#[derive(Debug)]
+pub struct Grads<'a> {
+    /// ∂L/∂x, one per element.
+    pub dx: &'a mut [f32],
+    /// ∂L/∂γ, one per channel, if wanted.
+    pub dgamma: Option<&'a mut [f32]>,
+    /// ∂L/∂β, one per channel, if wanted.
+    pub dbeta: Option<&'a mut [f32]>,
+}
+
+impl BatchNorm<'_> {
+    /// Backward pass of the train forward (PyTorch's `native_batch_norm_backward`
+    /// with `train=True`), from the `save_mean` and `save_invstd` it wrote. With
+    /// `x̂ = (x − save_mean)·save_invstd` and `m = batch·spatial`:
+    ///
+    /// `dβ = Σdy`, `dγ = Σdy·x̂`, `dx = γ·invstd·(dy − dβ/m − x̂·dγ/m)`.
+    ///
+    /// Two reads of `dy` and `x`: one for the two sums, one for `dx`; in
+    /// channels-first layout both run back to back per channel, while it is in cache.
+    /// The sums accumulate in f32 vectors merged in f64 every few thousand values.
+    ///
+    /// # Errors
+    /// Checked before anything is written:
+    /// - [`Error::Parameter`] when `eps` is negative, NaN or infinite (it is not used
+    ///   here, but a layer with such an `eps` is invalid);
+    /// - [`Error::Overflow`] when the shape's element count does not fit in `usize`;
+    /// - [`Error::Length`] when `dy`, `x` or `dx` does not hold
+    ///   `batch·channels·spatial` values, or `save_mean`, `save_invstd`, `gamma`,
+    ///   `beta`, `dgamma` or `dbeta` not `channels`.
+    ///
+    /// ```
+    /// use batchnorm::{BatchNorm, Grads, Shape};
+    ///
+    /// let bn = BatchNorm { eps: 0.0, gamma: None, beta: None };
+    /// let shape = Shape::rows(2, 1);
+    /// let x = [1.0, 3.0];                  // mean 2, var 1, x̂ = [-1, 1]
+    /// let dy = [1.0, 0.0];
+    /// let (mut dx, mut dg, mut db) = ([0.0; 2], [0.0], [0.0]);
+    /// let grads = Grads { dx: &mut dx, dgamma: Some(&mut dg), dbeta: Some(&mut db) };
+    /// bn.backward(&dy, &x, shape, &[2.0], &[1.0], grads)?;
+    /// assert_eq!((db, dg), ([1.0], [-1.0]));
+    /// assert_eq!(dx, [0.0, 0.0]);          // 1 − 1/2 − (−1)(−1)/2 and 0 − 1/2 + 1/2
+    /// # Ok::<(), batchnorm::Error>(())
+    /// ```
+    pub fn backward(
+        &self,
+        dy: &[f32],
+        x: &[f32],
+        shape: Shape,
+        save_mean: &[f32],
+        save_invstd: &[f32],
+        grads: Grads<'_>,
+    ) -> Result<(), Error> {
+        self.check_backward(
+            dy,
+            x,
+            shape,
+            ["save_mean", "save_invstd"],
+            [save_mean, save_invstd],
+            &grads,
+        )?;
+        let Grads {
+            dx,
+            mut dgamma,
+            mut dbeta,
+        } = grads;
+        let plan = Plan::new(shape);
+        let m = (shape.batch * shape.spatial) as f64;
+        for g in plan.groups() {
+            let Affine { gamma, .. } = self.affine(g.first, g.channels);
+            let mut mu = [0.0; MAX_LANES];
+            mu[..g.channels].copy_from_slice(&save_mean[g.first..][..g.channels]);
+            let (sum_dy, sum_dyx) = walk::grad_sums(dy, x, &plan, g, &mu);
+            let (mut k, mut a, mut b) = ([0.0; MAX_LANES], [0.0; MAX_LANES], [0.0; MAX_LANES]);
+            for i in g.offsets() {
+                let c = g.first + i;
+                let invstd = f64::from(save_invstd[c]);
+                let (db, dg) = (sum_dy[i], sum_dyx[i] * invstd);
+                write(&mut dbeta, c, db);
+                write(&mut dgamma, c, dg);
+                // dx = kk·dy + (x − mu)·(−kk·invstd·dγ/m) − kk·dβ/m
+                let kk = gamma[i] * invstd;
+                k[i] = kk as f32;
+                a[i] = (-kk * invstd * dg / m) as f32;
+                b[i] = (-kk * db / m) as f32;
+            }
+            walk::grad_input(dy, x, dx, &plan, g, [&k, &mu, &a, &b]);
+        }
+        Ok(())
+    }
+
+    /// Backward pass of the eval forward, where the statistics are constants (PyTorch's
+    /// `native_batch_norm_backward` with `train=False`). With
+    /// `x̂ = (x − running_mean)/√(running_var + eps)`:
+    ///
+    /// `dx = dy·γ/√(running_var + eps)`, `dγ = Σdy·x̂`, `dβ = Σdy`.
+    ///
+    /// `x` is read only when `dgamma` or `dbeta` is asked for.
+    ///
+    /// # Errors
+    /// Checked before anything is written:
+    /// - [`Error::Parameter`] when `eps` is negative, NaN or infinite;
+    /// - [`Error::Overflow`] when the shape's element count does not fit in `usize`;
+    /// - [`Error::Length`] when `dy`, `x` or `dx` does not hold
+    ///   `batch·channels·spatial` values, or `running_mean`, `running_var`, `gamma`,
+    ///   `beta`, `dgamma` or `dbeta` not `channels`.
+    ///
+    /// ```
+    /// use batchnorm::{BatchNorm, Grads, Shape};
+    ///
+    /// let bn = BatchNorm { eps: 0.0, gamma: Some(&[3.0]), beta: None };
+    /// let (x, dy) = ([1.0, 5.0], [1.0, 2.0]);
+    /// let (mut dx, mut dg) = ([0.0; 2], [0.0]);
+    /// let grads = Grads { dx: &mut dx, dgamma: Some(&mut dg), dbeta: None };
+    /// bn.backward_eval(&dy, &x, Shape::rows(2, 1), &[3.0], &[4.0], grads)?;
+    /// assert_eq!(dx, [1.5, 3.0]);          // dy·3/2
+    /// assert_eq!(dg, [1.0 * -1.0 + 2.0 * 1.0]);
+    /// # Ok::<(), batchnorm::Error>(())
+    /// ```
+    pub fn backward_eval(
+        &self,
+        dy: &[f32],
+        x: &[f32],
+        shape: Shape,
+        running_mean: &[f32],
+        running_var: &[f32],
+        grads: Grads<'_>,
+    ) -> Result<(), Error> {
+        self.check_backward(
+            dy,
+            x,
+            shape,
+            ["running_mean", "running_var"],
+            [running_mean, running_var],
+            &grads,
+        )?;
+        let Grads {
+            dx,
+            mut dgamma,
+            mut dbeta,
+        } = grads;
+        let sums_wanted = dgamma.is_some() || dbeta.is_some();
+        let plan = Plan::new(shape);
+        for g in plan.groups() {
+            let Affine { gamma, .. } = self.affine(g.first, g.channels);
+            let (mut mu, mut k, mut invstd) =
+                ([0.0; MAX_LANES], [0.0; MAX_LANES], [0.0; MAX_LANES]);
+            for i in g.offsets() {
+                let c = g.first + i;
+                mu[i] = running_mean[c];
+                invstd[i] = self.invstd(f64::from(running_var[c]));
+                k[i] = (gamma[i] * invstd[i]) as f32;
+            }
+            if sums_wanted {
+                let (sum_dy, sum_dyx) = walk::grad_sums(dy, x, &plan, g, &mu);
+                for i in g.offsets() {
+                    write(&mut dbeta, g.first + i, sum_dy[i]);
+                    write(&mut dgamma, g.first + i, sum_dyx[i] * invstd[i]);
+                }
+            }
+            // dx = dy·k + (−0): adding −0 leaves every value, −0 included, unchanged.
+            walk::affine(Some(dy), dx, &plan, g, &k, &[-0.0; MAX_LANES]);
+        }
+        Ok(())
+    }
+
+    fn check_backward(
+        &self,
+        dy: &[f32],
+        x: &[f32],
+        shape: Shape,
+        stat_names: [&'static str; 2],
+        stats: [&[f32]; 2],
+        grads: &Grads<'_>,
+    ) -> Result<(), Error> {
+        let len = shape.len()?;
+        self.check(shape.channels)?;
+        for (name, stat) in stat_names.into_iter().zip(stats) {
+            check_len(name, stat.len(), shape.channels)?;
+        }
+        check_len("dy", dy.len(), len)?;
+        check_len("x", x.len(), len)?;
+        check_len("dx", grads.dx.len(), len)?;
+        if let Some(dg) = &grads.dgamma {
+            check_len("dgamma", dg.len(), shape.channels)?;
+        }
+        if let Some(db) = &grads.dbeta {
+            check_len("dbeta", db.len(), shape.channels)?;
+        }
+        Ok(())
+    }
+}
+
+/// Stores `v` at `out[c]` when `out` was asked for.
+fn write(out: &mut Option<&mut [f32]>, c: usize, v: f64) {
+    if let Some(out) = out {
+        out[c] = v as f32;
+    }
+}

@@ -1,0 +1,404 @@
+//! The layer: eval and train forward.
+
+use crate::error::{check_eps, check_len, Error};
+use crate::moments::Moments;
+use crate::shape::Shape;
+use crate::walk::{self, PerChannel, Plan, MAX_LANES};
+
+/// A batch-normalization layer's parameters, borrowed: `eps`, and the affine `γ`
+/// (`gamma`, scale) and `β` (`beta`, shift), one per channel.
+///
+/// `gamma: None` means γ = 1 and `beta: None` means β = 0, as PyTorch's
+/// `affine=False`. The statistics are arguments of each call, so one value serves the
+/// eval forward, the train forward and the backward pass.
+///
+/// | method | computes (per channel `c`) |
+/// |---|---|
+/// | [`eval`](Self::eval) | `y = (x − running_mean)/√(running_var + eps)·γ + β` |
+/// | [`train`](Self::train) | `y = (x − mean)·invstd·γ + β` with batch statistics, `invstd = 1/√(var + eps)` |
+/// | [`backward`](Self::backward) | `dx, dγ, dβ` of the train forward |
+/// | [`backward_eval`](Self::backward_eval) | `dx, dγ, dβ` of the eval forward |
+///
+/// ```
+/// use batchnorm::{BatchNorm, Shape};
+///
+/// let gamma = [2.0, 1.0];
+/// let bn = BatchNorm { eps: 0.0, gamma: Some(&gamma), beta: None };
+/// let x = [1.0, 10.0, 3.0, 30.0]; // [batch 2][channels 2]
+/// let mut y = [0.0; 4];
+/// bn.eval(&x, &mut y, Shape::rows(2, 2), &[2.0, 20.0], &[1.0, 100.0])?;
+/// assert_eq!(y, [-2.0, -1.0, 2.0, 1.0]);
+/// # Ok::<(), batchnorm::Error>(())
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct BatchNorm<'a> {
+    /// Added to the variance before the square root; finite and ≥ 0 (PyTorch's
+    /// default is `1e-5`).
+    pub eps: f32,
+    /// γ, one per channel; `None` is γ = 1.
+    pub gamma: Option<&'a [f32]>,
+    /// β, one per channel; `None` is β = 0.
+    pub beta: Option<&'a [f32]>,
+}
+
+/// How running statistics follow the batch statistics:
+/// `running ← (1 − f)·running + f·batch` with a factor `f` per update.
+///
+/// ```
+/// use batchnorm::Momentum;
+///
+/// let pytorch_default = Momentum::Exponential(0.1);
+/// let keras_default = Momentum::Exponential(1.0 - 0.99); // Keras counts the other way
+/// let cumulative = Momentum::Cumulative { batches_tracked: 0 }; // first update: f = 1
+/// # let _ = (pytorch_default, keras_default, cumulative);
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Momentum {
+    /// `f` = this value, finite and in `[0, 1]`: PyTorch's `momentum` (default 0.1).
+    /// Keras' and TensorFlow's `momentum` is `1 −` this value.
+    Exponential(f32),
+    /// A cumulative average, PyTorch's `momentum=None`: `f = 1/(batches_tracked + 1)`,
+    /// where `batches_tracked` counts the updates made before this one (PyTorch's
+    /// `num_batches_tracked` before its increment). The caller increments it.
+    Cumulative {
+        /// Updates made so far.
+        batches_tracked: u64,
+    },
+}
+
+impl Momentum {
+    /// The factor `f` of this update, in f64.
+    fn factor(self) -> Result<f64, Error> {
+        match self {
+            Momentum::Exponential(f) if f.is_finite() && (0.0..=1.0).contains(&f) => {
+                Ok(f64::from(f))
+            }
+            Momentum::Exponential(f) => Err(Error::Parameter {
+                arg: "momentum",
+                value: f,
+            }),
+            Momentum::Cumulative { batches_tracked } => Ok(1.0 / (batches_tracked as f64 + 1.0)),
+        }
+    }
+}
+
+/// Running statistics that a train forward updates in place:
+/// `mean ← (1 − f)·mean + f·batch_mean`,
+/// `var ← (1 − f)·var + f·batch_var·m/(m − 1)` (the unbiased batch variance, as
+/// PyTorch keeps), with `m = batch·spatial` and `f` from [`Momentum`].
+///
+/// ```
+/// use batchnorm::{Momentum, Running};
+///
+/// let (mut mean, mut var) = ([0.0f32; 16], [1.0f32; 16]);
+/// let running = Running { mean: &mut mean, var: &mut var, momentum: Momentum::Exponential(0.1) };
+/// # let _ = running;
+/// ```
+#[derive(Debug)]
+pub struct Running<'a> {
+    /// Running mean, one per channel.
+    pub mean: &'a mut [f32],
+    /// Running (unbiased) variance, one per channel.
+    pub var: &'a mut [f32],
+    /// How far each update moves them.
+    pub momentum: Momentum,
+}
+
+/// γ and β of one group of channels, defaulted where absent.
+pub(crate) struct Affine {
+    pub(crate) gamma: PerChannel<f64>,
+    pub(crate) beta: PerChannel<f32>,
+}
+
+impl BatchNorm<'_> {
+    /// Checks eps and the lengths of γ and β against `channels`.
+    pub(crate) fn check(&self, channels: usize) -> Result<(), Error> {
+        check_eps(self.eps)?;
+        if let Some(gamma) = self.gamma {
+            check_len("gamma", gamma.len(), channels)?;
+        }
+        if let Some(beta) = self.beta {
+            check_len("beta", beta.len(), channels)?;
+        }
+        Ok(())
+    }
+
+    /// γ (as f64) and β of channels `first .. first + n`.
+    pub(crate) fn affine(&self, first: usize, n: usize) -> Affine {
+        let mut gamma = [1.0; MAX_LANES];
+        let mut beta = [0.0; MAX_LANES];
+        if let Some(g) = self.gamma {
+            for (out, &v) in gamma.iter_mut().zip(&g[first..first + n]) {
+                *out = f64::from(v);
+            }
+        }
+        if let Some(b) = self.beta {
+            beta[..n].copy_from_slice(&b[first..first + n]);
+        }
+        Affine { gamma, beta }
+    }
+
+    /// `1/√(var + eps)` in f64.
+    pub(crate) fn invstd(&self, var: f64) -> f64 {
+        1.0 / libm::sqrt(var + f64::from(self.eps))
+    }
+
+    /// Eval forward: `y = (x − running_mean)/√(running_var + eps)·γ + β`.
+    ///
+    /// Per channel, `scale = γ/√(running_var + eps)` and
+    /// `shift = β − running_mean·scale` are computed once in f64; each element then
+    /// costs one multiply-add, `y = x·scale + shift`. NaN and infinities in `x` stay in
+    /// their own element.
+    ///
+    /// # Errors
+    /// Checked before anything is written:
+    /// - [`Error::Parameter`] when `eps` is negative, NaN or infinite;
+    /// - [`Error::Overflow`] when the shape's element count does not fit in `usize`;
+    /// - [`Error::Length`] when `x` or `y` does not hold `batch·channels·spatial`
+    ///   values, or `running_mean`, `running_var`, `gamma` or `beta` not `channels`.
+    ///
+    /// ```
+    /// use batchnorm::{BatchNorm, Shape};
+    ///
+    /// let bn = BatchNorm { eps: 1e-5, gamma: None, beta: Some(&[0.5, -0.5]) };
+    /// let shape = Shape::channels_last(1, 2, 3); // NHWC, H·W = 3
+    /// let x = [1.0, 5.0, 2.0, 6.0, 3.0, 7.0];
+    /// let mut y = [0.0; 6];
+    /// bn.eval(&x, &mut y, shape, &[2.0, 6.0], &[1.0, 1.0])?;
+    /// let expect = [-0.5, -1.5, 0.5, -0.5, 1.5, 0.5];
+    /// assert!(y.iter().zip(&expect).all(|(a, b)| (a - b).abs() < 1e-4));
+    /// # Ok::<(), batchnorm::Error>(())
+    /// ```
+    pub fn eval(
+        &self,
+        x: &[f32],
+        y: &mut [f32],
+        shape: Shape,
+        running_mean: &[f32],
+        running_var: &[f32],
+    ) -> Result<(), Error> {
+        let len = self.check_eval(shape, running_mean, running_var)?;
+        check_len("x", x.len(), len)?;
+        check_len("y", y.len(), len)?;
+        self.eval_kernel(Some(x), y, shape, running_mean, running_var);
+        Ok(())
+    }
+
+    /// [`eval`](Self::eval) with `y` written over `x`.
+    ///
+    /// # Errors
+    /// As [`eval`](Self::eval); the tensor is argument `"x"`.
+    ///
+    /// ```
+    /// use batchnorm::{BatchNorm, Shape};
+    ///
+    /// let bn = BatchNorm { eps: 0.0, gamma: None, beta: None };
+    /// let mut x = [3.0, 5.0, 7.0];
+    /// bn.eval_in_place(&mut x, Shape::rows(3, 1), &[5.0], &[4.0])?;
+    /// assert_eq!(x, [-1.0, 0.0, 1.0]);
+    /// # Ok::<(), batchnorm::Error>(())
+    /// ```
+    pub fn eval_in_place(
+        &self,
+        x: &mut [f32],
+        shape: Shape,
+        running_mean: &[f32],
+        running_var: &[f32],
+    ) -> Result<(), Error> {
+        let len = self.check_eval(shape, running_mean, running_var)?;
+        check_len("x", x.len(), len)?;
+        self.eval_kernel(None, x, shape, running_mean, running_var);
+        Ok(())
+    }
+
+    fn check_eval(&self, shape: Shape, mean: &[f32], var: &[f32]) -> Result<usize, Error> {
+        let len = shape.len()?;
+        self.check(shape.channels)?;
+        check_len("running_mean", mean.len(), shape.channels)?;
+        check_len("running_var", var.len(), shape.channels)?;
+        Ok(len)
+    }
+
+    fn eval_kernel(
+        &self,
+        x: Option<&[f32]>,
+        y: &mut [f32],
+        shape: Shape,
+        mean: &[f32],
+        var: &[f32],
+    ) {
+        let plan = Plan::new(shape);
+        for g in plan.groups() {
+            let Affine { gamma, beta } = self.affine(g.first, g.channels);
+            let (mut scale, mut shift) = ([0.0; MAX_LANES], [0.0; MAX_LANES]);
+            for i in g.offsets() {
+                let c = g.first + i;
+                let s = gamma[i] * self.invstd(f64::from(var[c]));
+                scale[i] = s as f32;
+                shift[i] = (f64::from(beta[i]) - f64::from(mean[c]) * s) as f32;
+            }
+            walk::affine(x, y, &plan, g, &scale, &shift);
+        }
+    }
+
+    /// Train forward: normalizes with the batch statistics of each channel,
+    /// `y = (x − mean)·invstd·γ + β`, `invstd = 1/√(var + eps)`, with `var` the biased
+    /// variance over the `m = batch·spatial` values of the channel.
+    ///
+    /// Writes `save_mean` (the batch mean) and `save_invstd` (`invstd`) for the
+    /// backward pass, as PyTorch's `native_batch_norm` returns them, and updates
+    /// `running` when given (see [`Running`]). Statistics come from one read of `x`
+    /// (see [`moments`](crate::moments) for their accuracy); in channels-first layout
+    /// each channel is normalized right after its statistics, while its values are in
+    /// cache. Per element: one subtraction and one multiply-add,
+    /// `y = (x − mean)·(γ·invstd) + shift`, where `mean` is the f32 batch mean and
+    /// `shift` is β corrected by the part of the f64 mean that f32 cannot hold, so `y`
+    /// is as exact as its f32 rounding also when the mean is large against the spread.
+    ///
+    /// A channel whose values are all equal has variance 0: with `eps > 0` its output
+    /// is β; with `eps = 0` its invstd is infinite and its output NaN. A NaN or
+    /// infinity in `x` makes its channel's statistics and output NaN.
+    ///
+    /// # Errors
+    /// Checked before anything is written:
+    /// - [`Error::Parameter`] for an `eps` that is negative, NaN or infinite, or an
+    ///   exponential momentum outside `[0, 1]` (argument `"momentum"`);
+    /// - [`Error::Overflow`] when the shape's element count does not fit in `usize`;
+    /// - [`Error::Length`] when `x` or `y` does not hold `batch·channels·spatial`
+    ///   values, or `save_mean`, `save_invstd`, `gamma`, `beta`, `running_mean`
+    ///   (`running.mean`) or `running_var` (`running.var`) not `channels`;
+    /// - [`Error::TooFewValues`] when `batch·spatial` is 0 (no mean exists), or below 2
+    ///   with `running` given (the unbiased variance needs two values).
+    ///
+    /// ```
+    /// use batchnorm::{BatchNorm, Momentum, Running, Shape};
+    ///
+    /// let bn = BatchNorm { eps: 0.0, gamma: None, beta: None };
+    /// let x = [1.0, 3.0, 5.0, 7.0]; // NCHW: batch 2, 1 channel, 2 positions
+    /// let (mut y, mut mean, mut invstd) = ([0.0; 4], [0.0], [0.0]);
+    /// let (mut rm, mut rv) = ([0.0], [1.0]);
+    /// let running = Running { mean: &mut rm, var: &mut rv, momentum: Momentum::Exponential(0.1) };
+    /// bn.train(&x, &mut y, Shape::channels_first(2, 1, 2), &mut mean, &mut invstd, Some(running))?;
+    /// assert_eq!(mean, [4.0]);
+    /// assert_eq!(invstd, [1.0 / 5.0f32.sqrt()]);          // biased variance 5
+    /// assert_eq!(rm, [0.4]);                                // 0.9·0 + 0.1·4
+    /// assert!((rv[0] - (0.9 + 0.1 * 20.0 / 3.0)).abs() < 1e-6); // unbiased 20/3
+    /// assert!((y[0] + 3.0 / 5.0f32.sqrt()).abs() < 1e-6);
+    /// # Ok::<(), batchnorm::Error>(())
+    /// ```
+    pub fn train(
+        &self,
+        x: &[f32],
+        y: &mut [f32],
+        shape: Shape,
+        save_mean: &mut [f32],
+        save_invstd: &mut [f32],
+        running: Option<Running<'_>>,
+    ) -> Result<(), Error> {
+        let len = self.check_train(shape, save_mean, save_invstd, &running)?;
+        check_len("x", x.len(), len)?;
+        check_len("y", y.len(), len)?;
+        self.train_kernel(Some(x), y, shape, save_mean, save_invstd, running);
+        Ok(())
+    }
+
+    /// [`train`](Self::train) with `y` written over `x`.
+    ///
+    /// # Errors
+    /// As [`train`](Self::train); the tensor is argument `"x"`.
+    ///
+    /// ```
+    /// use batchnorm::{BatchNorm, Shape};
+    ///
+    /// let bn = BatchNorm { eps: 0.0, gamma: None, beta: Some(&[1.0]) };
+    /// let mut x = [2.0, 4.0];
+    /// let (mut mean, mut invstd) = ([0.0], [0.0]);
+    /// bn.train_in_place(&mut x, Shape::rows(2, 1), &mut mean, &mut invstd, None)?;
+    /// assert_eq!((x, mean, invstd), ([0.0, 2.0], [3.0], [1.0]));
+    /// # Ok::<(), batchnorm::Error>(())
+    /// ```
+    pub fn train_in_place(
+        &self,
+        x: &mut [f32],
+        shape: Shape,
+        save_mean: &mut [f32],
+        save_invstd: &mut [f32],
+        running: Option<Running<'_>>,
+    ) -> Result<(), Error> {
+        let len = self.check_train(shape, save_mean, save_invstd, &running)?;
+        check_len("x", x.len(), len)?;
+        self.train_kernel(None, x, shape, save_mean, save_invstd, running);
+        Ok(())
+    }
+
+    fn check_train(
+        &self,
+        shape: Shape,
+        save_mean: &[f32],
+        save_invstd: &[f32],
+        running: &Option<Running<'_>>,
+    ) -> Result<usize, Error> {
+        let len = shape.len()?;
+        self.check(shape.channels)?;
+        check_len("save_mean", save_mean.len(), shape.channels)?;
+        check_len("save_invstd", save_invstd.len(), shape.channels)?;
+        let m = shape.per_channel()?;
+        let needed = match running {
+            Some(r) => {
+                r.momentum.factor()?;
+                check_len("running_mean", r.mean.len(), shape.channels)?;
+                check_len("running_var", r.var.len(), shape.channels)?;
+                2
+            }
+            None => 1,
+        };
+        if m < needed {
+            return Err(Error::TooFewValues { needed, actual: m });
+        }
+        Ok(len)
+    }
+
+    fn train_kernel(
+        &self,
+        x: Option<&[f32]>,
+        y: &mut [f32],
+        shape: Shape,
+        save_mean: &mut [f32],
+        save_invstd: &mut [f32],
+        mut running: Option<Running<'_>>,
+    ) {
+        let plan = Plan::new(shape);
+        let m = (shape.batch * shape.spatial) as f64;
+        // Validated in `check_train`.
+        let factor = running
+            .as_ref()
+            .map_or(0.0, |r| r.momentum.factor().unwrap_or(0.0));
+        let mut stats = [Moments::EMPTY; MAX_LANES];
+        for g in plan.groups() {
+            walk::moments(x.unwrap_or(&*y), &plan, g, &mut stats);
+            let Affine { gamma, beta } = self.affine(g.first, g.channels);
+            let (mut mu, mut scale, mut shift) =
+                ([0.0; MAX_LANES], [0.0; MAX_LANES], [0.0; MAX_LANES]);
+            for i in g.offsets() {
+                let c = g.first + i;
+                let var = stats[i].var();
+                let invstd = self.invstd(var);
+                let s = gamma[i] * invstd;
+                mu[i] = stats[i].mean as f32;
+                scale[i] = s as f32;
+                // The part of the mean that f32 `mu` misses goes into the shift, so
+                // `(x − mu)·scale + shift` is as exact as if the mean were f64.
+                shift[i] = (f64::from(beta[i]) - (stats[i].mean - f64::from(mu[i])) * s) as f32;
+                save_mean[c] = mu[i];
+                save_invstd[c] = invstd as f32;
+                if let Some(r) = running.as_mut() {
+                    let f = factor;
+                    let unbiased = var * m / (m - 1.0);
+                    r.mean[c] = ((1.0 - f) * f64::from(r.mean[c]) + f * stats[i].mean) as f32;
+                    r.var[c] = ((1.0 - f) * f64::from(r.var[c]) + f * unbiased) as f32;
+                }
+            }
+            walk::centered(x, y, &plan, g, &mu, &scale, &shift);
+        }
+    }
+}

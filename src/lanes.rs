@@ -1,0 +1,43 @@
+//! The SIMD vector the kernels are written over, and the one place that splits a
+//! slice into whole vectors and a tail.
+//!
+//! `wide` picks the instructions at compile time: AVX/FMA with
+//! `-C target-cpu=native` on x86-64, SSE2 pairs by default, NEON on AArch64,
+//! arrays of scalars where there is no SIMD (Cortex-M4F).
+
+pub(crate) use wide::f32x8 as V;
+
+/// Lanes in [`V`].
+pub(crate) const LANES: usize = 8;
+
+/// The whole vectors of `xs` and the tail (fewer than [`LANES`] values) after them.
+#[inline(always)]
+pub(crate) fn split(xs: &[f32]) -> (&[[f32; LANES]], &[f32]) {
+    xs.as_chunks::<LANES>()
+}
+
+/// The whole vectors of `xs` and the tail after them, mutably.
+#[inline(always)]
+pub(crate) fn split_mut(xs: &mut [f32]) -> (&mut [[f32; LANES]], &mut [f32]) {
+    xs.as_chunks_mut::<LANES>()
+}
+
+/// A tail of fewer than [`LANES`] values as a vector whose missing lanes hold the
+/// matching lanes of `pad`. Kernels pad with the value that is neutral for what they
+/// accumulate, so the tail runs through the same arithmetic as whole vectors.
+#[inline(always)]
+pub(crate) fn load_tail(tail: &[f32], pad: V) -> V {
+    let mut lanes = pad.to_array();
+    for (lane, &x) in lanes.iter_mut().zip(tail) {
+        *lane = x;
+    }
+    V::new(lanes)
+}
+
+/// Writes the first `tail.len()` lanes of `v` to `tail`.
+#[inline(always)]
+pub(crate) fn store_tail(tail: &mut [f32], v: V) {
+    for (out, &x) in tail.iter_mut().zip(v.as_array()) {
+        *out = x;
+    }
+}

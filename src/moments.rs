@@ -1,0 +1,179 @@
+//! Per-channel mean and variance in one read, as mergeable partial moments.
+
+use crate::error::{check_len, Error};
+use crate::shape::Shape;
+use crate::walk::{self, Plan, MAX_LANES};
+
+/// Partial moments of a set of values: how many, their mean, and `m2`, the sum of
+/// squared deviations from that mean. The biased variance is `m2 / count`.
+///
+/// Moments of disjoint parts merge exactly (Chan, Golub & LeVeque), so chunks of a
+/// batch, threads or machines can each reduce a part and combine the parts;
+/// [`Moments::EMPTY`] is the identity. Kept in f64: merging many parts stays exact to
+/// f64 rounding.
+///
+/// ```
+/// use batchnorm::Moments;
+///
+/// let a = Moments::of(&[1.0, 2.0]);
+/// let b = Moments::of(&[3.0, 4.0, 5.0]);
+/// let all = a.merge(b);
+/// assert_eq!(all.count, 5);
+/// assert_eq!(all.mean, 3.0);
+/// assert_eq!(all.var(), 2.0);          // biased: m2 / 5
+/// assert_eq!(all.unbiased_var(), 2.5); // m2 / 4
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Moments {
+    /// Number of values.
+    pub count: u64,
+    /// Their mean (0 when `count` is 0).
+    pub mean: f64,
+    /// Σ(x − mean)² (0 when `count` is 0).
+    pub m2: f64,
+}
+
+impl Default for Moments {
+    fn default() -> Self {
+        Moments::EMPTY
+    }
+}
+
+impl Moments {
+    /// No values: the identity of [`merge`](Moments::merge).
+    ///
+    /// ```
+    /// use batchnorm::Moments;
+    ///
+    /// let m = Moments { count: 3, mean: 1.5, m2: 2.0 };
+    /// assert_eq!(Moments::EMPTY.merge(m), m);
+    /// ```
+    pub const EMPTY: Moments = Moments {
+        count: 0,
+        mean: 0.0,
+        m2: 0.0,
+    };
+
+    /// The moments of `xs`, by the same shifted-sum kernel [`moments`] uses for
+    /// a single channel.
+    ///
+    /// ```
+    /// let m = batchnorm::Moments::of(&[2.0, 4.0, 6.0]);
+    /// assert_eq!((m.count, m.mean, m.var()), (3, 4.0, 8.0 / 3.0));
+    /// ```
+    pub fn of(xs: &[f32]) -> Moments {
+        let plan = Plan::new(Shape::channels_first(1, 1, xs.len()));
+        let mut out = [Moments::EMPTY; MAX_LANES];
+        for g in plan.groups() {
+            walk::moments(xs, &plan, g, &mut out);
+        }
+        out[0]
+    }
+
+    /// The moments of the union of the values of `self` and `other`.
+    ///
+    /// Deterministic: the same two inputs always give the same bits. Merging in a
+    /// different order or grouping agrees to f64 rounding.
+    ///
+    /// ```
+    /// use batchnorm::Moments;
+    ///
+    /// let left = Moments::of(&[1.0, 1.0, 1.0]);
+    /// let right = Moments::of(&[3.0]);
+    /// assert_eq!(left.merge(right), Moments { count: 4, mean: 1.5, m2: 3.0 });
+    /// ```
+    pub fn merge(self, other: Moments) -> Moments {
+        if other.count == 0 {
+            return self;
+        }
+        if self.count == 0 {
+            return other;
+        }
+        let (na, nb) = (self.count as f64, other.count as f64);
+        let n = na + nb;
+        let delta = other.mean - self.mean;
+        Moments {
+            count: self.count.saturating_add(other.count),
+            mean: self.mean + delta * (nb / n),
+            m2: self.m2 + other.m2 + delta * delta * (na * nb / n),
+        }
+    }
+
+    /// The biased variance `m2 / count`, as batch norm normalizes with; NaN when empty.
+    /// A rounding-negative `m2` counts as 0; NaN stays NaN.
+    ///
+    /// ```
+    /// assert_eq!(batchnorm::Moments::of(&[1.0, 3.0]).var(), 1.0);
+    /// ```
+    pub fn var(&self) -> f64 {
+        clamp_negative(self.m2) / self.count as f64
+    }
+
+    /// The unbiased variance `m2 / (count − 1)`, as running statistics keep; NaN (or
+    /// infinite) with fewer than two values.
+    ///
+    /// ```
+    /// assert_eq!(batchnorm::Moments::of(&[1.0, 3.0]).unbiased_var(), 2.0);
+    /// ```
+    pub fn unbiased_var(&self) -> f64 {
+        clamp_negative(self.m2) / (self.count as f64 - 1.0)
+    }
+}
+
+/// `m2` with rounding below zero taken as 0, without turning NaN into a number.
+fn clamp_negative(m2: f64) -> f64 {
+    if m2 < 0.0 {
+        0.0
+    } else {
+        m2
+    }
+}
+
+/// Writes the moments of every channel of `x` to `out` (one per channel), reading `x`
+/// once.
+///
+/// Exact to the accuracy of a careful two-pass computation also when the mean is far
+/// larger than the spread: values are summed as deviations from a per-channel shift in
+/// f32 vectors, and blocks of at most a few thousand values are merged in f64.
+/// NaN or infinite values make their channel's moments NaN or infinite.
+///
+/// To reduce a tensor in parts (chunks of the batch, threads, machines), call this on
+/// each part with the part's own shape and [`merge`](Moments::merge) the results.
+///
+/// # Errors
+/// - [`Error::Overflow`] when the shape's element count does not fit in `usize`;
+/// - [`Error::Length`] when `x` does not hold `batch·channels·spatial` values
+///   (argument `"x"`) or `out` does not hold `channels` values (`"out"`).
+///
+/// Nothing is written on error.
+///
+/// ```
+/// use batchnorm::{moments, Moments, Shape};
+///
+/// // Two samples, two channels, three spatial positions, NCHW.
+/// let x = [1.0, 2.0, 3.0, /**/ 10.0, 10.0, 10.0,
+///          4.0, 5.0, 6.0, /**/ 10.0, 10.0, 10.0];
+/// let mut out = [Moments::EMPTY; 2];
+/// moments(&x, Shape::channels_first(2, 2, 3), &mut out)?;
+/// assert_eq!(out[0].mean, 3.5);
+/// assert_eq!(out[0].var(), 17.5 / 6.0);
+/// assert_eq!((out[1].mean, out[1].var()), (10.0, 0.0));
+///
+/// // The same tensor in two halves, merged.
+/// let (mut a, mut b) = ([Moments::EMPTY; 2], [Moments::EMPTY; 2]);
+/// moments(&x[..6], Shape::channels_first(1, 2, 3), &mut a)?;
+/// moments(&x[6..], Shape::channels_first(1, 2, 3), &mut b)?;
+/// assert_eq!(a[0].merge(b[0]).var(), out[0].var());
+/// # Ok::<(), batchnorm::Error>(())
+/// ```
+pub fn moments(x: &[f32], shape: Shape, out: &mut [Moments]) -> Result<(), Error> {
+    check_len("x", x.len(), shape.len()?)?;
+    check_len("out", out.len(), shape.channels)?;
+    let plan = Plan::new(shape);
+    let mut part = [Moments::EMPTY; MAX_LANES];
+    for g in plan.groups() {
+        walk::moments(x, &plan, g, &mut part);
+        out[g.first..][..g.channels].copy_from_slice(&part[..g.channels]);
+    }
+    Ok(())
+}

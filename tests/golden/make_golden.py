@@ -1,0 +1,505 @@
+#!/usr/bin/env python3
+"""Generate the PyTorch golden vectors in tests/golden/ (read by tests/golden.rs).
+
+This script is NOT run by CI or by `cargo test`: its outputs are committed.
+Re-run it only to regenerate or extend the golden files.
+
+Setup (a venv outside the repository; torch from PyPI, CPU is all that is used):
+
+    python3 -m venv /work/venv
+    /work/venv/bin/pip install torch numpy
+
+Run from the repository root:
+
+    /work/venv/bin/python tests/golden/make_golden.py
+
+Everything is float32 on the CPU with a fixed seed and deterministic algorithms,
+so the output is reproducible for a given torch version (written into every file).
+
+File format (parsed by tests/golden.rs without dependencies): plain text, one
+`key: value ...` per line, `#` starts a comment line. Floats are float32 printed
+with '%.9g', which round-trips exactly to the same f32. A key that is absent
+means "not applicable" (e.g. no `gamma:` line = affine=False, gamma is 1).
+
+tests/golden/NAME.txt -- one batch-norm configuration per file, all ops on it:
+  torch_version, name, desc
+  layout: channels_first | channels_last   (flat data is in that memory order)
+  torch_shape: the PyTorch tensor shape (N, C, spatial...)
+  shape: N C S                              (S = product of spatial dims)
+  eps, momentum: <float> | cumulative   (+ batches_tracked: <num_batches_tracked
+                                           before the step> when cumulative)
+  x, gamma?, beta?, running_mean, running_var   inputs; the running stats are the
+                                           values BEFORE the train step and are also
+                                           the statistics used by eval / backward_eval
+  train_y, train_save_mean, train_save_invstd, train_running_mean,
+  train_running_var                        torch.native_batch_norm(training=True)
+                                           (running_* = after the in-place update)
+  eval_y                                   torch.native_batch_norm(training=False)
+  dy                                       upstream gradient (same layout as x)
+  backward_train_dx, backward_train_dgamma, backward_train_dbeta
+  backward_eval_dx,  backward_eval_dgamma,  backward_eval_dbeta
+      torch.ops.aten.native_batch_norm_backward(dy, x, weight, running_mean,
+      running_var, save_mean, save_invstd, train, eps, [True, True, True]);
+      backward_train uses train_save_mean/train_save_invstd.
+
+tests/golden/fold/NAME.txt -- torch.nn.utils.fusion.fuse_{conv,linear}_bn_weights:
+  torch_version, name, desc, kind: linear | conv | conv_transpose
+  torch_fn, weight_shape (PyTorch weight shape), weight_layout, groups,
+  transpose: 0|1, eps, W, b? (absent = layer without bias), bn_running_mean,
+  bn_running_var, bn_gamma, bn_beta, W_fused, b_fused (b_fused present even when
+  b is absent: the fused layer gets a bias), torch_known_wrong: 0|1.
+  When torch_known_wrong is 1, W_fused/b_fused are the CORRECT reference computed
+  in numpy float64 from the same f32 inputs (then rounded to f32), and torch's own
+  (wrong) output, or its error, is recorded as torch_W_fused / torch_fused_shape /
+  torch_error for the record only.
+"""
+
+import os
+import sys
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torch.nn.utils.fusion import fuse_conv_bn_weights, fuse_linear_bn_weights
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+FOLD_DIR = os.path.join(HERE, "fold")
+
+torch.manual_seed(20240611)
+torch.use_deterministic_algorithms(True)
+torch.set_num_threads(1)
+DT = torch.float32
+
+
+def fmt(t):
+    a = np.asarray(t.detach().cpu().numpy() if isinstance(t, torch.Tensor) else t,
+                   dtype=np.float32).reshape(-1)
+    return " ".join("%.9g" % v for v in a.tolist())
+
+
+def check_roundtrip(t):
+    a = np.asarray(t.detach().numpy(), dtype=np.float32).reshape(-1)
+    b = np.array([float("%.9g" % v) for v in a.tolist()], dtype=np.float32)
+    assert np.array_equal(a.view(np.uint32), b.view(np.uint32)), "repr round-trip"
+
+
+class Writer:
+    def __init__(self, path):
+        self.path = path
+        self.lines = []
+
+    def kv(self, key, value):
+        self.lines.append("%s: %s" % (key, value))
+
+    def arr(self, key, t):
+        if isinstance(t, torch.Tensor):
+            check_roundtrip(t)
+        self.lines.append("%s: %s" % (key, fmt(t)))
+
+    def comment(self, text):
+        for line in text.splitlines():
+            self.lines.append("# " + line)
+
+    def close(self):
+        with open(self.path, "w") as f:
+            f.write("\n".join(self.lines) + "\n")
+        return os.path.getsize(self.path)
+
+
+def flat(t, channels_last):
+    """Flatten a (N, C, *spatial) tensor in the given memory order."""
+    if channels_last:
+        perm = [0] + list(range(2, t.dim())) + [1]
+        return t.permute(*perm).contiguous().reshape(-1)
+    return t.contiguous().reshape(-1)
+
+
+def f64_reference(x, gamma, beta, rm, rv, dy, eps):
+    """float64 oracle from the same f32 inputs (only for reporting torch's own error)."""
+    xd = x.double()
+    dims = [0] + list(range(2, x.dim()))
+    shp = [1, -1] + [1] * (x.dim() - 2)
+    C = x.shape[1]
+    g = gamma.double() if gamma is not None else torch.ones(C, dtype=torch.float64)
+    b = beta.double() if beta is not None else torch.zeros(C, dtype=torch.float64)
+    m = xd.numel() // C
+    mean = xd.mean(dims)
+    var = ((xd - mean.reshape(shp)) ** 2).mean(dims)
+    invstd = 1.0 / torch.sqrt(var + eps)
+    xhat = (xd - mean.reshape(shp)) * invstd.reshape(shp)
+    y = xhat * g.reshape(shp) + b.reshape(shp)
+    dyd = dy.double()
+    dbeta = dyd.sum(dims)
+    dgamma = (dyd * xhat).sum(dims)
+    dx = (g * invstd).reshape(shp) * (dyd - (dbeta / m).reshape(shp) - xhat * (dgamma / m).reshape(shp))
+    rinv = 1.0 / torch.sqrt(rv.double() + eps)
+    xhat_e = (xd - rm.double().reshape(shp)) * rinv.reshape(shp)
+    ye = xhat_e * g.reshape(shp) + b.reshape(shp)
+    dxe = dyd * (g * rinv).reshape(shp)
+    dge = (dyd * xhat_e).sum(dims)
+    return dict(train_y=y, train_save_mean=mean, train_save_invstd=invstd, eval_y=ye,
+                backward_train_dx=dx, backward_train_dgamma=dgamma, backward_train_dbeta=dbeta,
+                backward_eval_dx=dxe, backward_eval_dgamma=dge, backward_eval_dbeta=dbeta,
+                var=var, m=m)
+
+
+TOTAL = [0]
+SUMMARY = []
+
+
+def bn_case(name, desc, torch_shape, channels_last=False, affine=True, eps=1e-5,
+            momentum=0.1, batches_tracked=None, offset=0.0, channel_scale=None,
+            x_override=None):
+    N, C = torch_shape[0], torch_shape[1]
+    S = 1
+    for d in torch_shape[2:]:
+        S *= d
+    x = torch.randn(*torch_shape, dtype=DT)
+    if channel_scale is not None:
+        x = x * torch.tensor(channel_scale, dtype=DT).reshape([1, -1] + [1] * (x.dim() - 2))
+    x = (x + torch.randn(C, dtype=DT).reshape([1, -1] + [1] * (x.dim() - 2)) * 0.5 + offset).to(DT)
+    if x_override is not None:
+        x = x_override(x)
+    dy = torch.randn(*torch_shape, dtype=DT)
+    gamma = (1.0 + 0.5 * torch.randn(C, dtype=DT)) if affine else None
+    beta = (0.5 * torch.randn(C, dtype=DT)) if affine else None
+    dims = [0] + list(range(2, x.dim()))
+    # Running stats before the step: near the batch statistics, but not equal,
+    # so that eval output is O(1) and the momentum blend is visible.
+    rm0 = (x.double().mean(dims) + 0.3 * torch.randn(C, dtype=torch.float64)).to(DT)
+    rv0 = (x.double().var(dims) * (0.5 + torch.rand(C, dtype=torch.float64))).to(DT)
+
+    if channels_last:
+        mf = torch.channels_last if x.dim() == 4 else torch.channels_last_3d
+        x = x.to(memory_format=mf)
+        dy = dy.to(memory_format=mf)
+        assert x.is_contiguous(memory_format=mf) and not x.is_contiguous()
+
+    # ---- train forward ----
+    if batches_tracked is None:
+        factor = momentum
+    else:
+        factor = 1.0 / float(batches_tracked + 1)
+    rm = rm0.clone()
+    rv = rv0.clone()
+    y, save_mean, save_invstd = torch.native_batch_norm(x, gamma, beta, rm, rv, True, factor, eps)
+    # Cross-checks with the public functional / module API.
+    rm_f = rm0.clone()
+    rv_f = rv0.clone()
+    y_f = F.batch_norm(x, rm_f, rv_f, gamma, beta, training=True, momentum=factor, eps=eps)
+    assert torch.equal(y_f, y) and torch.equal(rm_f, rm) and torch.equal(rv_f, rv)
+    if batches_tracked is not None or x.dim() in (2, 3, 4, 5):
+        cls = {2: nn.BatchNorm1d, 3: nn.BatchNorm1d, 4: nn.BatchNorm2d, 5: nn.BatchNorm3d}[x.dim()]
+        mod = cls(C, eps=eps, momentum=None if batches_tracked is not None else momentum,
+                  affine=affine)
+        with torch.no_grad():
+            if affine:
+                mod.weight.copy_(gamma)
+                mod.bias.copy_(beta)
+            mod.running_mean.copy_(rm0)
+            mod.running_var.copy_(rv0)
+            mod.num_batches_tracked.fill_(batches_tracked if batches_tracked is not None else 7)
+        mod.train()
+        with torch.no_grad():
+            y_m = mod(x)
+        assert torch.equal(y_m, y), name
+        assert torch.equal(mod.running_mean, rm), name
+        assert torch.equal(mod.running_var, rv), name
+        assert int(mod.num_batches_tracked) == (batches_tracked if batches_tracked is not None else 7) + 1
+
+    # ---- eval forward ----
+    y_eval, _, _ = torch.native_batch_norm(x, gamma, beta, rm0.clone(), rv0.clone(), False, 0.1, eps)
+    y_eval_f = F.batch_norm(x, rm0.clone(), rv0.clone(), gamma, beta, training=False, eps=eps)
+    assert torch.equal(y_eval, y_eval_f)
+
+    # ---- backward ----
+    dx_t, dg_t, db_t = torch.ops.aten.native_batch_norm_backward(
+        dy, x, gamma, rm0.clone(), rv0.clone(), save_mean, save_invstd, True, eps, [True, True, True])
+    dx_e, dg_e, db_e = torch.ops.aten.native_batch_norm_backward(
+        dy, x, gamma, rm0.clone(), rv0.clone(), save_mean, save_invstd, False, eps, [True, True, True])
+    # Cross-check the train backward with autograd through F.batch_norm.
+    xa = x.detach().clone().requires_grad_(True)
+    ga = gamma.detach().clone().requires_grad_(True) if affine else None
+    ba = beta.detach().clone().requires_grad_(True) if affine else None
+    ya = F.batch_norm(xa, rm0.clone(), rv0.clone(), ga, ba, training=True, momentum=factor, eps=eps)
+    ya.backward(dy)
+    assert torch.allclose(xa.grad, dx_t, rtol=1e-5, atol=1e-5), name
+    if affine:
+        assert torch.allclose(ga.grad, dg_t, rtol=1e-5, atol=1e-4), name
+        assert torch.allclose(ba.grad, db_t, rtol=1e-5, atol=1e-4), name
+
+    w = Writer(os.path.join(HERE, name + ".txt"))
+    w.comment("PyTorch golden vectors for the batchnorm crate. Generated by make_golden.py; do not edit.")
+    w.comment(desc)
+    w.kv("torch_version", torch.__version__)
+    w.kv("name", name)
+    w.kv("layout", "channels_last" if channels_last else "channels_first")
+    w.kv("torch_shape", " ".join(str(d) for d in torch_shape))
+    w.kv("shape", "%d %d %d" % (N, C, S))
+    w.kv("eps", "%.9g" % np.float32(eps))
+    if batches_tracked is None:
+        w.kv("momentum", "%.9g" % np.float32(momentum))
+    else:
+        w.kv("momentum", "cumulative")
+        w.kv("batches_tracked", str(batches_tracked))
+    w.arr("x", flat(x, channels_last))
+    if affine:
+        w.arr("gamma", gamma)
+        w.arr("beta", beta)
+    w.arr("running_mean", rm0)
+    w.arr("running_var", rv0)
+    w.arr("train_y", flat(y, channels_last))
+    w.arr("train_save_mean", save_mean)
+    w.arr("train_save_invstd", save_invstd)
+    w.arr("train_running_mean", rm)
+    w.arr("train_running_var", rv)
+    w.arr("eval_y", flat(y_eval, channels_last))
+    w.arr("dy", flat(dy, channels_last))
+    w.arr("backward_train_dx", flat(dx_t, channels_last))
+    if dg_t is not None:
+        w.arr("backward_train_dgamma", dg_t)
+    if db_t is not None:
+        w.arr("backward_train_dbeta", db_t)
+    w.arr("backward_eval_dx", flat(dx_e, channels_last))
+    if dg_e is not None:
+        w.arr("backward_eval_dgamma", dg_e)
+    if db_e is not None:
+        w.arr("backward_eval_dbeta", db_e)
+    TOTAL[0] += w.close()
+
+    # How far is torch itself from a float64 evaluation on the same f32 inputs?
+    ref = f64_reference(x.contiguous(), gamma, beta, rm0, rv0, dy.contiguous(), float(np.float32(eps)))
+    got = dict(train_y=y, train_save_mean=save_mean, train_save_invstd=save_invstd, eval_y=y_eval,
+               backward_train_dx=dx_t, backward_train_dgamma=dg_t, backward_train_dbeta=db_t,
+               backward_eval_dx=dx_e, backward_eval_dgamma=dg_e, backward_eval_dbeta=db_e)
+    errs = []
+    for k, v in got.items():
+        if v is None:
+            continue
+        r = ref[k]
+        e = ((v.double().contiguous() - r).abs() / (1.0 + r.abs())).max().item()
+        errs.append("%s %.2g" % (k, e))
+    SUMMARY.append("%-24s max |torch-f64|/(1+|f64|): %s" % (name, ", ".join(errs)))
+    SUMMARY.append("%-24s dgamma/dbeta returned with weight=None: %s" % (
+        "", "n/a (affine)" if affine else (dg_t is not None, db_t is not None)))
+
+
+def bn_cases():
+    bn_case("nchw_affine", "BatchNorm2d NCHW, affine, momentum 0.1", (4, 3, 5, 5))
+    bn_case("nchw_noaffine", "BatchNorm2d NCHW, affine=False (gamma/beta absent), momentum 0.1",
+            (4, 3, 5, 5), affine=False)
+    bn_case("nhwc_affine", "BatchNorm2d NHWC (x.to(memory_format=torch.channels_last)), affine",
+            (3, 8, 4, 4), channels_last=True)
+    bn_case("nhwc_noaffine", "BatchNorm2d NHWC (channels_last), affine=False, momentum 0.3",
+            (2, 5, 3, 3), channels_last=True, affine=False, momentum=0.3)
+    bn_case("ncl_affine", "BatchNorm1d on 3-D input NCL, affine, momentum 0.1", (2, 17, 7))
+    bn_case("nc_affine", "BatchNorm1d on 2-D input [N, C] (S = 1), affine, momentum 0.1", (8, 5))
+    bn_case("nc_noaffine_m2", "BatchNorm1d on [N, C] with N = 2 (m = 2, smallest m with running stats), affine=False",
+            (2, 6), affine=False)
+    bn_case("ncdhw_affine", "BatchNorm3d NCDHW, affine", (2, 3, 2, 3, 3))
+    bn_case("ndhwc_affine", "BatchNorm3d NDHWC (channels_last_3d), affine", (2, 4, 2, 2, 3),
+            channels_last=True)
+    bn_case("nchw_cumulative", "BatchNorm2d(momentum=None): cumulative average, num_batches_tracked = 3 "
+            "before the step, so the factor is 1/4", (4, 3, 5, 5), momentum=None, batches_tracked=3)
+    bn_case("nc_cumulative_first", "BatchNorm1d(momentum=None) on [N, C], num_batches_tracked = 0 before "
+            "the step (factor 1: running stats become the batch stats)", (8, 5),
+            momentum=None, batches_tracked=0)
+    bn_case("nchw_offset1000", "NCHW with x = 1000 + randn (|mean|/std ~ 1e3): single-pass accuracy",
+            (4, 3, 5, 5), offset=1000.0)
+    bn_case("nhwc_offset1000", "NHWC with x = 1000 + randn (|mean|/std ~ 1e3)", (3, 8, 4, 4),
+            channels_last=True, offset=1000.0)
+    bn_case("nc_eps_big_tinyvar", "[N, C] with eps = 0.1 and channels of very different scales "
+            "(std 1e-3 .. 10): shows where eps enters (inside the sqrt)", (16, 4),
+            eps=0.1, channel_scale=[1e-3, 1.0, 10.0, 0.05])
+    bn_case("nchw_tinyvar", "NCHW, eps 1e-5, channel 1 has std 1e-3 (var << eps), channel 2 is constant "
+            "(var 0: y = beta)", (2, 3, 3, 3), channel_scale=[1.0, 1e-3, 1.0],
+            x_override=lambda x: torch.cat([x[:, :2], torch.full_like(x[:, 2:3], 0.75)], 1))
+
+
+# ------------------------------------------------------------------ folding
+
+def fold_case(name, desc, kind, weight_shape, groups=1, bias=True, eps=1e-5, layer=None):
+    os.makedirs(FOLD_DIR, exist_ok=True)
+    transpose = kind == "conv_transpose"
+    if layer is not None:
+        W = layer.weight.detach().clone()
+        b = layer.bias.detach().clone() if layer.bias is not None else None
+    else:
+        W = torch.randn(*weight_shape, dtype=DT) * 0.5
+        b = None
+    assert tuple(W.shape) == tuple(weight_shape), (W.shape, weight_shape)
+    if kind == "linear":
+        out_ch = W.shape[0]
+    elif transpose:
+        out_ch = W.shape[1] * groups
+    else:
+        out_ch = W.shape[0]
+    if bias and b is None:
+        b = torch.randn(out_ch, dtype=DT) * 0.3
+    rm = torch.randn(out_ch, dtype=DT) * 0.5
+    rv = 0.2 + torch.rand(out_ch, dtype=DT) * 2.0
+    g = 1.0 + 0.5 * torch.randn(out_ch, dtype=DT)
+    beta = 0.5 * torch.randn(out_ch, dtype=DT)
+
+    # numpy float64 reference (correct for every layout, including grouped transpose)
+    Wd = W.double().numpy()
+    scale = g.double().numpy() / np.sqrt(rv.double().numpy() + float(np.float32(eps)))
+    if kind == "linear" or not transpose:
+        Wf_ref = Wd * scale.reshape([-1] + [1] * (Wd.ndim - 1))
+    else:
+        # [in][out/groups][k...]: output channel o = g*(out/groups) + j lives at
+        # rows g*(in/groups) .. (g+1)*(in/groups), column j.
+        in_ch, opg = Wd.shape[0], Wd.shape[1]
+        ipg = in_ch // groups
+        Wf_ref = Wd.copy()
+        for gi in range(groups):
+            for j in range(opg):
+                Wf_ref[gi * ipg:(gi + 1) * ipg, j] *= scale[gi * opg + j]
+    bd = b.double().numpy() if b is not None else np.zeros(out_ch)
+    bf_ref = (bd - rm.double().numpy()) * scale + beta.double().numpy()
+
+    torch_wrong = False
+    torch_err = None
+    tW = tb = None
+    try:
+        if kind == "linear":
+            tW, tb = fuse_linear_bn_weights(W, b, rm, rv, eps, g, beta)
+            fn = "torch.nn.utils.fusion.fuse_linear_bn_weights"
+        else:
+            tW, tb = fuse_conv_bn_weights(W, b, rm, rv, eps, g, beta, transpose=transpose)
+            fn = "torch.nn.utils.fusion.fuse_conv_bn_weights(transpose=%s)" % transpose
+        tW = tW.detach()
+        tb = tb.detach()
+        if tuple(tW.shape) != tuple(W.shape):
+            torch_wrong = True
+        elif not np.allclose(tW.double().numpy(), Wf_ref, rtol=1e-5, atol=1e-6) or \
+                not np.allclose(tb.double().numpy(), bf_ref, rtol=1e-5, atol=1e-6):
+            torch_wrong = True
+    except Exception as e:  # noqa: BLE001 -- recorded in the file
+        torch_wrong = True
+        torch_err = "%s: %s" % (type(e).__name__, str(e).replace("\n", " "))
+        fn = "torch.nn.utils.fusion.fuse_conv_bn_weights(transpose=%s)" % transpose
+
+    # The layer itself must agree with the fused weights (checks the reference
+    # and the layout meaning end to end): eval(BN(layer(z))) == fused_layer(z).
+    if layer is not None:
+        bn = {1: nn.BatchNorm1d, 2: nn.BatchNorm1d, 3: nn.BatchNorm1d, 4: nn.BatchNorm2d,
+              5: nn.BatchNorm3d}
+        with torch.no_grad():
+            nd = W.dim()
+            if kind == "linear":
+                z = torch.randn(3, W.shape[1], dtype=torch.float64)
+                bnm = nn.BatchNorm1d(out_ch, eps=eps).double()
+            else:
+                ks = W.shape[2:]
+                z = torch.randn(*([2, W.shape[1] * groups if not transpose else W.shape[0]]
+                                  + [k + 3 for k in ks]), dtype=torch.float64)
+                bnm = bn[nd](out_ch, eps=eps).double()
+            bnm.eval()
+            bnm.running_mean.copy_(rm.double())
+            bnm.running_var.copy_(rv.double())
+            bnm.weight.copy_(g.double())
+            bnm.bias.copy_(beta.double())
+            lay = layer.double()
+            ref_out = bnm(lay(z))
+            lay.weight.copy_(torch.from_numpy(Wf_ref))
+            if lay.bias is None:
+                lay.bias = nn.Parameter(torch.from_numpy(bf_ref))
+            else:
+                lay.bias.copy_(torch.from_numpy(bf_ref))
+            fused_out = lay(z)
+            assert torch.allclose(ref_out, fused_out, rtol=1e-9, atol=1e-9), name
+
+    if kind == "linear":
+        layout = "out_in"
+    elif transpose:
+        layout = "in_out_per_group_k"
+    else:
+        layout = "out_in_per_group_k"
+    w = Writer(os.path.join(FOLD_DIR, name + ".txt"))
+    w.comment("PyTorch golden vectors for batchnorm folding. Generated by make_golden.py; do not edit.")
+    w.comment(desc)
+    if torch_wrong:
+        w.comment("torch_known_wrong: PyTorch's fuser does not handle this layout; W_fused/b_fused are the")
+        w.comment("correct reference computed in numpy float64 (rounded to f32); torch's output is recorded")
+        w.comment("below as torch_* for the record only.")
+    w.kv("torch_version", torch.__version__)
+    w.kv("name", name)
+    w.kv("kind", kind)
+    w.kv("torch_fn", fn)
+    w.kv("weight_shape", " ".join(str(d) for d in W.shape))
+    w.kv("weight_layout", layout)
+    w.kv("groups", str(groups))
+    w.kv("transpose", "1" if transpose else "0")
+    w.kv("eps", "%.9g" % np.float32(eps))
+    w.arr("W", W)
+    if b is not None:
+        w.arr("b", b)
+    w.arr("bn_running_mean", rm)
+    w.arr("bn_running_var", rv)
+    w.arr("bn_gamma", g)
+    w.arr("bn_beta", beta)
+    if torch_wrong:
+        w.arr("W_fused", Wf_ref.astype(np.float32))
+        w.arr("b_fused", bf_ref.astype(np.float32))
+        w.kv("torch_known_wrong", "1")
+        if torch_err is not None:
+            w.kv("torch_error", torch_err)
+        else:
+            w.kv("torch_fused_shape", " ".join(str(d) for d in tW.shape))
+            w.arr("torch_W_fused", tW)
+            w.arr("torch_b_fused", tb)
+    else:
+        w.arr("W_fused", tW)
+        w.arr("b_fused", tb)
+        w.kv("torch_known_wrong", "0")
+    TOTAL[0] += w.close()
+    SUMMARY.append("fold/%-20s torch_known_wrong=%d%s" % (
+        name, torch_wrong, (" (" + torch_err + ")") if torch_err else
+        (" (torch shape %s)" % (tuple(tW.shape),) if torch_wrong else "")))
+
+
+def fold_cases():
+    fold_case("linear_bias", "nn.Linear(6, 4) with bias -> BatchNorm1d(4)", "linear", (4, 6),
+              layer=nn.Linear(6, 4))
+    fold_case("linear_nobias", "nn.Linear(5, 3, bias=False) -> BatchNorm1d(3)", "linear", (3, 5),
+              bias=False, layer=nn.Linear(5, 3, bias=False))
+    fold_case("conv2d_g1", "nn.Conv2d(3, 4, 3) with bias -> BatchNorm2d(4)", "conv", (4, 3, 3, 3),
+              layer=nn.Conv2d(3, 4, 3))
+    fold_case("conv2d_g2_nobias", "nn.Conv2d(4, 6, (3, 2), groups=2, bias=False) -> BatchNorm2d(6)", "conv",
+              (6, 2, 3, 2), groups=2, bias=False, layer=nn.Conv2d(4, 6, (3, 2), groups=2, bias=False))
+    fold_case("conv2d_depthwise", "depthwise nn.Conv2d(5, 5, 3, groups=5) -> BatchNorm2d(5)", "conv",
+              (5, 1, 3, 3), groups=5, layer=nn.Conv2d(5, 5, 3, groups=5))
+    fold_case("conv1d", "nn.Conv1d(3, 5, 4) -> BatchNorm1d(5)", "conv", (5, 3, 4),
+              layer=nn.Conv1d(3, 5, 4))
+    fold_case("conv3d", "nn.Conv3d(2, 3, (2, 2, 3)) -> BatchNorm3d(3)", "conv", (3, 2, 2, 2, 3),
+              layer=nn.Conv3d(2, 3, (2, 2, 3)))
+    fold_case("conv_transpose2d_g1", "nn.ConvTranspose2d(3, 4, 3) -> BatchNorm2d(4); weight [in][out][k][k]",
+              "conv_transpose", (3, 4, 3, 3), layer=nn.ConvTranspose2d(3, 4, 3))
+    fold_case("conv_transpose2d_g2", "nn.ConvTranspose2d(4, 6, 2, groups=2) -> BatchNorm2d(6); weight "
+              "[in=4][out/groups=3][2][2]. torch's fuser scales dim 1 by all 6 channels: it fails.",
+              "conv_transpose", (4, 3, 2, 2), groups=2, layer=nn.ConvTranspose2d(4, 6, 2, groups=2))
+    fold_case("conv_transpose2d_g2_opg1", "nn.ConvTranspose2d(4, 2, 3, groups=2) -> BatchNorm2d(2); weight "
+              "[in=4][out/groups=1][3][3]. torch's fuser broadcasts [4,1,3,3] * [1,2,1,1] to a wrong "
+              "[4,2,3,3] weight without an error.",
+              "conv_transpose", (4, 1, 3, 3), groups=2, layer=nn.ConvTranspose2d(4, 2, 3, groups=2))
+
+
+def main():
+    os.makedirs(HERE, exist_ok=True)
+    for d in (HERE, FOLD_DIR):
+        if os.path.isdir(d):
+            for f in os.listdir(d):
+                if f.endswith(".txt"):
+                    os.remove(os.path.join(d, f))
+    bn_cases()
+    fold_cases()
+    print("torch", torch.__version__, "numpy", np.__version__, "python", sys.version.split()[0])
+    for line in SUMMARY:
+        print(line)
+    print("total bytes written: %d" % TOTAL[0])
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,39 @@
+//! Calls every public entry point of `batchnorm` from a `#![no_std]` staticlib.
+#![no_std]
+
+use batchnorm::{moments, BatchNorm, Grads, Momentum, Moments, Running, Shape};
+
+#[panic_handler]
+fn panic(_: &core::panic::PanicInfo) -> ! {
+    loop {}
+}
+
+/// Runs every kernel once on a small tensor; returns the number of calls that failed.
+#[no_mangle]
+pub extern "C" fn batchnorm_nostd_check() -> u32 {
+    let shape = Shape::channels_last(2, 3, 4);
+    let mut x = [0.0f32; 24];
+    for (i, v) in x.iter_mut().enumerate() {
+        *v = i as f32 * 0.25;
+    }
+    let (gamma, beta) = ([1.0f32, 2.0, 3.0], [0.5f32, 0.0, -0.5]);
+    let bn = BatchNorm { eps: 1e-5, gamma: Some(&gamma), beta: Some(&beta) };
+    let (mut y, mut dx) = ([0.0f32; 24], [0.0f32; 24]);
+    let (mut mean, mut invstd, mut rm, mut rv) = ([0.0f32; 3], [0.0f32; 3], [0.0f32; 3], [1.0f32; 3]);
+    let (mut dg, mut db) = ([0.0f32; 3], [0.0f32; 3]);
+    let mut parts = [Moments::EMPTY; 3];
+    let mut failures = 0;
+    let mut count = |r: Result<(), batchnorm::Error>| failures += u32::from(r.is_err());
+    count(moments(&x, shape, &mut parts));
+    let _ = parts[0].merge(parts[1]).var();
+    count(bn.eval(&x, &mut y, shape, &rm, &rv));
+    count(bn.eval_in_place(&mut y, shape, &rm, &rv));
+    let running = Running { mean: &mut rm, var: &mut rv, momentum: Momentum::Exponential(0.1) };
+    count(bn.train(&x, &mut y, shape, &mut mean, &mut invstd, Some(running)));
+    count(bn.train_in_place(&mut y, shape, &mut mean, &mut invstd, None));
+    let grads = Grads { dx: &mut dx, dgamma: Some(&mut dg), dbeta: Some(&mut db) };
+    count(bn.backward(&y, &x, shape, &mean, &invstd, grads));
+    let grads = Grads { dx: &mut dx, dgamma: None, dbeta: Some(&mut db) };
+    count(bn.backward_eval(&y, &x, shape, &rm, &rv, grads));
+    failures
+}
