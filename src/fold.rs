@@ -37,7 +37,7 @@
 //! |---|---|---|---|
 //! | [`Oihw`](WeightLayout::Oihw) | `[O][Ig][K]` | `(o·Ig + q)·K + k` | PyTorch/ONNX `Conv`, `nn.Linear` / `Gemm(transB=1)` `[out][in]` |
 //! | [`Ohwi`](WeightLayout::Ohwi) | `[O][K][Ig]` | `(o·K + k)·Ig + q` | TFLite `CONV_2D` |
-//! | [`Hwio`](WeightLayout::Hwio) | `[K][Ig][O]` | `(k·Ig + q)·O + o` | TensorFlow/Keras `Conv`, `Dense` / `MatMul` `[in][out]`, depthwise (`G = I`) |
+//! | [`Hwio`](WeightLayout::Hwio) | `[K][Ig][O]` | `(k·Ig + q)·O + o` | TensorFlow/Keras `Conv`, `Dense` / `MatMul` `[in][out]`, TFLite `DEPTHWISE_CONV_2D` (`G = I`) |
 //! | [`Iohw`](WeightLayout::Iohw) | `[I][Og][K]` | `(i·Og + p)·K + k` | PyTorch/ONNX `ConvTranspose` |
 //!
 //! Stride and dilation do not matter for folding. Depthwise convolution is `G = I`,
@@ -90,11 +90,27 @@ pub struct EvalBn<'a> {
 /// see the [module docs](self) for the notation.
 ///
 /// ```
-/// use batchnorm::fold::{Layer, WeightLayout};
+/// use batchnorm::fold::{self, EvalBn, Layer};
 ///
-/// // TensorFlow Conv2D kernel [3][3][16][32]
-/// let layer = Layer { layout: WeightLayout::Hwio, in_channels: 16, out_channels: 32, groups: 1, kernel: 3 * 3 };
-/// assert_eq!(layer.layout, WeightLayout::Hwio);
+/// // One 2 → 3 linear layer, stored [out][in] (PyTorch) and [in][out] (Keras).
+/// let mut out_in = [1.0, 2.0,  // output 0
+///                   3.0, 4.0,  // output 1
+///                   5.0, 6.0]; // output 2
+/// let mut in_out = [1.0, 3.0, 5.0,  // input 0
+///                   2.0, 4.0, 6.0]; // input 1
+/// let (mut b1, mut b2) = ([0.0; 3], [0.0; 3]);
+/// let bn = EvalBn {
+///     running_mean: &[0.0; 3],
+///     running_var: &[1.0; 3],
+///     gamma: Some(&[1.0, 2.0, -1.0]),
+///     beta: None,
+///     eps: 0.0,
+/// };
+/// fold::into_preceding(&bn, Layer::linear(2, 3), &mut out_in, &mut b1)?;
+/// fold::into_preceding(&bn, Layer::linear_in_out(2, 3), &mut in_out, &mut b2)?;
+/// assert_eq!(out_in, [1.0, 2.0, 6.0, 8.0, -5.0, -6.0]);
+/// assert_eq!(in_out, [1.0, 6.0, -5.0, 2.0, 8.0, -6.0]);
+/// # Ok::<(), batchnorm::Error>(())
 /// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[non_exhaustive]
@@ -122,11 +138,31 @@ pub enum WeightLayout {
 /// ```
 /// use batchnorm::fold::{Layer, WeightLayout};
 ///
-/// // PyTorch Conv3d(8, 16, kernel_size=(3, 3, 3), groups=4): weight [16][2][3][3][3]
-/// let conv = Layer { layout: WeightLayout::Oihw, in_channels: 8, out_channels: 16, groups: 4, kernel: 27 };
-/// // PyTorch nn.Linear(128, 10): weight [10][128]
-/// assert_eq!(Layer::linear(128, 10).out_channels, 10);
-/// # let _ = conv;
+/// // PyTorch Conv3d(8, 16, kernel_size=3, groups=4): weight [16][2][3][3][3]
+/// let conv3d = Layer {
+///     layout: WeightLayout::Oihw,
+///     in_channels: 8,
+///     out_channels: 16,
+///     groups: 4,
+///     kernel: 3 * 3 * 3,
+/// };
+/// // TFLite DEPTHWISE_CONV_2D, 32 channels, multiplier 2: weight [1][3][3][64]
+/// let depthwise = Layer {
+///     layout: WeightLayout::Hwio,
+///     in_channels: 32,
+///     out_channels: 64,
+///     groups: 32,
+///     kernel: 3 * 3,
+/// };
+/// // PyTorch ConvTranspose2d(8, 6, kernel_size=2, groups=2): weight [8][3][2][2]
+/// let transposed = Layer {
+///     layout: WeightLayout::Iohw,
+///     in_channels: 8,
+///     out_channels: 6,
+///     groups: 2,
+///     kernel: 2 * 2,
+/// };
+/// # let _ = (conv3d, depthwise, transposed);
 /// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct Layer {
@@ -151,8 +187,10 @@ impl Layer {
     /// ```
     /// use batchnorm::fold::{Layer, WeightLayout};
     ///
+    /// // nn.Linear(3, 2): weight [2][3]
     /// let layer = Layer::linear(3, 2);
-    /// assert_eq!(layer, Layer { layout: WeightLayout::Oihw, in_channels: 3, out_channels: 2, groups: 1, kernel: 1 });
+    /// assert_eq!(layer.layout, WeightLayout::Oihw);
+    /// assert_eq!((layer.in_channels, layer.out_channels, layer.groups, layer.kernel), (3, 2, 1, 1));
     /// ```
     pub const fn linear(in_features: usize, out_features: usize) -> Layer {
         Layer {
@@ -170,8 +208,10 @@ impl Layer {
     /// ```
     /// use batchnorm::fold::{Layer, WeightLayout};
     ///
+    /// // keras.layers.Dense(2) on 3 features: kernel [3][2]
     /// let layer = Layer::linear_in_out(3, 2);
-    /// assert_eq!(layer, Layer { layout: WeightLayout::Hwio, in_channels: 3, out_channels: 2, groups: 1, kernel: 1 });
+    /// assert_eq!(layer.layout, WeightLayout::Hwio);
+    /// assert_eq!((layer.in_channels, layer.out_channels, layer.groups, layer.kernel), (3, 2, 1, 1));
     /// ```
     pub const fn linear_in_out(in_features: usize, out_features: usize) -> Layer {
         Layer {
@@ -288,8 +328,8 @@ pub fn into_preceding(
         let shifted = f64::from(*b) - f64::from(bn.running_mean[o]);
         *b = (shifted * scale + bn.beta(o)) as f32;
     }
-    // One tile of output channels at a time: their scales are computed once, and in
-    // every layout the tile's weights at one (q, k) are a few whole cache lines.
+    // One tile of output channels at a time: each scale is computed once (no sqrt per
+    // weight), and where output channels are adjacent (HWIO) the inner loop is contiguous.
     for g in 0..geo.groups {
         for p0 in (0..geo.out_g).step_by(TILE) {
             let n = TILE.min(geo.out_g - p0);
@@ -333,13 +373,21 @@ pub fn into_preceding(
 /// channel `i` with `pad_i` instead (BN maps `pad_i` to 0): pass `Some(pad)` with
 /// `in_channels` values to receive them. For a transposed convolution every input
 /// position it reads outside `x` (the border, and for stride > 1 the holes between
-/// samples) must hold `pad_i`. Reflect, replicate and circular padding need no pad values.
+/// samples) must hold `pad_i`; an engine that cannot fill the holes should not fold BN
+/// into a strided transposed convolution. Reflect, replicate and circular padding need no
+/// pad values.
 ///
 /// ```
 /// use batchnorm::fold::{self, EvalBn, Layer, WeightLayout};
 ///
 /// // BatchNorm1d(2) followed by Conv1d(2, 1, kernel_size=2, padding=1, bias=False)
-/// let conv = Layer { layout: WeightLayout::Oihw, in_channels: 2, out_channels: 1, groups: 1, kernel: 2 };
+/// let conv = Layer {
+///     layout: WeightLayout::Oihw,
+///     in_channels: 2,
+///     out_channels: 1,
+///     groups: 1,
+///     kernel: 2,
+/// };
 /// let mut weight = [1.0, 2.0,  // W[0][0][k]
 ///                   3.0, 4.0]; // W[0][1][k]
 /// let mut bias = [0.0]; // no bias: b = 0
