@@ -384,8 +384,8 @@ pub fn ref_backward_eval(
 /// 4·EPS32 = 8u per term covers the ≤ 4 roundings of any of the formulations; on top
 /// come the errors of the per-channel values the output is built from:
 /// - train: y = (x − mean)·γ·invstd + β, against the f64 oracle (f64 mean, f64 invstd):
-///   |Δy| ≤ |(x−mean)·γ|·Δinvstd + |γ·invstd|·1e-5·max|x − mean|
-///         + 4·EPS32·(|(x−mean)·γ·invstd| + |β| + |y|).
+///   |Δy| ≤ |(x−mean)·γ|·Δinvstd + |γ·invstd|·1e-5·max|x − mean| +
+///   4·EPS32·(|(x−mean)·γ·invstd| + |β| + |y|).
 ///   The mean enters with the *reduction* error only, not with its f32 rounding: the
 ///   kernel subtracts the f32 mean and folds the part of the f64 mean that f32 cannot
 ///   hold into the shift (src/forward.rs), so y is as exact as its f32 rounding. A y
