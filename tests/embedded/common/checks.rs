@@ -443,7 +443,7 @@ fn check_case<W: Write>(ck: &mut Checker<W>, case: &Case) {
             "host values",
             name,
             format_args!(
-                "{} of {} match, worst |got-host| = {:.2} tol",
+                "{} of {} match, worst |got-host| = {:.1e}·tol",
                 count - bad,
                 count,
                 worst
@@ -846,7 +846,7 @@ fn check_fold<W: Write>(ck: &mut Checker<W>) {
             "fold host values",
             case.name,
             format_args!(
-                "{} of {} match, worst |got-host| = {:.2} tol",
+                "{} of {} match, worst |got-host| = {:.1e}·tol",
                 count - bad,
                 count,
                 worst
