@@ -571,7 +571,7 @@ fn affine_channels_first(
 /// patterns whose lanes all hold one channel.
 #[inline(always)]
 fn map_run(src: Option<&[f32]>, dst: &mut [f32], f: impl Fn(V) -> V) {
-    let last = if dst.len() % LANES != 0 {
+    let last = if !dst.len().is_multiple_of(LANES) {
         match src {
             Some(src) => src.last_chunk::<LANES>(),
             None => dst.last_chunk::<LANES>(),
@@ -610,7 +610,7 @@ fn map_run(src: Option<&[f32]>, dst: &mut [f32], f: impl Fn(V) -> V) {
 #[inline(always)]
 fn zip_run(a: &[f32], b: &[f32], out: &mut [f32], f: impl Fn(V, V) -> V) {
     let last = match (a.last_chunk::<LANES>(), b.last_chunk::<LANES>()) {
-        (Some(x), Some(y)) if out.len() % LANES != 0 => Some(f(V::new(*x), V::new(*y))),
+        (Some(x), Some(y)) if !out.len().is_multiple_of(LANES) => Some(f(V::new(*x), V::new(*y))),
         _ => None,
     };
     let ((afull, atail), (bfull, btail), (ofull, otail)) = (split(a), split(b), split_mut(out));
