@@ -443,7 +443,7 @@ fn check_case<W: Write>(ck: &mut Checker<W>, case: &Case) {
             "host values",
             name,
             format_args!(
-                "{} of {} match, worst |got-host| = {:.2} tol",
+                "{} of {} match, worst |got-host| = {:.1e}·tol",
                 count - bad,
                 count,
                 worst
@@ -710,15 +710,222 @@ fn check_nan<W: Write>(ck: &mut Checker<W>) {
     );
 }
 
-// ---- fold (issue 3) ------------------------------------------------------------
-// FOLD: `batchnorm::fold` is not in the crate yet. When it lands, check here: fold an
-// eval-mode BN into a small conv [out][in/groups][k] (groups 1 and C) and a linear
-// layer, and compare folded_layer(x) with BN(layer(x)) computed by f64 loops; plus a
-// couple of host values in expected.rs.
+// ---- fold: formulas and end to end ----------------------------------------------------
+// Per case: W', b' (and the pad values for BN before a layer) against the formulas in
+// f64, then end to end: the folded layer's output against BN(layer(x)) (BN after) or
+// layer(BN(x)) (BN before; a padded convolution pads with the returned values), all in
+// f64 loops here; then the host values and the error paths.
 fn check_fold<W: Write>(ck: &mut Checker<W>) {
-    ck.note(format_args!(
-        "skip fold                       (batchnorm::fold not in this build yet: issue 3)"
-    ));
+    use crate::data::{weight_index, FoldInputs, FOLD_CASES, FOLD_LEN};
+    use crate::reference::{fold_scale_shift, fold_want, input_of, layer_out, layer_out_len};
+    use batchnorm::fold::{self, EvalBn, Layer};
+
+    for case in FOLD_CASES {
+        let l = case.layer;
+        let ig = l.in_channels / l.groups;
+        let inp = FoldInputs::new(case);
+        let o = match scenario::run_fold(case, &inp) {
+            Ok(o) => o,
+            Err((kernel, e)) => {
+                ck.line(
+                    false,
+                    kernel,
+                    case.name,
+                    format_args!("returned Err({:?})", e),
+                );
+                continue;
+            }
+        };
+        let mut a = Acc::new(RTOL);
+        for oc in 0..l.out_channels {
+            for q in 0..ig {
+                for k in 0..l.kernel {
+                    let i = weight_index(l, oc, q, k);
+                    let (w, mag) = fold_want(case, &inp, What::FoldWeight, oc, q, k);
+                    a.add(i, o.weight[i] as f64, w, mag);
+                }
+            }
+            let (w, mag) = fold_want(case, &inp, What::FoldBias, oc, 0, 0);
+            a.add(oc, o.bias[oc] as f64, w, mag);
+        }
+        if !case.bn_after {
+            for c in 0..l.in_channels {
+                let (w, mag) = fold_want(case, &inp, What::FoldPad, c, 0, 0);
+                a.add(c, o.pad[c] as f64, w, mag);
+            }
+        }
+        let label = if case.bn_after {
+            "fold into_preceding W',b'"
+        } else {
+            "fold into_following W',b',pad"
+        };
+        ck.acc(label, case.name, &a);
+
+        // End to end.
+        let mut a = Acc::new(RTOL);
+        let x_at = |i: usize, j: usize| inp.x[i * FOLD_LEN + j] as f64;
+        let none = |_: usize| 0.0;
+        if case.bn_after {
+            for oc in 0..l.out_channels {
+                let (scale, _) = fold_scale_shift(&inp, oc);
+                let (m, beta) = (inp.running_mean[oc] as f64, inp.beta[oc] as f64);
+                for t in 0..layer_out_len(case, 0) {
+                    let (y, ymag) = layer_out(case, &inp.weight, &inp.bias, &x_at, &none, 0, oc, t);
+                    let want = (y - m) * scale + beta;
+                    let mag = (ymag + m.abs()) * scale.abs() + beta.abs();
+                    let (got, _) = layer_out(case, &o.weight, &o.bias, &x_at, &none, 0, oc, t);
+                    a.add(oc, got, want, mag);
+                }
+            }
+        } else {
+            // A convolution pads by 1: the original pads BN(x) with 0, the folded one pads
+            // x with the returned pad values. A linear layer (kernel 1) has no padding.
+            let padding = if l.kernel > 1 { 1 } else { 0 };
+            let bn_x = |i: usize, j: usize| {
+                let (scale, shift) = fold_scale_shift(&inp, i);
+                inp.x[i * FOLD_LEN + j] as f64 * scale + shift
+            };
+            let pad_at = |i: usize| o.pad[i] as f64;
+            for oc in 0..l.out_channels {
+                for t in 0..layer_out_len(case, padding) {
+                    let (want, _) =
+                        layer_out(case, &inp.weight, &inp.bias, &bn_x, &none, padding, oc, t);
+                    let (got, _) =
+                        layer_out(case, &o.weight, &o.bias, &x_at, &pad_at, padding, oc, t);
+                    // magnitude: every term |W·scale·x| + |W·shift| + |b|
+                    let mut mag = (inp.bias[oc] as f64).abs();
+                    for q in 0..ig {
+                        let i = input_of(case, oc, q);
+                        let (scale, shift) = fold_scale_shift(&inp, i);
+                        for k in 0..l.kernel {
+                            let w = (inp.weight[weight_index(l, oc, q, k)] as f64).abs();
+                            let j = t + k;
+                            let xv = if j >= padding && j - padding < FOLD_LEN {
+                                x_at(i, j - padding).abs()
+                            } else {
+                                (shift / scale).abs()
+                            };
+                            mag += w * (xv * scale.abs() + shift.abs());
+                        }
+                    }
+                    a.add(oc, got, want, mag);
+                }
+            }
+        }
+        let label = if case.bn_after {
+            "fold end to end BN(layer(x))"
+        } else {
+            "fold end to end layer(BN(x))"
+        };
+        ck.acc(label, case.name, &a);
+
+        // Host values.
+        let (mut count, mut bad, mut worst) = (0, 0, 0.0f64);
+        for e in EXPECTED.iter().filter(|e| e.case == case.name) {
+            count += 1;
+            let got = o.get(e.what, e.index);
+            let d = (got - e.value).abs();
+            if !(d <= e.tol) {
+                bad += 1;
+                ck.note(format_args!(
+                    "     {:?}[{}]: got {:e}, host {:e}, tol {:e}",
+                    e.what, e.index, got, e.value, e.tol
+                ));
+            }
+            let rel = if e.tol > 0.0 {
+                d / e.tol
+            } else if d == 0.0 {
+                0.0
+            } else {
+                f64::INFINITY
+            };
+            worst = if rel > worst { rel } else { worst };
+        }
+        ck.line(
+            bad == 0 && count > 0,
+            "fold host values",
+            case.name,
+            format_args!(
+                "{} of {} match, worst |got-host| = {:.1e}·tol",
+                count - bad,
+                count,
+                worst
+            ),
+        );
+    }
+
+    // Errors: nothing written.
+    const S: f32 = 7.25;
+    let case = &FOLD_CASES[5]; // before linear [o][i], 6 → 3
+    let inp = FoldInputs::new(case);
+    let l = case.layer;
+    let nw = crate::data::weight_len(l);
+    let mut gamma = [0.0f32; 8];
+    gamma[..l.in_channels].copy_from_slice(&inp.gamma[..l.in_channels]);
+    gamma[2] = 0.0;
+    let bn = EvalBn {
+        running_mean: &inp.running_mean[..l.in_channels],
+        running_var: &inp.running_var[..l.in_channels],
+        gamma: Some(&gamma[..l.in_channels]),
+        beta: Some(&inp.beta[..l.in_channels]),
+        eps: EPS,
+    };
+    let (mut w, mut b, mut pad) = (inp.weight, inp.bias, [S; 8]);
+    let r = fold::into_following(
+        &bn,
+        l,
+        &mut w[..nw],
+        &mut b[..l.out_channels],
+        Some(&mut pad[..l.in_channels]),
+    );
+    let ok = r == Err(Error::ZeroScale { channel: 2 })
+        && bits_eq(&w[..nw], &inp.weight[..nw])
+        && bits_eq(&b, &inp.bias)
+        && pad.iter().all(|&p| p == S);
+    ck.line(
+        ok,
+        "fold error gamma 0 + pad",
+        case.name,
+        format_args!("{:?}", r),
+    );
+    // Without pad values, γ = 0 is fine: W'[., 2] = 0, b' gets W·β.
+    let r = fold::into_following(&bn, l, &mut w[..nw], &mut b[..l.out_channels], None);
+    ck.line(
+        r.is_ok() && (0..l.out_channels).all(|o| w[o * l.in_channels + 2] == 0.0),
+        "fold gamma 0, no pad",
+        case.name,
+        format_args!("{:?}", r),
+    );
+
+    let bad_groups = Layer {
+        groups: 4,
+        ..Layer::linear(6, 3)
+    };
+    let (mut w, mut b) = (inp.weight, inp.bias);
+    let r = fold::into_following(&bn, bad_groups, &mut w[..nw], &mut b[..3], None);
+    let ok = matches!(r, Err(Error::Groups { groups: 4, .. }))
+        && bits_eq(&w, &inp.weight)
+        && bits_eq(&b, &inp.bias);
+    ck.line(
+        ok,
+        "fold error groups 4 of 6",
+        case.name,
+        format_args!("{:?}", r),
+    );
+
+    let r = fold::into_following(&bn, l, &mut w[..nw - 1], &mut b[..3], None);
+    let ok =
+        r == Err(Error::Length {
+            arg: "weight",
+            expected: nw,
+            actual: nw - 1,
+        }) && bits_eq(&w, &inp.weight);
+    ck.line(
+        ok,
+        "fold error short weight",
+        case.name,
+        format_args!("{:?}", r),
+    );
 }
 
 // ---- stack each kernel family needs ---------------------------------------------
@@ -754,6 +961,11 @@ fn report_stack<W: Write>(ck: &mut Checker<W>) {
             label, cf, cl
         ));
     }
+    for following in [false, true] {
+        let (label, used) = stack_of_fold(following);
+        worst_all = worst_all.max(used);
+        ck.note(format_args!("stack {:<26} {:>13} B {:>13}", label, used, "(weights)"));
+    }
     let ok = worst_all < stack::DEPTH - 256;
     ck.line(
         ok,
@@ -761,6 +973,35 @@ fn report_stack<W: Write>(ck: &mut Checker<W>) {
         "all cases",
         format_args!("max {} B (painted {} B)", worst_all, stack::DEPTH),
     );
+}
+
+fn stack_of_fold(following: bool) -> (&'static str, usize) {
+    use batchnorm::fold::{into_following, into_preceding, EvalBn};
+    let fc = &crate::data::FOLD_CASES[if following { 7 } else { 1 }];
+    let fi = crate::data::FoldInputs::new(fc);
+    let l = fc.layer;
+    let nc = if following { l.in_channels } else { l.out_channels };
+    let (mut w, mut b, mut pad) = (fi.weight, fi.bias, [0.0f32; 8]);
+    let nw = crate::data::weight_len(l);
+    let bn = EvalBn {
+        running_mean: &fi.running_mean[..nc],
+        running_var: &fi.running_var[..nc],
+        gamma: Some(&fi.gamma[..nc]),
+        beta: Some(&fi.beta[..nc]),
+        eps: EPS,
+    };
+    let ob = l.out_channels;
+    if following {
+        let used = stack::used(|| {
+            let _ = into_following(&bn, l, &mut w[..nw], &mut b[..ob], Some(&mut pad[..nc]));
+        });
+        ("fold::into_following", used)
+    } else {
+        let used = stack::used(|| {
+            let _ = into_preceding(&bn, l, &mut w[..nw], &mut b[..ob]);
+        });
+        ("fold::into_preceding", used)
+    }
 }
 
 fn stack_of(family: usize, case: &Case) -> (&'static str, usize) {

@@ -186,3 +186,163 @@ impl Inputs {
 pub fn len_of(shape: Shape) -> usize {
     shape.batch * shape.channels * shape.spatial
 }
+
+// ---- folding (batchnorm::fold) -------------------------------------------------------
+
+/// Largest channel count, kernel, input length and weight of the fold cases.
+pub const FOLD_MAX_C: usize = 8;
+pub const FOLD_MAX_W: usize = 256;
+pub const FOLD_LEN: usize = 9;
+
+/// One fold case: a 1-D layer (kernel `k`) and which side of it the BN sits.
+#[derive(Clone, Copy)]
+pub struct FoldCase {
+    pub name: &'static str,
+    pub layer: batchnorm::fold::Layer,
+    /// BN after the layer (`into_preceding`), else before it (`into_following`).
+    pub bn_after: bool,
+    pub seed: u64,
+}
+
+const fn layer(
+    layout: batchnorm::fold::WeightLayout,
+    i: usize,
+    o: usize,
+    g: usize,
+    k: usize,
+) -> batchnorm::fold::Layer {
+    batchnorm::fold::Layer {
+        layout,
+        in_channels: i,
+        out_channels: o,
+        groups: g,
+        kernel: k,
+    }
+}
+
+pub const FOLD_CASES: &[FoldCase] = {
+    use batchnorm::fold::{Layer, WeightLayout as L};
+    &[
+        FoldCase {
+            name: "after conv OIHW g1",
+            layer: layer(L::Oihw, 4, 6, 1, 3),
+            bn_after: true,
+            seed: 11,
+        },
+        FoldCase {
+            name: "after conv OHWI g2",
+            layer: layer(L::Ohwi, 4, 6, 2, 3),
+            bn_after: true,
+            seed: 12,
+        },
+        FoldCase {
+            name: "after dwconv HWIO",
+            layer: layer(L::Hwio, 4, 8, 4, 3),
+            bn_after: true,
+            seed: 13,
+        },
+        FoldCase {
+            name: "after convT IOHW g2",
+            layer: layer(L::Iohw, 4, 6, 2, 3),
+            bn_after: true,
+            seed: 14,
+        },
+        FoldCase {
+            name: "after linear [o][i]",
+            layer: Layer::linear(5, 7),
+            bn_after: true,
+            seed: 15,
+        },
+        FoldCase {
+            name: "before linear [o][i]",
+            layer: Layer::linear(6, 3),
+            bn_after: false,
+            seed: 16,
+        },
+        FoldCase {
+            name: "before linear [i][o]",
+            layer: Layer::linear_in_out(6, 3),
+            bn_after: false,
+            seed: 17,
+        },
+        FoldCase {
+            name: "before conv OIHW g2",
+            layer: layer(L::Oihw, 4, 6, 2, 3),
+            bn_after: false,
+            seed: 18,
+        },
+    ]
+};
+
+/// Flat index of the weight joining output channel `o` and in-group input `q` at
+/// kernel position `k` (batchnorm::fold's layout table, written out independently).
+pub fn weight_index(l: batchnorm::fold::Layer, o: usize, q: usize, k: usize) -> usize {
+    use batchnorm::fold::WeightLayout as L;
+    let (og, ig, kk) = (
+        l.out_channels / l.groups,
+        l.in_channels / l.groups,
+        l.kernel,
+    );
+    match l.layout {
+        L::Oihw => (o * ig + q) * kk + k,
+        L::Ohwi => (o * kk + k) * ig + q,
+        L::Hwio => (k * ig + q) * l.out_channels + o,
+        L::Iohw => {
+            let (g, p) = (o / og, o % og);
+            ((g * ig + q) * og + p) * kk + k
+        }
+        _ => usize::MAX,
+    }
+}
+
+pub fn weight_len(l: batchnorm::fold::Layer) -> usize {
+    l.out_channels * (l.in_channels / l.groups) * l.kernel
+}
+
+/// A fold case's tensors: weight, bias, the BN's parameters (as many channels as the
+/// side it sits on), and an input x `[in_channels][FOLD_LEN]`.
+pub struct FoldInputs {
+    pub weight: [f32; FOLD_MAX_W],
+    pub bias: [f32; FOLD_MAX_C],
+    pub running_mean: [f32; FOLD_MAX_C],
+    pub running_var: [f32; FOLD_MAX_C],
+    pub gamma: [f32; FOLD_MAX_C],
+    pub beta: [f32; FOLD_MAX_C],
+    pub x: [f32; FOLD_MAX_C * FOLD_LEN],
+}
+
+impl FoldInputs {
+    pub fn new(case: &FoldCase) -> FoldInputs {
+        let mut rng = Lcg::new(case.seed);
+        let mut r = FoldInputs {
+            weight: [0.0; FOLD_MAX_W],
+            bias: [0.0; FOLD_MAX_C],
+            running_mean: [0.0; FOLD_MAX_C],
+            running_var: [0.0; FOLD_MAX_C],
+            gamma: [0.0; FOLD_MAX_C],
+            beta: [0.0; FOLD_MAX_C],
+            x: [0.0; FOLD_MAX_C * FOLD_LEN],
+        };
+        for w in r.weight[..weight_len(case.layer)].iter_mut() {
+            *w = 0.5 * rng.uniform();
+        }
+        for b in r.bias[..case.layer.out_channels].iter_mut() {
+            *b = rng.uniform();
+        }
+        let bn_channels = if case.bn_after {
+            case.layer.out_channels
+        } else {
+            case.layer.in_channels
+        };
+        for c in 0..bn_channels {
+            r.running_mean[c] = 2.0 * rng.uniform();
+            r.running_var[c] = 0.25 + rng.uniform() + 1.0;
+            r.gamma[c] = 0.5 + rng.uniform(); // includes negative γ
+            r.beta[c] = 0.5 * rng.uniform();
+        }
+        for v in r.x[..case.layer.in_channels * FOLD_LEN].iter_mut() {
+            *v = 2.0 * rng.uniform();
+        }
+        r
+    }
+}

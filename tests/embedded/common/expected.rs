@@ -117,4 +117,42 @@ pub const EXPECTED: &[Expected] = &[
     Expected { case: "cl 1x4x1000 +1e4", what: What::Dgamma, index: 3, value: 12.026992797851563, tol: 2.080306221345964e2 },
     // cl 1x4x1000 +1e4 DgammaEval (channel 1): f64 reference -5.0933096956723645e1, host err 1.7e-13·mag
     Expected { case: "cl 1x4x1000 +1e4", what: What::DgammaEval, index: 1, value: -50.9330940246582, tol: 3.394023374054883e2 },
+    // fold after conv OIHW g1 FoldWeight [23]: f64 reference 2.4859751056395404e-1, host err 2.8e-8·mag
+    Expected { case: "after conv OIHW g1", what: What::FoldWeight, index: 23, value: 0.24859751760959625, tol: 4.971950211279081e-6 },
+    // fold after conv OIHW g1 FoldBias [5]: f64 reference 1.0570525374131234e0, host err 4.2e-8·mag
+    Expected { case: "after conv OIHW g1", what: What::FoldBias, index: 5, value: 1.057052493095398, tol: 2.114105074826247e-5 },
+    // fold after conv OHWI g2 FoldWeight [11]: f64 reference -8.216579563656733e-2, host err 3.7e-8·mag
+    Expected { case: "after conv OHWI g2", what: What::FoldWeight, index: 11, value: -0.08216579258441925, tol: 1.6433159127313466e-6 },
+    // fold after conv OHWI g2 FoldBias [5]: f64 reference -6.891079927599266e-1, host err 2.4e-8·mag
+    Expected { case: "after conv OHWI g2", what: What::FoldBias, index: 5, value: -0.6891080141067505, tol: 1.7449002324015284e-5 },
+    // fold after dwconv HWIO FoldWeight [17]: f64 reference 2.1177319950910511e-1, host err 1.1e-8·mag
+    Expected { case: "after dwconv HWIO", what: What::FoldWeight, index: 17, value: 0.21177320182323456, tol: 4.235463990182102e-6 },
+    // fold after dwconv HWIO FoldBias [7]: f64 reference -2.9016087670807605e-1, host err 3.1e-8·mag
+    Expected { case: "after dwconv HWIO", what: What::FoldBias, index: 7, value: -0.2901608645915985, tol: 7.885304088547382e-6 },
+    // fold after convT IOHW g2 FoldWeight [14]: f64 reference 2.430447864356739e-3, host err 8.8e-9·mag
+    Expected { case: "after convT IOHW g2", what: What::FoldWeight, index: 14, value: 0.002430447842925787, tol: 4.8608957287134784e-8 },
+    // fold after convT IOHW g2 FoldBias [5]: f64 reference -3.807803365047954e-1, host err 7.0e-9·mag
+    Expected { case: "after convT IOHW g2", what: What::FoldBias, index: 5, value: -0.38078033924102783, tol: 7.769142132911873e-6 },
+    // fold after linear [o][i] FoldWeight [9]: f64 reference -3.225737367295491e-2, host err 2.2e-8·mag
+    Expected { case: "after linear [o][i]", what: What::FoldWeight, index: 9, value: -0.03225737437605858, tol: 6.451474734590983e-7 },
+    // fold after linear [o][i] FoldBias [6]: f64 reference 1.3332700005907516e0, host err 3.5e-8·mag
+    Expected { case: "after linear [o][i]", what: What::FoldBias, index: 6, value: 1.3332699537277222, tol: 2.6665400011815036e-5 },
+    // fold before linear [o][i] FoldWeight [11]: f64 reference 1.6506448359982792e-1, host err 1.7e-9·mag
+    Expected { case: "before linear [o][i]", what: What::FoldWeight, index: 11, value: 0.1650644838809967, tol: 3.3012896719965588e-6 },
+    // fold before linear [o][i] FoldBias [2]: f64 reference -7.702259697659222e-1, host err 2.1e-8·mag
+    Expected { case: "before linear [o][i]", what: What::FoldBias, index: 2, value: -0.7702259421348572, tol: 2.6104170508579145e-5 },
+    // fold before linear [o][i] FoldPad [1]: f64 reference 7.508253358381184e-1, host err 1.3e-8·mag
+    Expected { case: "before linear [o][i]", what: What::FoldPad, index: 1, value: 0.7508253455162048, tol: 1.5016506716762369e-5 },
+    // fold before linear [i][o] FoldWeight [16]: f64 reference -2.8761828135020295e-1, host err 6.6e-9·mag
+    Expected { case: "before linear [i][o]", what: What::FoldWeight, index: 16, value: -0.2876182794570923, tol: 5.75236562700406e-6 },
+    // fold before linear [i][o] FoldBias [2]: f64 reference -1.1537217512208344e0, host err 4.2e-8·mag
+    Expected { case: "before linear [i][o]", what: What::FoldBias, index: 2, value: -1.153721809387207, tol: 2.7961114246951538e-5 },
+    // fold before linear [i][o] FoldPad [1]: f64 reference 1.2074972390690193e0, host err 3.6e-11·mag
+    Expected { case: "before linear [i][o]", what: What::FoldPad, index: 1, value: 1.207497239112854, tol: 2.4149944781380387e-5 },
+    // fold before conv OIHW g2 FoldWeight [11]: f64 reference -9.329797485844571e-2, host err 1.7e-8·mag
+    Expected { case: "before conv OIHW g2", what: What::FoldWeight, index: 11, value: -0.09329797327518463, tol: 1.8659594971689144e-6 },
+    // fold before conv OIHW g2 FoldBias [5]: f64 reference 2.6324964980951084e-2, host err 5.0e-11·mag
+    Expected { case: "before conv OIHW g2", what: What::FoldBias, index: 5, value: 0.026324965059757233, tol: 3.1514233835003786e-5 },
+    // fold before conv OIHW g2 FoldPad [1]: f64 reference 5.781012907967825e-2, host err 2.3e-8·mag
+    Expected { case: "before conv OIHW g2", what: What::FoldPad, index: 1, value: 0.05781012773513794, tol: 1.156202581593565e-6 },
 ];

@@ -99,8 +99,21 @@ pub fn body(uses: Uses) -> bool {
                     },
                 )
                 .is_ok();
-            // FOLD: add batchnorm::fold here once it exists (issue 3).
             black_box((&rm, &rv, &dg, &db));
+            // Folding, with the layer's layout and sizes known only at run time.
+            let fbn = batchnorm::fold::EvalBn {
+                running_mean: &p3,
+                running_var: &p2,
+                gamma: Some(&p0),
+                beta: Some(&p1),
+                eps: black_box(1e-5),
+            };
+            let layer = black_box(batchnorm::fold::Layer::linear(C, C));
+            let (mut w, mut b, mut pad) = ([0.25f32; C * C], [0.0f32; C], [0.0f32; C]);
+            ok &= batchnorm::fold::into_preceding(&fbn, layer, &mut w, &mut b).is_ok();
+            ok &= batchnorm::fold::into_following(&fbn, layer, &mut w, &mut b, Some(&mut pad))
+                .is_ok();
+            black_box((&w, &b, &pad));
         }
     }
     black_box((&y, &dx));

@@ -220,6 +220,7 @@ impl Reference {
                 (dy * scale, (dy * scale).abs())
             }
             What::DgammaEval => (self.dgamma_eval[c], self.dgamma_eval_mag[c]),
+            What::FoldWeight | What::FoldBias | What::FoldPad => (f64::NAN, 0.0),
         }
     }
 }
@@ -280,5 +281,128 @@ impl Acc {
 
     pub fn ok(&self) -> bool {
         self.bad == 0 && self.compared > 0
+    }
+}
+
+// ---- folding ---------------------------------------------------------------------------
+
+use crate::data::{weight_index, FoldCase, FoldInputs, FOLD_LEN};
+
+/// BN channel c of a fold case as `x·scale + shift`, in f64.
+pub fn fold_scale_shift(inp: &FoldInputs, c: usize) -> (f64, f64) {
+    let scale = inp.gamma[c] as f64 / sqrt(inp.running_var[c] as f64 + EPS as f64);
+    (
+        scale,
+        inp.beta[c] as f64 - inp.running_mean[c] as f64 * scale,
+    )
+}
+
+/// Input channel of output channel `o`'s in-group input `q`.
+pub fn input_of(case: &FoldCase, o: usize, q: usize) -> usize {
+    let l = case.layer;
+    let (og, ig) = (l.out_channels / l.groups, l.in_channels / l.groups);
+    (o / og) * ig + q
+}
+
+/// (exact, magnitude) of the folded weight W'[o, q, k], bias b'_o or pad value of
+/// input channel `o` (for `FoldPad`), by the formulas.
+pub fn fold_want(
+    case: &FoldCase,
+    inp: &FoldInputs,
+    what: What,
+    o: usize,
+    q: usize,
+    k: usize,
+) -> (f64, f64) {
+    let l = case.layer;
+    let ig = l.in_channels / l.groups;
+    match (what, case.bn_after) {
+        (What::FoldWeight, after) => {
+            let c = if after { o } else { input_of(case, o, q) };
+            let w = inp.weight[weight_index(l, o, q, k)] as f64 * fold_scale_shift(inp, c).0;
+            (w, w.abs())
+        }
+        (What::FoldBias, true) => {
+            let (scale, _) = fold_scale_shift(inp, o);
+            let (b, m, beta) = (
+                inp.bias[o] as f64,
+                inp.running_mean[o] as f64,
+                inp.beta[o] as f64,
+            );
+            (
+                (b - m) * scale + beta,
+                (b.abs() + m.abs()) * scale.abs() + beta.abs(),
+            )
+        }
+        (What::FoldBias, false) => {
+            let b = inp.bias[o] as f64;
+            let (mut sum, mut mag) = (b, b.abs());
+            for q in 0..ig {
+                let (_, shift) = fold_scale_shift(inp, input_of(case, o, q));
+                for k in 0..l.kernel {
+                    let t = inp.weight[weight_index(l, o, q, k)] as f64 * shift;
+                    sum += t;
+                    mag += t.abs();
+                }
+            }
+            (sum, mag)
+        }
+        _ => {
+            let (scale, shift) = fold_scale_shift(inp, o);
+            (-shift / scale, (shift / scale).abs())
+        }
+    }
+}
+
+/// Output (o, t) of the case's 1-D layer (stride 1; convolution with `padding` zeros
+/// replaced by `pad[i]`, transposed convolution without padding) in f64, and its
+/// magnitude. `w` is the weight, `x_at(i, j)` input channel i at position j.
+pub fn layer_out(
+    case: &FoldCase,
+    w: &[f32],
+    b: &[f32],
+    x_at: &dyn Fn(usize, usize) -> f64,
+    pad: &dyn Fn(usize) -> f64,
+    padding: usize,
+    o: usize,
+    t: usize,
+) -> (f64, f64) {
+    let l = case.layer;
+    let ig = l.in_channels / l.groups;
+    let (mut sum, mut mag) = (b[o] as f64, (b[o] as f64).abs());
+    for q in 0..ig {
+        let i = input_of(case, o, q);
+        for k in 0..l.kernel {
+            let wv = w[weight_index(l, o, q, k)] as f64;
+            let xv = if l.layout == batchnorm::fold::WeightLayout::Iohw {
+                // transposed: y[t] += W[k]·x[t − k]
+                if t >= k && t - k < FOLD_LEN {
+                    x_at(i, t - k)
+                } else {
+                    0.0
+                }
+            } else {
+                // y[t] += W[k]·x[t + k − padding]
+                let j = t + k;
+                if j >= padding && j - padding < FOLD_LEN {
+                    x_at(i, j - padding)
+                } else {
+                    pad(i)
+                }
+            };
+            sum += wv * xv;
+            mag += (wv * xv).abs();
+        }
+    }
+    (sum, mag)
+}
+
+/// Output length of the case's layer for `padding`.
+pub fn layer_out_len(case: &FoldCase, padding: usize) -> usize {
+    let k = case.layer.kernel;
+    if case.layer.layout == batchnorm::fold::WeightLayout::Iohw {
+        FOLD_LEN + k - 1
+    } else {
+        FOLD_LEN + 2 * padding + 1 - k
     }
 }

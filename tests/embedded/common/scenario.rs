@@ -128,6 +128,9 @@ pub enum What {
     DxEval,
     DgammaEval,
     DbetaEval,
+    FoldWeight,
+    FoldBias,
+    FoldPad,
 }
 
 impl Outputs {
@@ -147,6 +150,7 @@ impl Outputs {
             What::DxEval => self.dx_eval[i] as f64,
             What::DgammaEval => self.dgamma_eval[i] as f64,
             What::DbetaEval => self.dbeta_eval[i] as f64,
+            _ => f64::NAN,
         }
     }
 }
@@ -159,4 +163,62 @@ pub struct Expected {
     pub index: usize,
     pub value: f64,
     pub tol: f64,
+}
+
+// ---- folding --------------------------------------------------------------------------
+
+use crate::data::{FoldCase, FoldInputs, FOLD_MAX_C, FOLD_MAX_W};
+use batchnorm::fold::{self, EvalBn};
+
+/// Folded weight and bias (and, for BN before a layer, the pad values).
+pub struct FoldOutputs {
+    pub weight: [f32; FOLD_MAX_W],
+    pub bias: [f32; FOLD_MAX_C],
+    pub pad: [f32; FOLD_MAX_C],
+}
+
+impl FoldOutputs {
+    pub fn get(&self, what: What, i: usize) -> f64 {
+        match what {
+            What::FoldWeight => self.weight[i] as f64,
+            What::FoldBias => self.bias[i] as f64,
+            _ => self.pad[i] as f64,
+        }
+    }
+}
+
+pub fn run_fold(case: &FoldCase, inp: &FoldInputs) -> Result<FoldOutputs, Failed> {
+    let l = case.layer;
+    let nw = crate::data::weight_len(l);
+    let nc = if case.bn_after {
+        l.out_channels
+    } else {
+        l.in_channels
+    };
+    let bn = EvalBn {
+        running_mean: &inp.running_mean[..nc],
+        running_var: &inp.running_var[..nc],
+        gamma: Some(&inp.gamma[..nc]),
+        beta: Some(&inp.beta[..nc]),
+        eps: EPS,
+    };
+    let mut o = FoldOutputs {
+        weight: inp.weight,
+        bias: inp.bias,
+        pad: [0.0; FOLD_MAX_C],
+    };
+    if case.bn_after {
+        fold::into_preceding(&bn, l, &mut o.weight[..nw], &mut o.bias[..l.out_channels])
+            .map_err(|e| ("fold::into_preceding", e))?;
+    } else {
+        fold::into_following(
+            &bn,
+            l,
+            &mut o.weight[..nw],
+            &mut o.bias[..l.out_channels],
+            Some(&mut o.pad[..nc]),
+        )
+        .map_err(|e| ("fold::into_following", e))?;
+    }
+    Ok(o)
 }

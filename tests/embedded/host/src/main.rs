@@ -88,6 +88,54 @@ fn main() {
             );
         }
     }
+    for case in data::FOLD_CASES {
+        let inp = data::FoldInputs::new(case);
+        let o = match scenario::run_fold(case, &inp) {
+            Ok(o) => o,
+            Err((kernel, e)) => panic!("{}: {kernel} returned Err({e:?})", case.name),
+        };
+        let l = case.layer;
+        let (oc, q, k) = (1, (l.in_channels / l.groups) - 1, l.kernel - 1);
+        let mut picks = vec![
+            (
+                What::FoldWeight,
+                data::weight_index(l, oc, q, k),
+                (oc, q, k),
+            ),
+            (
+                What::FoldBias,
+                l.out_channels - 1,
+                (l.out_channels - 1, 0, 0),
+            ),
+        ];
+        if !case.bn_after {
+            picks.push((What::FoldPad, 1, (1, 0, 0)));
+        }
+        for (what, i, (a, b, c)) in picks {
+            let got = o.get(what, i);
+            let (want, mag) = reference::fold_want(case, &inp, what, a, b, c);
+            let err = if got == want {
+                0.0
+            } else {
+                (got - want).abs() / mag
+            };
+            assert!(
+                err <= HOST_RTOL,
+                "{} {what:?}[{i}]: host {got} vs f64 {want}, err {err:e}·mag",
+                case.name
+            );
+            worst = worst.max(err);
+            println!(
+                "    // fold {} {what:?} [{i}]: f64 reference {want:e}, host err {err:.1e}·mag",
+                case.name
+            );
+            println!(
+                "    Expected {{ case: {:?}, what: What::{what:?}, index: {i}, value: {got:?}, tol: {:e} }},",
+                case.name,
+                TARGET_RTOL * mag
+            );
+        }
+    }
     println!("];");
     eprintln!("expected.rs written; worst host error {worst:.2e}·mag");
 }
