@@ -191,3 +191,43 @@ fn variance_within_1e_5_at_m_1e7() {
         );
     }
 }
+
+/// A careful two-pass does not depend on which value of a channel comes first; a
+/// single pass whose shift is the channel's first value must not either. Each
+/// channel is offset + N(0,1) except its first value, an outlier at +10σ, +30σ or
+/// +100σ (it is data: the reference variance includes it). Shapes of 2048 and 4096
+/// values per channel, so the whole channel is one or two accumulation blocks.
+#[test]
+fn variance_within_1e_5_when_the_first_value_is_an_outlier() {
+    let mut worst = 0.0f64;
+    for offset in [0.0, 1e4] {
+        for shape in [
+            Shape::channels_first(1, 3, 2048),
+            Shape::channels_first(2, 3, 2048),
+            Shape::channels_last(8, 3, 256),
+            Shape::rows(4096, 3),
+        ] {
+            let profiles = vec![
+                Profile {
+                    offset,
+                    spread: 1.0
+                };
+                3
+            ];
+            let mut x = tensor(&shape, &profiles, 0x711e4);
+            for (c, k) in [30.0, 100.0, 10.0].into_iter().enumerate() {
+                x[index(&shape, 0, c, 0)] = (offset + k) as f32;
+            }
+            let label = format!(
+                "{:?} N={} S={} offset {offset:e}, first at +30/100/10σ",
+                shape.layout, shape.batch, shape.spatial
+            );
+            worst = worst.max(measure(&label, &x, shape));
+        }
+    }
+    println!("worst variance relative error with an outlier first: {worst:.2e}");
+    assert!(
+        worst <= VAR_REL,
+        "variance relative error {worst:e} exceeds {VAR_REL:e}"
+    );
+}
