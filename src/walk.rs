@@ -211,12 +211,13 @@ trait Reduce<const NV: usize> {
     /// unrolling, so the accumulators stay in registers).
     fn add(&mut self, j: usize, x: V, y: V);
     /// Called after at most [`BLOCK`] adds per accumulator, with the values per channel
-    /// added since the last call.
-    fn full(&mut self, values: usize);
+    /// added since the last call. Returning true stops the walk.
+    fn full(&mut self, values: usize) -> bool;
 }
 
 /// Hands every vector of group `g`'s values of `x` (and `y` at the same places) to
-/// `r`; returns how many values per channel came after the last [`Reduce::full`].
+/// `r`; returns how many values per channel came after the last [`Reduce::full`], or
+/// 0 when `r` stopped the walk.
 #[inline(always)]
 fn visit<const NV: usize, R: Reduce<NV>>(
     x: &[f32],
@@ -226,13 +227,16 @@ fn visit<const NV: usize, R: Reduce<NV>>(
     r: &mut R,
 ) -> usize {
     let (mut adds, mut values) = (0, 0);
+    // True when `r` asks to stop.
     let mut count = |r: &mut R, n: usize| {
         adds += 1;
         values += n;
         if adds == BLOCK {
-            r.full(values / g.channels);
+            let values_per_channel = values / g.channels;
             (adds, values) = (0, 0);
+            return r.full(values_per_channel);
         }
+        false
     };
     let one_channel = matches!(plan.kind, Kind::ChannelsFirst);
     for seg in plan.segments(g) {
@@ -247,7 +251,9 @@ fn visit<const NV: usize, R: Reduce<NV>>(
                 for j in 0..NV {
                     r.add(j, V::new(xc[j]), V::new(yc[j]));
                 }
-                count(r, NV * LANES);
+                if count(r, NV * LANES) {
+                    return 0;
+                }
             }
             if !xr.is_empty() || !xt.is_empty() {
                 for j in 0..NV {
@@ -258,7 +264,9 @@ fn visit<const NV: usize, R: Reduce<NV>>(
                         r.add(j, last_vector(xs, px), last_vector(ys, py));
                     }
                 }
-                count(r, xr.len() * LANES + xt.len());
+                if count(r, xr.len() * LANES + xt.len()) {
+                    return 0;
+                }
             }
         } else {
             for (xc, yc) in xs.chunks(NV * LANES).zip(ys.chunks(NV * LANES)) {
@@ -280,7 +288,9 @@ fn visit<const NV: usize, R: Reduce<NV>>(
                         }
                     }
                 }
-                count(r, xc.len());
+                if count(r, xc.len()) {
+                    return 0;
+                }
             }
         }
     }
@@ -385,6 +395,10 @@ struct MomentSums<'a, const NV: usize> {
     reshifted: bool,
     /// Values per channel spilled into `wide` since the first block.
     spilled: usize,
+    /// Whether a first block summed far from its mean may still start the walk over.
+    may_restart: bool,
+    /// Set when it does: the walk stops and starts over with the first block's mean.
+    restart: bool,
     out: &'a mut PerChannel<Moments>,
 }
 
@@ -400,12 +414,20 @@ impl<const NV: usize> MomentSums<'_, NV> {
             return;
         }
         let n = values as f64;
+        let first = !self.reshifted;
         for i in g.offsets() {
             let part = Moments {
                 count: values as u64,
                 mean: f64::from(self.k[i]) + sd[i] / n,
                 m2: sq[i] - sd[i] * sd[i] / n,
             };
+            // The first shift is one value of the channel, which may lie far from the
+            // rest (an outlier). Then Σd² ≫ m2 and m2 = Σd² − (Σd)²/n cancels, amplifying
+            // the f32 rounding of Σd² by Σd²/m2: past 16, sum the block again around
+            // its own mean (it is in cache). Later shifts are means, close to the data.
+            if first && self.may_restart && sd[i] * sd[i] / n > 15.0 * part.m2 {
+                self.restart = true;
+            }
             self.out[i] = self.out[i].merge(part);
             let mean = self.out[i].mean as f32;
             if mean.is_finite() {
@@ -431,7 +453,7 @@ impl<const NV: usize> Reduce<NV> for MomentSums<'_, NV> {
     }
 
     #[inline(always)]
-    fn full(&mut self, values: usize) {
+    fn full(&mut self, values: usize) -> bool {
         if self.reshifted {
             self.wide.spill(&mut self.sum, &mut self.sq);
             self.spilled += values;
@@ -439,6 +461,7 @@ impl<const NV: usize> Reduce<NV> for MomentSums<'_, NV> {
             self.merge(values);
             self.reshifted = true;
         }
+        self.restart
     }
 }
 
@@ -460,11 +483,25 @@ fn moments_nv<const NV: usize>(x: &[f32], plan: &Plan, g: Group, out: &mut PerCh
         wide: Wide::new(),
         reshifted: false,
         spilled: 0,
+        may_restart: true,
+        restart: false,
         out,
     };
     let rest = visit(x, x, plan, g, &mut r);
-    // Everything after the first block was summed with one shift: one more part.
-    r.merge(r.spilled + rest);
+    if !r.restart {
+        // Everything after the first block was summed with one shift: one more part
+        // (or the only one, for a channel of one block, which may ask to restart).
+        r.merge(r.spilled + rest);
+    }
+    if r.restart {
+        // Once more from the start, shifted by the first block's mean.
+        r.out[..g.channels].fill(Moments::EMPTY);
+        r.wide = Wide::new();
+        (r.sum, r.sq) = ([V::ZERO; NV], [V::ZERO; NV]);
+        (r.reshifted, r.spilled, r.may_restart, r.restart) = (false, 0, false, false);
+        let rest = visit(x, x, plan, g, &mut r);
+        r.merge(r.spilled + rest);
+    }
 }
 
 /// For group `g`: per channel, `Σdy` and `Σdy·(x − mu)`, in f64.
@@ -499,8 +536,9 @@ impl<const NV: usize> Reduce<NV> for GradSums<NV> {
     }
 
     #[inline(always)]
-    fn full(&mut self, _: usize) {
+    fn full(&mut self, _: usize) -> bool {
         self.wide.spill(&mut self.dy, &mut self.dyx);
+        false
     }
 }
 
