@@ -98,11 +98,12 @@ impl BatchNorm<'_> {
                 let (db, dg) = (sum_dy[i], sum_dyx[i] * invstd);
                 write(&mut dbeta, c, db);
                 write(&mut dgamma, c, dg);
-                // dx = kk·dy + (x − mu)·(−kk·invstd·dγ/m) − kk·dβ/m
-                let kk = gamma[i] * invstd;
-                k[i] = kk as f32;
-                a[i] = (-kk * invstd * dg / m) as f32;
-                b[i] = (-kk * db / m) as f32;
+                // dx = (dy + (x − mu)·(−invstd·dγ/m) − dβ/m)·γ·invstd. The factor γ·invstd
+                // stays outside: folded into the other constants it would square invstd,
+                // which overflows f32 for tiny variances although dx is finite.
+                k[i] = (gamma[i] * invstd) as f32;
+                a[i] = (-invstd * dg / m) as f32;
+                b[i] = (-db / m) as f32;
             }
             walk::grad_input(dy, x, dx, &plan, g, [&k, &mu, &a, &b]);
         }

@@ -136,6 +136,9 @@ impl Plan {
         let end = m * c;
         // (first start, step between starts, length, count)
         let (base, step, len, count) = match self.kind {
+            // No values: nothing to walk, however large the batch (and `c·s`, which
+            // only a non-empty tensor bounds, may not even fit).
+            _ if end == 0 => (0, 0, 0, 0),
             Kind::ChannelsFirst => (g.first * s, c * s, s, self.batch),
             Kind::Packed { lanes } => (0, lanes, lanes, end.div_ceil(lanes)),
             Kind::Tiled => (g.first, c, g.channels, m),
@@ -589,6 +592,10 @@ fn affine_channels_first(
     a: &PerChannel<f32>,
     b: &PerChannel<f32>,
 ) {
+    if dst.is_empty() {
+        // However large the batch: with no values, every run is empty.
+        return;
+    }
     let (c, s) = (plan.channels, plan.spatial);
     for n in 0..plan.batch {
         for i in g.offsets() {
@@ -759,7 +766,7 @@ fn map<const NV: usize>(
     }
 }
 
-/// `dx = dy·k + ((x − mu)·a + b)` per channel over group `g`.
+/// `dx = (dy + ((x − mu)·a + b))·k` per channel over group `g`.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn grad_input(
     dy: &[f32],
@@ -786,7 +793,7 @@ fn grad_input_nv<const NV: usize>(
         pattern::<NV>(g, a),
         pattern::<NV>(g, b),
     );
-    let f = |j: usize, dy: V, x: V| dy.mul_add(kv[j], (x - muv[j]).mul_add(av[j], bv[j]));
+    let f = |j: usize, dy: V, x: V| (dy + (x - muv[j]).mul_add(av[j], bv[j])) * kv[j];
     if let Kind::ChannelsFirst = plan.kind {
         // One channel: every vector of the pattern is the same.
         for seg in plan.segments(g) {
