@@ -98,11 +98,12 @@ impl BatchNorm<'_> {
                 let (db, dg) = (sum_dy[i], sum_dyx[i] * invstd);
                 write(&mut dbeta, c, db);
                 write(&mut dgamma, c, dg);
-                // dx = kk·dy + (x − mu)·(−kk·invstd·dγ/m) − kk·dβ/m
-                let kk = gamma[i] * invstd;
-                k[i] = kk as f32;
-                a[i] = (-kk * invstd * dg / m) as f32;
-                b[i] = (-kk * db / m) as f32;
+                // dx = (dy + (x − mu)·(−invstd·dγ/m) − dβ/m)·γ·invstd. The factor γ·invstd
+                // stays outside: folded into the other constants it would square invstd,
+                // which overflows f32 for tiny variances although dx is finite.
+                k[i] = (gamma[i] * invstd) as f32;
+                a[i] = (-invstd * dg / m) as f32;
+                b[i] = (-db / m) as f32;
             }
             walk::grad_input(dy, x, dx, &plan, g, [&k, &mu, &a, &b]);
         }
@@ -159,24 +160,26 @@ impl BatchNorm<'_> {
             mut dgamma,
             mut dbeta,
         } = grads;
-        let sums_wanted = dgamma.is_some() || dbeta.is_some();
         let plan = Plan::new(shape);
-        for g in plan.groups() {
-            let Affine { gamma, .. } = self.affine(g.first, g.channels);
-            let (mut mu, mut k, mut invstd) =
-                ([0.0; MAX_LANES], [0.0; MAX_LANES], [0.0; MAX_LANES]);
-            for i in g.offsets() {
-                let c = g.first + i;
-                mu[i] = running_mean[c];
-                invstd[i] = self.invstd(f64::from(running_var[c]));
-                k[i] = (gamma[i] * invstd[i]) as f32;
-            }
-            if sums_wanted {
+        let invstd = |c: usize| self.invstd(f64::from(running_var[c]));
+        if dgamma.is_some() || dbeta.is_some() {
+            for g in plan.groups() {
+                let mut mu = [0.0; MAX_LANES];
+                mu[..g.channels].copy_from_slice(&running_mean[g.first..][..g.channels]);
                 let (sum_dy, sum_dyx) = walk::grad_sums(dy, x, &plan, g, &mu);
                 for i in g.offsets() {
-                    write(&mut dbeta, g.first + i, sum_dy[i]);
-                    write(&mut dgamma, g.first + i, sum_dyx[i] * invstd[i]);
+                    let c = g.first + i;
+                    write(&mut dbeta, c, sum_dy[i]);
+                    write(&mut dgamma, c, sum_dyx[i] * invstd(c));
                 }
+            }
+        }
+        // A pass of its own, over the groups of an elementwise map (memory order).
+        for g in plan.map_groups() {
+            let Affine { gamma, .. } = self.affine(g.first, g.channels);
+            let mut k = [0.0; MAX_LANES];
+            for i in g.offsets() {
+                k[i] = (gamma[i] * invstd(g.first + i)) as f32;
             }
             // dx = dy·k + (−0): adding −0 leaves every value, −0 included, unchanged.
             walk::affine(Some(dy), dx, &plan, g, &k, &[-0.0; MAX_LANES]);

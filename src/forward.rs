@@ -228,7 +228,7 @@ impl BatchNorm<'_> {
         var: &[f32],
     ) {
         let plan = Plan::new(shape);
-        for g in plan.groups() {
+        for g in plan.map_groups() {
             let Affine { gamma, beta } = self.affine(g.first, g.channels);
             let (mut scale, mut shift) = ([0.0; MAX_LANES], [0.0; MAX_LANES]);
             for i in g.offsets() {

@@ -41,3 +41,35 @@ pub(crate) fn store_tail(tail: &mut [f32], v: V) {
         *out = x;
     }
 }
+
+/// `TAIL_MASKS[t]`: all bits set in the last `t` lanes, clear in the others.
+const TAIL_MASKS: [[f32; LANES]; LANES] = {
+    let mut masks = [[0.0; LANES]; LANES];
+    let mut t = 0;
+    while t < LANES {
+        let mut l = LANES - t;
+        while l < LANES {
+            masks[t][l] = f32::from_bits(u32::MAX);
+            l += 1;
+        }
+        t += 1;
+    }
+    masks
+};
+
+/// For a run `xs` of at least [`LANES`] values whose last `xs.len() % LANES` values do
+/// not fill a vector: its last [`LANES`] values as one vector (overlapping the whole
+/// vectors before them), with the lanes already covered by those replaced by `pad`.
+///
+/// One unaligned load: [`load_tail`] writes lanes one by one and then reads them as a
+/// vector, which stalls store-to-load forwarding (~15 cycles) on every short run.
+/// Only for patterns whose lanes all belong to one channel, since the values land in
+/// the last lanes rather than the first.
+#[inline(always)]
+pub(crate) fn last_vector(xs: &[f32], pad: V) -> V {
+    let t = xs.len() % LANES;
+    match xs.last_chunk::<LANES>() {
+        Some(last) => V::new(TAIL_MASKS[t]).bitselect(V::new(*last), pad),
+        None => load_tail(&xs[xs.len() - t..], pad),
+    }
+}

@@ -5,6 +5,7 @@
 
 mod backward;
 mod error;
+pub mod fold;
 mod forward;
 mod lanes;
 mod moments;

@@ -109,13 +109,19 @@ impl Moments {
         clamp_negative(self.m2) / self.count as f64
     }
 
-    /// The unbiased variance `m2 / (count − 1)`, as running statistics keep; NaN (or
-    /// infinite) with fewer than two values.
+    /// The unbiased variance `m2 / (count − 1)`, as running statistics keep; NaN with
+    /// fewer than two values.
     ///
     /// ```
-    /// assert_eq!(batchnorm::Moments::of(&[1.0, 3.0]).unbiased_var(), 2.0);
+    /// use batchnorm::Moments;
+    ///
+    /// assert_eq!(Moments::of(&[1.0, 3.0]).unbiased_var(), 2.0);
+    /// assert!(Moments::of(&[1.0]).unbiased_var().is_nan());
     /// ```
     pub fn unbiased_var(&self) -> f64 {
+        if self.count < 2 {
+            return f64::NAN;
+        }
         clamp_negative(self.m2) / (self.count as f64 - 1.0)
     }
 }

@@ -16,12 +16,12 @@
 //! back while its values are in cache; `S = 1` is a `[rows][channels]` matrix and goes
 //! the channels-last way.
 //!
-//! Reductions accumulate in f32 vectors for at most [`BLOCK`] chunks, then merge the
-//! block into f64 per channel, so f32 rounding never builds up over a long channel.
+//! Reductions accumulate in f32 vectors for at most [`BLOCK`] chunks, then spill the
+//! block into f64 lanes, so f32 rounding never builds up over a long channel.
 
 use core::ops::Range;
 
-use crate::lanes::{load_tail, split, split_mut, store_tail, LANES, V};
+use crate::lanes::{last_vector, load_tail, split, split_mut, store_tail, LANES, V};
 use crate::moments::Moments;
 use crate::shape::{Layout, Shape};
 
@@ -30,7 +30,7 @@ pub(crate) const MAX_LANES: usize = 64;
 /// Vectors of the longest pattern.
 const MAX_VECS: usize = MAX_LANES / LANES;
 /// Chunks (so values per lane) accumulated in f32 before a block is merged in f64.
-/// A lane's sum then carries at most ~64 roundings; channels-first merges every
+/// A lane's f32 sum then carries at most ~64 roundings; channels-first spills every
 /// 2048 values, channels-last every 64 rows.
 const BLOCK: usize = 64;
 
@@ -95,9 +95,14 @@ impl Plan {
 
     /// The groups, in channel order.
     pub(crate) fn groups(&self) -> impl Iterator<Item = Group> {
+        self.groups_of(1)
+    }
+
+    /// The groups, with `first_size` channels per group in channels-first.
+    fn groups_of(&self, first_size: usize) -> impl Iterator<Item = Group> {
         let (kind, channels) = (self.kind, self.channels);
         let size = match kind {
-            Kind::ChannelsFirst => 1,
+            Kind::ChannelsFirst => first_size,
             Kind::Packed { .. } => channels.max(1),
             Kind::Tiled => MAX_LANES,
         };
@@ -117,6 +122,13 @@ impl Plan {
         })
     }
 
+    /// The groups for an elementwise map ([`affine`]), which needs no reduction first:
+    /// as [`groups`](Self::groups), except that channels-first takes up to
+    /// [`MAX_LANES`] channels at once, so that [`affine`] can walk them in memory order.
+    pub(crate) fn map_groups(&self) -> impl Iterator<Item = Group> {
+        self.groups_of(MAX_LANES)
+    }
+
     /// The contiguous index ranges that hold group `g`'s values, in order. Every
     /// range starts at lane 0 of the pattern.
     fn segments(&self, g: Group) -> impl Iterator<Item = Range<usize>> {
@@ -124,6 +136,9 @@ impl Plan {
         let end = m * c;
         // (first start, step between starts, length, count)
         let (base, step, len, count) = match self.kind {
+            // No values: nothing to walk, however large the batch (and `c·s`, which
+            // only a non-empty tensor bounds, may not even fit).
+            _ if end == 0 => (0, 0, 0, 0),
             Kind::ChannelsFirst => (g.first * s, c * s, s, self.batch),
             Kind::Packed { lanes } => (0, lanes, lanes, end.div_ceil(lanes)),
             Kind::Tiled => (g.first, c, g.channels, m),
@@ -154,10 +169,21 @@ fn gcd(a: usize, b: usize) -> usize {
 }
 
 /// Vector `j` of the pattern of `g`: lane `l` holds `per_channel[(8j + l) % channels]`.
+/// Counts channels instead of dividing: this runs once per group, and with one-channel
+/// groups (channels-first) groups are short enough for a division per lane to show.
 fn pattern<const NV: usize>(g: Group, per_channel: &PerChannel<f32>) -> [V; NV] {
-    core::array::from_fn(|j| {
-        V::new(core::array::from_fn(|l| {
-            per_channel[(j * LANES + l) % g.channels]
+    if g.channels == 1 {
+        return [V::splat(per_channel[0]); NV];
+    }
+    let mut c = 0;
+    core::array::from_fn(|_| {
+        V::new(core::array::from_fn(|_| {
+            let v = per_channel[c];
+            c += 1;
+            if c == g.channels {
+                c = 0;
+            }
+            v
         }))
     })
 }
@@ -179,119 +205,306 @@ macro_rules! by_vecs {
     };
 }
 
-/// Two sums per lane in f32, for at most [`BLOCK`] chunks.
-struct Block<const NV: usize> {
-    a: [V; NV],
-    b: [V; NV],
-    chunks: usize,
-    values: usize,
+/// What a reduction does with the vectors [`visit`] hands it.
+trait Reduce<const NV: usize> {
+    /// Pads for the missing lanes of a tail vector at place `j`, for `x` and `y`:
+    /// values that add nothing to the sums.
+    fn pad(&self, j: usize) -> (V, V);
+    /// Adds the vectors at place `j` of the pattern (`j < NV`, a constant after
+    /// unrolling, so the accumulators stay in registers).
+    fn add(&mut self, j: usize, x: V, y: V);
+    /// Called after at most [`BLOCK`] adds per accumulator, with the values per channel
+    /// added since the last call. Returning true stops the walk.
+    fn full(&mut self, values: usize) -> bool;
 }
 
-impl<const NV: usize> Block<NV> {
-    fn new() -> Self {
-        Block {
-            a: [V::ZERO; NV],
-            b: [V::ZERO; NV],
-            chunks: 0,
-            values: 0,
+/// Hands every vector of group `g`'s values of `x` (and `y` at the same places) to
+/// `r`; returns how many values per channel came after the last [`Reduce::full`], or
+/// 0 when `r` stopped the walk.
+#[inline(always)]
+fn visit<const NV: usize, R: Reduce<NV>>(
+    x: &[f32],
+    y: &[f32],
+    plan: &Plan,
+    g: Group,
+    r: &mut R,
+) -> usize {
+    let (mut adds, mut values) = (0, 0);
+    // True when `r` asks to stop.
+    let mut count = |r: &mut R, n: usize| {
+        adds += 1;
+        values += n;
+        if adds == BLOCK {
+            let values_per_channel = values / g.channels;
+            (adds, values) = (0, 0);
+            return r.full(values_per_channel);
         }
-    }
-
-    /// Counts a chunk of `values` values; true when the block is full.
-    fn count(&mut self, values: usize) -> bool {
-        self.chunks += 1;
-        self.values += values;
-        self.chunks == BLOCK
-    }
-
-    /// Empties the block: per channel of `g`, the f64 sums of `a` and of `b`, and the
-    /// number of values each channel had in the block.
-    fn take(&mut self, g: Group) -> (PerChannel<f64>, PerChannel<f64>, usize) {
-        let mut sa = [0.0; MAX_LANES];
-        let mut sb = [0.0; MAX_LANES];
-        for j in 0..NV {
-            let (a, b) = (self.a[j].to_array(), self.b[j].to_array());
-            for l in 0..LANES {
-                let c = (j * LANES + l) % g.channels;
-                sa[c] += f64::from(a[l]);
-                sb[c] += f64::from(b[l]);
+        false
+    };
+    let one_channel = matches!(plan.kind, Kind::ChannelsFirst);
+    for seg in plan.segments(g) {
+        let (xs, ys) = (&x[seg.clone()], &y[seg]);
+        if one_channel {
+            // Every lane is the same channel: whole vectors go to the accumulators in
+            // turn, the tail as the run's last (overlapping) vector.
+            let ((xv, xt), (yv, _)) = (split(xs), split(ys));
+            let (xc, xr) = xv.as_chunks::<NV>();
+            let (yc, yr) = yv.as_chunks::<NV>();
+            for (xc, yc) in xc.iter().zip(yc) {
+                for j in 0..NV {
+                    r.add(j, V::new(xc[j]), V::new(yc[j]));
+                }
+                if count(r, NV * LANES) {
+                    return 0;
+                }
+            }
+            if !xr.is_empty() || !xt.is_empty() {
+                for j in 0..NV {
+                    if j < xr.len() {
+                        r.add(j, V::new(xr[j]), V::new(yr[j]));
+                    } else if j == xr.len() && !xt.is_empty() {
+                        let (px, py) = r.pad(j);
+                        r.add(j, last_vector(xs, px), last_vector(ys, py));
+                    }
+                }
+                if count(r, xr.len() * LANES + xt.len()) {
+                    return 0;
+                }
+            }
+        } else {
+            for (xc, yc) in xs.chunks(NV * LANES).zip(ys.chunks(NV * LANES)) {
+                let ((xv, xt), (yv, yt)) = (split(xc), split(yc));
+                if let (Ok(xv), Ok(yv)) = (
+                    <&[[f32; LANES]; NV]>::try_from(xv),
+                    <&[[f32; LANES]; NV]>::try_from(yv),
+                ) {
+                    for j in 0..NV {
+                        r.add(j, V::new(xv[j]), V::new(yv[j]));
+                    }
+                } else {
+                    for j in 0..NV {
+                        if j < xv.len() {
+                            r.add(j, V::new(xv[j]), V::new(yv[j]));
+                        } else if j == xv.len() && !xt.is_empty() {
+                            let (px, py) = r.pad(j);
+                            r.add(j, load_tail(xt, px), load_tail(yt, py));
+                        }
+                    }
+                }
+                if count(r, xc.len()) {
+                    return 0;
+                }
             }
         }
-        let per_channel = self.values / g.channels;
-        *self = Block::new();
-        (sa, sb, per_channel)
+    }
+    values / g.channels
+}
+
+/// Per-lane sums in f64: f32 blocks spill here, so f32 rounding never builds up over a
+/// long channel. Spilling is a few vector conversions with no per-channel work; lanes
+/// become channels only in [`Wide::take`].
+struct Wide<const NV: usize> {
+    a: [[f64; LANES]; NV],
+    b: [[f64; LANES]; NV],
+    spilled: bool,
+}
+
+impl<const NV: usize> Wide<NV> {
+    fn new() -> Self {
+        Wide {
+            a: [[0.0; LANES]; NV],
+            b: [[0.0; LANES]; NV],
+            spilled: false,
+        }
+    }
+
+    /// Adds the f32 sums `a`, `b` to the f64 lanes and zeroes them.
+    fn spill(&mut self, a: &mut [V; NV], b: &mut [V; NV]) {
+        for j in 0..NV {
+            let (va, vb) = (a[j].to_array(), b[j].to_array());
+            for l in 0..LANES {
+                self.a[j][l] += f64::from(va[l]);
+                self.b[j][l] += f64::from(vb[l]);
+            }
+        }
+        *a = [V::ZERO; NV];
+        *b = [V::ZERO; NV];
+        self.spilled = true;
+    }
+
+    /// Empties the f64 lanes and the f32 sums `a`, `b` into per-channel sums: adds
+    /// channel `i`'s part of `a` to `sa[i]` and of `b` to `sb[i]`.
+    fn take(
+        &mut self,
+        g: Group,
+        a: &mut [V; NV],
+        b: &mut [V; NV],
+        sa: &mut PerChannel<f64>,
+        sb: &mut PerChannel<f64>,
+    ) {
+        if g.channels == 1 {
+            // One channel (channels-first): this runs once per channel, which with short
+            // channels (S = 49, N = 8) costs as much as the channel itself unless the
+            // vectors are first added in f32 (NV − 1 more roundings per lane, against
+            // the block's 64) and f64 lanes are read only when a block was spilled.
+            let fold = |v: &[V; NV]| {
+                let sum = v.iter().fold(V::ZERO, |s, &v| s + v).to_array();
+                sum.iter().map(|&v| f64::from(v)).sum::<f64>()
+            };
+            sa[0] += fold(a);
+            sb[0] += fold(b);
+            if self.spilled {
+                sa[0] += self.a.iter().flatten().sum::<f64>();
+                sb[0] += self.b.iter().flatten().sum::<f64>();
+            }
+        } else {
+            self.spill(a, b);
+            let mut c = 0;
+            for j in 0..NV {
+                for l in 0..LANES {
+                    sa[c] += self.a[j][l];
+                    sb[c] += self.b[j][l];
+                    c += 1;
+                    if c == g.channels {
+                        c = 0;
+                    }
+                }
+            }
+        }
+        *self = Wide::new();
+        *a = [V::ZERO; NV];
+        *b = [V::ZERO; NV];
     }
 }
 
 /// Channel moments of group `g` of `x`: `out[i]` for channel `g.first + i`.
 ///
-/// Shifted sums: per channel a shift `k` (its first finite value, later the mean so
-/// far) is subtracted before summing `d = x − k` and `d²`, so the sums do not cancel
-/// however large the mean is against the spread.
+/// Shifted sums: per channel a shift `k` (its first finite value, then the mean of the
+/// first block) is subtracted before summing `d = x − k` and `d²`, so the sums do not
+/// cancel however large the mean is against the spread. After the first block the
+/// shift stays fixed, so later blocks only spill into f64 lanes, with no per-channel
+/// work until the end.
 pub(crate) fn moments(x: &[f32], plan: &Plan, g: Group, out: &mut PerChannel<Moments>) {
     by_vecs!(g, moments_nv(x, plan, g, out))
 }
 
+struct MomentSums<'a, const NV: usize> {
+    g: Group,
+    sum: [V; NV],
+    sq: [V; NV],
+    k: PerChannel<f32>,
+    kv: [V; NV],
+    wide: Wide<NV>,
+    reshifted: bool,
+    /// Values per channel spilled into `wide` since the first block.
+    spilled: usize,
+    /// Whether a first block summed far from its mean may still start the walk over.
+    may_restart: bool,
+    /// Set when it does: the walk stops and starts over with the first block's mean.
+    restart: bool,
+    out: &'a mut PerChannel<Moments>,
+}
+
+impl<const NV: usize> MomentSums<'_, NV> {
+    /// Merges everything summed so far into `out` as one part of `values` values per
+    /// channel, and shifts the rest by the mean so far.
+    fn merge(&mut self, values: usize) {
+        let (mut sd, mut sq) = ([0.0; MAX_LANES], [0.0; MAX_LANES]);
+        let g = self.g;
+        self.wide
+            .take(g, &mut self.sum, &mut self.sq, &mut sd, &mut sq);
+        if values == 0 {
+            return;
+        }
+        let n = values as f64;
+        let first = !self.reshifted;
+        for i in g.offsets() {
+            let part = Moments {
+                count: values as u64,
+                mean: f64::from(self.k[i]) + sd[i] / n,
+                m2: sq[i] - sd[i] * sd[i] / n,
+            };
+            // The first shift is one value of the channel, which may lie far from the
+            // rest (an outlier). Then Σd² ≫ m2 and m2 = Σd² − (Σd)²/n cancels, amplifying
+            // the f32 rounding of Σd² by Σd²/m2: past 16, sum the block again around
+            // its own mean (it is in cache). Later shifts are means, close to the data.
+            if first && self.may_restart && sd[i] * sd[i] / n > 15.0 * part.m2 {
+                self.restart = true;
+            }
+            self.out[i] = self.out[i].merge(part);
+            let mean = self.out[i].mean as f32;
+            if mean.is_finite() {
+                self.k[i] = mean;
+            }
+        }
+        self.kv = pattern::<NV>(g, &self.k);
+    }
+}
+
+impl<const NV: usize> Reduce<NV> for MomentSums<'_, NV> {
+    #[inline(always)]
+    fn pad(&self, j: usize) -> (V, V) {
+        // x = k adds 0 to Σ(x − k) and Σ(x − k)².
+        (self.kv[j], self.kv[j])
+    }
+
+    #[inline(always)]
+    fn add(&mut self, j: usize, x: V, _: V) {
+        let d = x - self.kv[j];
+        self.sum[j] += d;
+        self.sq[j] = d.mul_add(d, self.sq[j]);
+    }
+
+    #[inline(always)]
+    fn full(&mut self, values: usize) -> bool {
+        if self.reshifted {
+            self.wide.spill(&mut self.sum, &mut self.sq);
+            self.spilled += values;
+        } else {
+            self.merge(values);
+            self.reshifted = true;
+        }
+        self.restart
+    }
+}
+
 fn moments_nv<const NV: usize>(x: &[f32], plan: &Plan, g: Group, out: &mut PerChannel<Moments>) {
-    *out = [Moments::EMPTY; MAX_LANES];
-    let mut segments = plan.segments(g).peekable();
-    let Some(first) = segments.peek() else {
+    out[..g.channels].fill(Moments::EMPTY);
+    let Some(first) = plan.segments(g).next() else {
         return;
     };
     let mut k = [0.0; MAX_LANES];
-    for (i, &v) in x[first.clone()].iter().take(g.channels).enumerate() {
+    for (i, &v) in x[first].iter().take(g.channels).enumerate() {
         k[i] = if v.is_finite() { v } else { 0.0 };
     }
-    let mut kv = pattern::<NV>(g, &k);
-    let mut block = Block::<NV>::new();
-    let mut flush = |block: &mut Block<NV>, kv: &mut [V; NV]| {
-        let (sd, sq, n) = block.take(g);
-        if n == 0 {
-            return;
-        }
-        let nf = n as f64;
-        for i in g.offsets() {
-            let part = Moments {
-                count: n as u64,
-                mean: f64::from(k[i]) + sd[i] / nf,
-                m2: sq[i] - sd[i] * sd[i] / nf,
-            };
-            out[i] = out[i].merge(part);
-            let mean = out[i].mean as f32;
-            if mean.is_finite() {
-                k[i] = mean;
-            }
-        }
-        *kv = pattern::<NV>(g, &k);
+    let mut r = MomentSums {
+        g,
+        sum: [V::ZERO; NV],
+        sq: [V::ZERO; NV],
+        kv: pattern::<NV>(g, &k),
+        k,
+        wide: Wide::new(),
+        reshifted: false,
+        spilled: 0,
+        may_restart: true,
+        restart: false,
+        out,
     };
-    for seg in segments {
-        for chunk in x[seg].chunks(NV * LANES) {
-            let (full, tail) = split(chunk);
-            if let Ok(full) = <&[[f32; LANES]; NV]>::try_from(full) {
-                for j in 0..NV {
-                    let d = V::new(full[j]) - kv[j];
-                    block.a[j] += d;
-                    block.b[j] = d.mul_add(d, block.b[j]);
-                }
-            } else {
-                for (j, v) in full.iter().enumerate() {
-                    let d = V::new(*v) - kv[j];
-                    block.a[j] += d;
-                    block.b[j] = d.mul_add(d, block.b[j]);
-                }
-            }
-            if !tail.is_empty() {
-                let j = full.len();
-                let d = load_tail(tail, kv[j]) - kv[j];
-                block.a[j] += d;
-                block.b[j] = d.mul_add(d, block.b[j]);
-            }
-            if block.count(chunk.len()) {
-                flush(&mut block, &mut kv);
-            }
-        }
+    let rest = visit(x, x, plan, g, &mut r);
+    if !r.restart {
+        // Everything after the first block was summed with one shift: one more part
+        // (or the only one, for a channel of one block, which may ask to restart).
+        r.merge(r.spilled + rest);
     }
-    flush(&mut block, &mut kv);
+    if r.restart {
+        // Once more from the start, shifted by the first block's mean.
+        r.out[..g.channels].fill(Moments::EMPTY);
+        r.wide = Wide::new();
+        (r.sum, r.sq) = ([V::ZERO; NV], [V::ZERO; NV]);
+        (r.reshifted, r.spilled, r.may_restart, r.restart) = (false, 0, false, false);
+        let rest = visit(x, x, plan, g, &mut r);
+        r.merge(r.spilled + rest);
+    }
 }
 
 /// For group `g`: per channel, `Σdy` and `Σdy·(x − mu)`, in f64.
@@ -305,6 +518,33 @@ pub(crate) fn grad_sums(
     by_vecs!(g, grad_sums_nv(dy, x, plan, g, mu))
 }
 
+struct GradSums<const NV: usize> {
+    dy: [V; NV],
+    dyx: [V; NV],
+    muv: [V; NV],
+    wide: Wide<NV>,
+}
+
+impl<const NV: usize> Reduce<NV> for GradSums<NV> {
+    #[inline(always)]
+    fn pad(&self, j: usize) -> (V, V) {
+        // dy = 0 and x = mu add nothing to either sum.
+        (V::ZERO, self.muv[j])
+    }
+
+    #[inline(always)]
+    fn add(&mut self, j: usize, dy: V, x: V) {
+        self.dy[j] += dy;
+        self.dyx[j] = dy.mul_add(x - self.muv[j], self.dyx[j]);
+    }
+
+    #[inline(always)]
+    fn full(&mut self, _: usize) -> bool {
+        self.wide.spill(&mut self.dy, &mut self.dyx);
+        false
+    }
+}
+
 fn grad_sums_nv<const NV: usize>(
     dy: &[f32],
     x: &[f32],
@@ -312,39 +552,16 @@ fn grad_sums_nv<const NV: usize>(
     g: Group,
     mu: &PerChannel<f32>,
 ) -> (PerChannel<f64>, PerChannel<f64>) {
-    let muv = pattern::<NV>(g, mu);
-    let mut sum_dy = [0.0; MAX_LANES];
-    let mut sum_dyx = [0.0; MAX_LANES];
-    let mut block = Block::<NV>::new();
-    let mut flush = |block: &mut Block<NV>| {
-        let (a, b, _) = block.take(g);
-        for i in g.offsets() {
-            sum_dy[i] += a[i];
-            sum_dyx[i] += b[i];
-        }
+    let mut r = GradSums {
+        dy: [V::ZERO; NV],
+        dyx: [V::ZERO; NV],
+        muv: pattern::<NV>(g, mu),
+        wide: Wide::new(),
     };
-    for seg in plan.segments(g) {
-        let (dys, xs) = (&dy[seg.clone()], &x[seg]);
-        for (dc, xc) in dys.chunks(NV * LANES).zip(xs.chunks(NV * LANES)) {
-            let ((dfull, dtail), (xfull, xtail)) = (split(dc), split(xc));
-            for (j, (d, x)) in dfull.iter().zip(xfull).enumerate() {
-                let d = V::new(*d);
-                block.a[j] += d;
-                block.b[j] = d.mul_add(V::new(*x) - muv[j], block.b[j]);
-            }
-            if !dtail.is_empty() {
-                // Padding dy with 0 and x with mu adds nothing to either sum.
-                let j = dfull.len();
-                let d = load_tail(dtail, V::ZERO);
-                block.a[j] += d;
-                block.b[j] = d.mul_add(load_tail(xtail, muv[j]) - muv[j], block.b[j]);
-            }
-            if block.count(dc.len()) {
-                flush(&mut block);
-            }
-        }
-    }
-    flush(&mut block);
+    visit(dy, x, plan, g, &mut r);
+    let (mut sum_dy, mut sum_dyx) = ([0.0; MAX_LANES], [0.0; MAX_LANES]);
+    r.wide
+        .take(g, &mut r.dy, &mut r.dyx, &mut sum_dy, &mut sum_dyx);
     (sum_dy, sum_dyx)
 }
 
@@ -358,7 +575,102 @@ pub(crate) fn affine(
     a: &PerChannel<f32>,
     b: &PerChannel<f32>,
 ) {
+    if let Kind::ChannelsFirst = plan.kind {
+        return affine_channels_first(src, dst, plan, g, a, b);
+    }
     by_vecs!(g, affine_nv(src, dst, plan, g, a, b))
+}
+
+/// [`affine`] for channels-first, sample by sample: the runs of the group's channels
+/// lie back to back within a sample, so memory is read as one stream per sample (which
+/// the hardware prefetcher follows) rather than as `batch` short runs per channel.
+fn affine_channels_first(
+    src: Option<&[f32]>,
+    dst: &mut [f32],
+    plan: &Plan,
+    g: Group,
+    a: &PerChannel<f32>,
+    b: &PerChannel<f32>,
+) {
+    if dst.is_empty() {
+        // However large the batch: with no values, every run is empty.
+        return;
+    }
+    let (c, s) = (plan.channels, plan.spatial);
+    for n in 0..plan.batch {
+        for i in g.offsets() {
+            let run = (n * c + g.first + i) * s..(n * c + g.first + i + 1) * s;
+            let (av, bv) = (V::splat(a[i]), V::splat(b[i]));
+            map_run(src.map(|x| &x[run.clone()]), &mut dst[run], |x| {
+                x.mul_add(av, bv)
+            });
+        }
+    }
+}
+
+/// `y = f(x)` over one contiguous run, from `src` (or `dst` itself) into `dst`.
+///
+/// A run of at least [`LANES`] values that does not end on a whole vector ends with
+/// its last [`LANES`] values as one vector, overlapping the one before: computed from
+/// the input before anything is written (so also in place), stored last. Only for
+/// patterns whose lanes all hold one channel.
+#[inline(always)]
+fn map_run(src: Option<&[f32]>, dst: &mut [f32], f: impl Fn(V) -> V) {
+    let last = if !dst.len().is_multiple_of(LANES) {
+        match src {
+            Some(src) => src.last_chunk::<LANES>(),
+            None => dst.last_chunk::<LANES>(),
+        }
+        .map(|x| f(V::new(*x)))
+    } else {
+        None
+    };
+    let (yfull, ytail) = split_mut(dst);
+    match src {
+        Some(src) => {
+            let (xfull, xtail) = split(src);
+            for (x, y) in xfull.iter().zip(yfull) {
+                *y = f(V::new(*x)).to_array();
+            }
+            if last.is_none() && !xtail.is_empty() {
+                store_tail(ytail, f(load_tail(xtail, V::ZERO)));
+            }
+        }
+        None => {
+            for y in yfull {
+                *y = f(V::new(*y)).to_array();
+            }
+            if last.is_none() && !ytail.is_empty() {
+                let v = f(load_tail(ytail, V::ZERO));
+                store_tail(ytail, v);
+            }
+        }
+    }
+    if let (Some(v), Some(out)) = (last, dst.last_chunk_mut::<LANES>()) {
+        *out = v.to_array();
+    }
+}
+
+/// `out = f(a, b)` over one contiguous run, overlapping the tail as [`map_run`].
+#[inline(always)]
+fn zip_run(a: &[f32], b: &[f32], out: &mut [f32], f: impl Fn(V, V) -> V) {
+    let last = match (a.last_chunk::<LANES>(), b.last_chunk::<LANES>()) {
+        (Some(x), Some(y)) if !out.len().is_multiple_of(LANES) => Some(f(V::new(*x), V::new(*y))),
+        _ => None,
+    };
+    let ((afull, atail), (bfull, btail), (ofull, otail)) = (split(a), split(b), split_mut(out));
+    for ((x, y), o) in afull.iter().zip(bfull).zip(ofull) {
+        *o = f(V::new(*x), V::new(*y)).to_array();
+    }
+    if last.is_none() && !atail.is_empty() {
+        store_tail(
+            otail,
+            f(load_tail(atail, V::ZERO), load_tail(btail, V::ZERO)),
+        );
+    }
+    if let (Some(v), Some(o)) = (last, out.last_chunk_mut::<LANES>()) {
+        *o = v.to_array();
+    }
 }
 
 fn affine_nv<const NV: usize>(
@@ -413,6 +725,13 @@ fn map<const NV: usize>(
     g: Group,
     f: impl Fn(usize, V) -> V,
 ) {
+    if let Kind::ChannelsFirst = plan.kind {
+        // One channel: every vector of the pattern is the same.
+        for seg in plan.segments(g) {
+            map_run(src.map(|x| &x[seg.clone()]), &mut dst[seg], |x| f(0, x));
+        }
+        return;
+    }
     let width = NV * LANES;
     for seg in plan.segments(g) {
         match src {
@@ -447,7 +766,7 @@ fn map<const NV: usize>(
     }
 }
 
-/// `dx = dy·k + ((x − mu)·a + b)` per channel over group `g`.
+/// `dx = (dy + ((x − mu)·a + b))·k` per channel over group `g`.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn grad_input(
     dy: &[f32],
@@ -474,7 +793,16 @@ fn grad_input_nv<const NV: usize>(
         pattern::<NV>(g, a),
         pattern::<NV>(g, b),
     );
-    let f = |j: usize, dy: V, x: V| dy.mul_add(kv[j], (x - muv[j]).mul_add(av[j], bv[j]));
+    let f = |j: usize, dy: V, x: V| (dy + (x - muv[j]).mul_add(av[j], bv[j])) * kv[j];
+    if let Kind::ChannelsFirst = plan.kind {
+        // One channel: every vector of the pattern is the same.
+        for seg in plan.segments(g) {
+            zip_run(&dy[seg.clone()], &x[seg.clone()], &mut dx[seg], |d, x| {
+                f(0, d, x)
+            });
+        }
+        return;
+    }
     let width = NV * LANES;
     for seg in plan.segments(g) {
         let chunks = dy[seg.clone()]

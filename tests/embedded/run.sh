@@ -25,14 +25,17 @@ die() { printf '[embedded] ERROR: %s\n' "$*" >&2; exit 1; }
 
 # ---------------------------------------------------------------- toolchain (Debian)
 need_pkgs=()
-[ -x /usr/bin/rustc ] && /usr/bin/rustc --version 2>/dev/null | grep -q '^rustc ' || need_pkgs+=(rustc-web)
-[ -x /usr/bin/cargo ] || need_pkgs+=(cargo-web)
-[ -d /usr/lib/rustlib/src/rust/library/core ] || need_pkgs+=(rust-web-src)
-command -v ld.lld-19 >/dev/null || need_pkgs+=(lld-19)
-command -v qemu-system-arm >/dev/null && command -v qemu-system-aarch64 >/dev/null || need_pkgs+=(qemu-system-arm)
-if [ "$footprint" = 1 ]; then
-    command -v arm-none-eabi-size >/dev/null || need_pkgs+=(binutils-arm-none-eabi)
-    command -v aarch64-linux-gnu-objdump >/dev/null || need_pkgs+=(binutils-aarch64-linux-gnu)
+if command -v dpkg-query >/dev/null; then
+    want=(rustc-web cargo-web rust-web-src lld-19 qemu-system-arm)
+    [ "$footprint" = 1 ] && want+=(binutils-arm-none-eabi binutils-aarch64-linux-gnu)
+    for p in "${want[@]}"; do
+        dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || need_pkgs+=("$p")
+    done
+else
+    # Not Debian: the tools must already be there.
+    for c in /usr/bin/rustc /usr/bin/cargo ld.lld-19 qemu-system-arm qemu-system-aarch64; do
+        command -v "$c" >/dev/null || die "$c not found and no dpkg here: see ../shared/EMBEDDED.md for the toolchain"
+    done
 fi
 if [ "${#need_pkgs[@]}" -gt 0 ]; then
     log "installing missing Debian packages: ${need_pkgs[*]}"
@@ -47,6 +50,13 @@ if [ "${#need_pkgs[@]}" -gt 0 ]; then
     $sudo apt-get install -y -q --no-install-recommends "${need_pkgs[@]}" >/dev/null \
         || die "apt-get install ${need_pkgs[*]} failed"
 fi
+if command -v dpkg-query >/dev/null; then
+    # rustc and the library source build-std compiles must be the same release.
+    v_rustc="$(dpkg-query -W -f='${Version}' rustc-web)"
+    v_src="$(dpkg-query -W -f='${Version}' rust-web-src)"
+    [ "$v_rustc" = "$v_src" ] || die "rustc-web $v_rustc and rust-web-src $v_src differ: upgrade both"
+fi
+[ -d /usr/lib/rustlib/src/rust/library/core ] || die "rust-web-src is installed but /usr/lib/rustlib/src/rust/library/core is missing"
 log "$(/usr/bin/rustc --version); $(/usr/bin/cargo --version); $(qemu-system-arm --version | head -1)"
 
 # ---------------------------------------------------------------- build environment
@@ -58,10 +68,10 @@ unset RUSTFLAGS CARGO_ENCODED_RUSTFLAGS CARGO_BUILD_RUSTFLAGS CARGO_BUILD_TARGET
 export RUSTC_BOOTSTRAP=1            # unlocks -Zbuild-std on Debian's stable rustc
 CARGO=/usr/bin/cargo
 
-build() {  # build DIR [cargo args...]
-    local dir="$1"; shift
-    log "building $dir $*"
-    (cd "$here/$dir" && "$CARGO" build --release --locked -q "$@") || die "build of $dir failed"
+build() {  # build DIR PROFILE [cargo args...]
+    local dir="$1" profile="$2"; shift 2
+    log "building $dir ($profile profile) $*"
+    (cd "$here/$dir" && "$CARGO" build --profile "$profile" --locked -q "$@") || die "build of $dir failed"
 }
 
 run_qemu() {  # run_qemu NAME ELF QEMU-COMMAND...
@@ -89,9 +99,79 @@ QEMU_A64=(qemu-system-aarch64 -M virt -cpu cortex-a53 -nographic -nic none
           -semihosting-config enable=on,target=native -kernel)
 
 # ---------------------------------------------------------------- self-checks
-build cortex-m4f --bin batchnorm-fw-cortex-m4f
-build aarch64 --bin batchnorm-fw-aarch64
+build cortex-m4f release --bin batchnorm-fw-cortex-m4f
+build aarch64 release --bin batchnorm-fw-aarch64
 run_qemu cortex-m4f "$here/cortex-m4f/target/thumbv7em-none-eabihf/release/batchnorm-fw-cortex-m4f" "${QEMU_M4[@]}"
 run_qemu aarch64 "$here/aarch64/target/aarch64-unknown-none/release/batchnorm-fw-aarch64" "${QEMU_A64[@]}"
+
+# ---------------------------------------------------------------- footprint (optional)
+run_status() {  # run_status NAME ELF QEMU-COMMAND...: exit status 0 required, no output
+    local name="$1" elf="$2"; shift 2
+    local status=0
+    timeout -k 10 "$QEMU_TIMEOUT" "$@" "$elf" </dev/null >/dev/null 2>&1 || status=$?
+    [ "$status" = 0 ] || die "$name: footprint firmware exited with status $status"
+}
+
+section_sizes() {  # section_sizes SIZE-TOOL ELF -> "text rodata data bss vector_table"
+    "$1" -A "$2" | awk '
+        $1 == ".text" { t = $2 } $1 == ".rodata" { r = $2 } $1 == ".data" { d = $2 }
+        $1 == ".bss" { b = $2 } $1 == ".vector_table" { v = $2 }
+        END { printf "%d %d %d %d %d\n", t, r, d, b, v }'
+}
+
+if [ "$footprint" = 1 ]; then
+    for prof in release size; do
+        build cortex-m4f "$prof" --bins
+        build aarch64 "$prof" --bins
+    done
+    echo
+    echo "Footprint (bytes; flash = vector table + .text + .rodata + .data, static RAM = .data + .bss;"
+    echo "'crate' = that binary minus fp_none, which holds only the runtime):"
+    printf '| %-22s | %-9s | %-12s | %8s | %7s | %8s | %10s | %11s |\n' \
+        target profile firmware .text .rodata flash "static RAM" "crate flash"
+    printf '|%s|\n' "------------------------|-----------|--------------|----------|---------|----------|------------|-------------"
+    for tgt in cortex-m4f aarch64; do
+        if [ "$tgt" = cortex-m4f ]; then
+            triple=thumbv7em-none-eabihf; size_tool=arm-none-eabi-size; qemu=("${QEMU_M4[@]}")
+        else
+            triple=aarch64-unknown-none; size_tool=aarch64-linux-gnu-size; qemu=("${QEMU_A64[@]}")
+        fi
+        for prof in release size; do
+            base=0
+            for bin in fp_none fp_eval fp_all; do
+                elf="$here/$tgt/target/$triple/$prof/$bin"
+                run_status "$tgt $prof $bin" "$elf" "${qemu[@]}"
+                read -r t r d b v < <(section_sizes "$size_tool" "$elf")
+                flash=$((v + t + r + d))
+                [ "$bin" = fp_none ] && base=$flash
+                label="$bin"
+                case "$bin" in fp_none) label="runtime only";; fp_eval) label="eval only";; fp_all) label="all kernels";; esac
+                lvl=3; [ "$prof" = size ] && lvl='"s"'
+                printf '| %-22s | %-9s | %-12s | %8d | %7d | %8d | %10d | %11d |\n' \
+                    "$triple" "opt $lvl" "$label" "$t" "$r" "$flash" $((d + b)) $((flash - base))
+            done
+        done
+    done
+
+    # NEON: the kernels' hot loops on AArch64 must do their arithmetic on v*.4s.
+    echo
+    dis="$(mktemp)"
+    aarch64-linux-gnu-objdump -d --no-show-raw-insn -C \
+        "$here/aarch64/target/aarch64-unknown-none/release/fp_all" >"$dis"
+    neon_report="$(awk '
+        /^[0-9a-f]+ <.*>:$/ { fn = $0; sub(/^[0-9a-f]+ </, "", fn); sub(/>:$/, "", fn); next }
+        fn ~ /^(<)?batchnorm::/ && $2 ~ /^f(add|mla|mul|sub|mls|madd|msub|div|sqrt)$/ {
+            if ($3 ~ /\.4s/) vec[fn]++; else if ($3 ~ /^s[0-9]/) sca[fn]++; else if ($3 ~ /^d[0-9]/) dbl[fn]++
+            seen[fn] = 1
+        }
+        END { for (f in seen) printf "%7d %7d %7d  %s\n", vec[f], sca[f], dbl[f], f }' "$dis" | sort -rn)"
+    rm -f "$dis"
+    echo "AArch64 fp_all (release): FP arithmetic instructions per batchnorm function"
+    echo "  v*.4s  f32 s  f64 d  function"
+    echo "$neon_report" | sed 's/^/  /'
+    total_vec="$(echo "$neon_report" | awk '{ s += $1 } END { print s + 0 }')"
+    [ "$total_vec" -gt 0 ] || die "no NEON (v*.4s) arithmetic in batchnorm's AArch64 code"
+    log "NEON: $total_vec vector f32 instructions on v*.4s in batchnorm's code"
+fi
 
 log "all embedded checks passed"

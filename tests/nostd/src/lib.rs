@@ -1,7 +1,7 @@
 //! Calls every public entry point of `batchnorm` from a `#![no_std]` staticlib.
 #![no_std]
 
-use batchnorm::{moments, BatchNorm, Grads, Momentum, Moments, Running, Shape};
+use batchnorm::{fold, moments, BatchNorm, Grads, Momentum, Moments, Running, Shape};
 
 #[panic_handler]
 fn panic(_: &core::panic::PanicInfo) -> ! {
@@ -35,5 +35,12 @@ pub extern "C" fn batchnorm_nostd_check() -> u32 {
     count(bn.backward(&y, &x, shape, &mean, &invstd, grads));
     let grads = Grads { dx: &mut dx, dgamma: None, dbeta: Some(&mut db) };
     count(bn.backward_eval(&y, &x, shape, &rm, &rv, grads));
+    // Folding: a grouped 1-D conv [out 4][in/groups 1][k 2] beside a 4- (after) or 2-channel (before) BN.
+    let conv = fold::Layer { layout: fold::WeightLayout::Oihw, in_channels: 2, out_channels: 4, groups: 2, kernel: 2 };
+    let (mut w, mut b, mut pad) = ([0.5f32; 8], [0.0f32; 4], [0.0f32; 2]);
+    let after = fold::EvalBn { running_mean: &[0.1; 4], running_var: &[2.0; 4], gamma: None, beta: None, eps: 1e-5 };
+    count(fold::into_preceding(&after, conv, &mut w, &mut b));
+    let before = fold::EvalBn { running_mean: &rm[..2], running_var: &rv[..2], gamma: Some(&gamma[..2]), beta: Some(&beta[..2]), eps: 1e-5 };
+    count(fold::into_following(&before, conv, &mut w, &mut b, Some(&mut pad)));
     failures
 }

@@ -1,5 +1,5 @@
 //! Minimal bare-metal runtime for QEMU `virt` (Cortex-A53) at EL1, MMU off:
-//! an entry point, semihosting output and exit, and a panic handler.
+//! an entry point, semihosting output and exit. Each binary brings its panic handler.
 
 use core::arch::{asm, global_asm};
 use core::fmt;
@@ -61,7 +61,10 @@ pub struct Console {
 
 impl Console {
     pub const fn new() -> Self {
-        Console { buf: [0; 128], len: 0 }
+        Console {
+            buf: [0; 128],
+            len: 0,
+        }
     }
 
     pub fn flush(&mut self) {
@@ -87,12 +90,4 @@ impl fmt::Write for Console {
         }
         Ok(())
     }
-}
-
-#[panic_handler]
-fn panic(info: &core::panic::PanicInfo) -> ! {
-    let mut c = Console::new();
-    let _ = fmt::Write::write_fmt(&mut c, format_args!("\nPANIC: {}\nFAIL\n", info));
-    c.flush();
-    exit(1)
 }

@@ -1,0 +1,785 @@
+//! Test support shared by the integration tests:
+//!
+//! - the one naive **f64 oracle** (straight loops over `(n, c, s)` with the index
+//!   formulas of both layouts), for moments, eval forward, train forward with the
+//!   running-statistics update, and both backward passes;
+//! - the **tolerance model** every comparison uses (see [`tol`]);
+//! - a deterministic **tensor generator** (SplitMix64 + Box–Muller);
+//! - **guarded output buffers**: outputs start as a sentinel NaN with guard cells on
+//!   both sides, so an element that is never written, or a write out of range, fails.
+// Each test crate uses a different part of this module.
+#![allow(dead_code)]
+// The oracle is deliberately written as straight index loops over (n, c, s).
+#![allow(clippy::needless_range_loop)]
+
+use batchnorm::{Layout, Moments, Momentum, Shape};
+
+// ----------------------------------------------------------------------------------
+// Layout
+// ----------------------------------------------------------------------------------
+
+/// Where element `(n, c, s)` lives in the flat slice (DESIGN.md, "Tensors").
+pub fn index(shape: &Shape, n: usize, c: usize, s: usize) -> usize {
+    let (cs, ss) = (shape.channels, shape.spatial);
+    match shape.layout {
+        Layout::ChannelsFirst => (n * cs + c) * ss + s,
+        Layout::ChannelsLast => (n * ss + s) * cs + c,
+    }
+}
+
+/// Number of elements `N·C·S` (unchecked: test shapes are small).
+pub fn numel(shape: &Shape) -> usize {
+    shape.batch * shape.channels * shape.spatial
+}
+
+/// Values per channel, `m = N·S`.
+pub fn per_channel(shape: &Shape) -> usize {
+    shape.batch * shape.spatial
+}
+
+/// The flat indices of channel `c`, `n` outer and `s` inner.
+pub fn channel_indices(shape: &Shape, c: usize) -> impl Iterator<Item = usize> + '_ {
+    (0..shape.batch).flat_map(move |n| (0..shape.spatial).map(move |s| index(shape, n, c, s)))
+}
+
+/// The channel of flat index `i`.
+pub fn channel_of(shape: &Shape, i: usize) -> usize {
+    match shape.layout {
+        Layout::ChannelsFirst => (i / shape.spatial) % shape.channels,
+        Layout::ChannelsLast => i % shape.channels,
+    }
+}
+
+// ----------------------------------------------------------------------------------
+// The oracle (f64, naive)
+// ----------------------------------------------------------------------------------
+
+/// Exact-as-f64-allows statistics of one channel.
+#[derive(Clone, Copy, Debug)]
+pub struct RefMoments {
+    /// m = N·S.
+    pub count: usize,
+    pub mean: f64,
+    /// Σ(x − mean)².
+    pub m2: f64,
+    /// Biased variance m2/m (NaN when m = 0).
+    pub var: f64,
+    /// max |x − mean|: the scale of the deviations, used by the tolerance model.
+    pub max_dev: f64,
+}
+
+impl RefMoments {
+    /// var·m/(m−1), what the running variance is fed with.
+    pub fn unbiased_var(&self) -> f64 {
+        self.m2 / (self.count as f64 - 1.0)
+    }
+}
+
+/// Per-channel moments in f64: Neumaier-compensated sum for the mean, then the
+/// corrected two-pass `m2 = Σd² − (Σd)²/m` (Chan, Golub, LeVeque), so the reference
+/// itself is accurate to ~1e-15 relative even at m = 10⁷ and |mean|/std = 10⁴.
+/// Non-finite inputs propagate as IEEE says (the mean becomes ±inf/NaN, var NaN).
+pub fn ref_moments(x: &[f32], shape: &Shape) -> Vec<RefMoments> {
+    let m = per_channel(shape);
+    (0..shape.channels)
+        .map(|c| {
+            if m == 0 {
+                return RefMoments {
+                    count: 0,
+                    mean: 0.0,
+                    m2: 0.0,
+                    var: f64::NAN,
+                    max_dev: 0.0,
+                };
+            }
+            let (mut sum, mut comp) = (0.0f64, 0.0f64);
+            for i in channel_indices(shape, c) {
+                let v = x[i] as f64;
+                let t = sum + v;
+                comp += if sum.abs() >= v.abs() {
+                    (sum - t) + v
+                } else {
+                    (v - t) + sum
+                };
+                sum = t;
+            }
+            let mean = (sum + comp) / m as f64;
+            let (mut sd, mut sd2, mut max_dev) = (0.0f64, 0.0f64, 0.0f64);
+            for i in channel_indices(shape, c) {
+                let d = x[i] as f64 - mean;
+                sd += d;
+                sd2 += d * d;
+                max_dev = max_dev.max(d.abs());
+            }
+            let m2 = sd2 - sd * sd / m as f64;
+            RefMoments {
+                count: m,
+                mean,
+                m2,
+                var: m2 / m as f64,
+                max_dev,
+            }
+        })
+        .collect()
+}
+
+/// γ_c (1 when absent).
+pub fn gamma_of(gamma: Option<&[f32]>, c: usize) -> f64 {
+    gamma.map_or(1.0, |g| g[c] as f64)
+}
+
+/// β_c (0 when absent).
+pub fn beta_of(beta: Option<&[f32]>, c: usize) -> f64 {
+    beta.map_or(0.0, |b| b[c] as f64)
+}
+
+/// `y = (x − mean_c)·invstd_c·γ_c + β_c` for every element, in f64.
+pub fn ref_normalize(
+    x: &[f32],
+    shape: &Shape,
+    gamma: Option<&[f32]>,
+    beta: Option<&[f32]>,
+    mean: &[f64],
+    invstd: &[f64],
+) -> Vec<f64> {
+    let mut y = vec![f64::NAN; x.len()];
+    for c in 0..shape.channels {
+        let (g, b) = (gamma_of(gamma, c), beta_of(beta, c));
+        for i in channel_indices(shape, c) {
+            y[i] = (x[i] as f64 - mean[c]) * invstd[c] * g + b;
+        }
+    }
+    y
+}
+
+/// Eval forward: `y = (x − rm_c)/√(rv_c + eps)·γ_c + β_c`.
+pub fn ref_eval(
+    x: &[f32],
+    shape: &Shape,
+    gamma: Option<&[f32]>,
+    beta: Option<&[f32]>,
+    running_mean: &[f32],
+    running_var: &[f32],
+    eps: f32,
+) -> Vec<f64> {
+    let mean: Vec<f64> = running_mean.iter().map(|&v| v as f64).collect();
+    let invstd: Vec<f64> = running_var
+        .iter()
+        .map(|&v| 1.0 / (v as f64 + eps as f64).sqrt())
+        .collect();
+    ref_normalize(x, shape, gamma, beta, &mean, &invstd)
+}
+
+/// The factor the batch statistic gets in the running-statistics update.
+/// `Exponential(p)`: p (PyTorch's momentum). `Cumulative{t}`: 1/(t+1).
+pub fn momentum_factor(momentum: Momentum) -> f64 {
+    match momentum {
+        Momentum::Exponential(p) => p as f64,
+        Momentum::Cumulative { batches_tracked } => 1.0 / (batches_tracked as f64 + 1.0),
+    }
+}
+
+/// Everything train forward produces, in f64.
+#[derive(Clone, Debug)]
+pub struct RefTrain {
+    pub stats: Vec<RefMoments>,
+    /// 1/√(var_c + eps) with the biased var.
+    pub invstd: Vec<f64>,
+    /// y from the f64 statistics.
+    pub y: Vec<f64>,
+    /// Updated running mean and var, when running statistics were given.
+    pub running: Option<(Vec<f64>, Vec<f64>)>,
+}
+
+/// Train forward: batch statistics, y, and the running update
+/// `rm ← (1−f)·rm + f·mean`, `rv ← (1−f)·rv + f·var·m/(m−1)`, f from [`momentum_factor`].
+pub fn ref_train(
+    x: &[f32],
+    shape: &Shape,
+    gamma: Option<&[f32]>,
+    beta: Option<&[f32]>,
+    eps: f32,
+    running: Option<(&[f32], &[f32], Momentum)>,
+) -> RefTrain {
+    let stats = ref_moments(x, shape);
+    let mean: Vec<f64> = stats.iter().map(|s| s.mean).collect();
+    let invstd: Vec<f64> = stats
+        .iter()
+        .map(|s| 1.0 / (s.var + eps as f64).sqrt())
+        .collect();
+    let y = ref_normalize(x, shape, gamma, beta, &mean, &invstd);
+    let running = running.map(|(rm, rv, momentum)| {
+        let f = momentum_factor(momentum);
+        let new_rm = (0..shape.channels)
+            .map(|c| (1.0 - f) * rm[c] as f64 + f * stats[c].mean)
+            .collect();
+        let new_rv = (0..shape.channels)
+            .map(|c| (1.0 - f) * rv[c] as f64 + f * stats[c].unbiased_var())
+            .collect();
+        (new_rm, new_rv)
+    });
+    RefTrain {
+        stats,
+        invstd,
+        y,
+        running,
+    }
+}
+
+/// Gradients in f64, plus the magnitudes the tolerance model needs.
+#[derive(Clone, Debug)]
+pub struct RefGrads {
+    pub dx: Vec<f64>,
+    pub dgamma: Vec<f64>,
+    pub dbeta: Vec<f64>,
+    /// Σ|dy| per channel.
+    pub sum_abs_dy: Vec<f64>,
+    /// Σ|dy·x̂| per channel.
+    pub sum_abs_dy_xhat: Vec<f64>,
+    /// x̂ per element.
+    pub xhat: Vec<f64>,
+    /// The per-channel factor of dx: γ·invstd.
+    pub a: Vec<f64>,
+}
+
+fn ref_grad_sums(
+    dy: &[f32],
+    shape: &Shape,
+    xhat: &[f64],
+) -> (Vec<f64>, Vec<f64>, Vec<f64>, Vec<f64>) {
+    let cs = shape.channels;
+    let (mut db, mut dg, mut sdy, mut sdyx) =
+        (vec![0.0; cs], vec![0.0; cs], vec![0.0; cs], vec![0.0; cs]);
+    for c in 0..cs {
+        for i in channel_indices(shape, c) {
+            let d = dy[i] as f64;
+            db[c] += d;
+            dg[c] += d * xhat[i];
+            sdy[c] += d.abs();
+            sdyx[c] += (d * xhat[i]).abs();
+        }
+    }
+    (db, dg, sdy, sdyx)
+}
+
+/// Train-mode backward with x̂ = (x − save_mean)·save_invstd from the given f32 values:
+/// dβ = Σdy, dγ = Σdy·x̂, dx = γ·invstd·(dy − dβ/m − x̂·dγ/m).
+pub fn ref_backward(
+    dy: &[f32],
+    x: &[f32],
+    shape: &Shape,
+    gamma: Option<&[f32]>,
+    save_mean: &[f32],
+    save_invstd: &[f32],
+) -> RefGrads {
+    let m = per_channel(shape) as f64;
+    let mut xhat = vec![f64::NAN; x.len()];
+    for c in 0..shape.channels {
+        for i in channel_indices(shape, c) {
+            xhat[i] = (x[i] as f64 - save_mean[c] as f64) * save_invstd[c] as f64;
+        }
+    }
+    let (dbeta, dgamma, sum_abs_dy, sum_abs_dy_xhat) = ref_grad_sums(dy, shape, &xhat);
+    let a: Vec<f64> = (0..shape.channels)
+        .map(|c| gamma_of(gamma, c) * save_invstd[c] as f64)
+        .collect();
+    let mut dx = vec![f64::NAN; x.len()];
+    for c in 0..shape.channels {
+        for i in channel_indices(shape, c) {
+            dx[i] = a[c] * (dy[i] as f64 - dbeta[c] / m - xhat[i] * dgamma[c] / m);
+        }
+    }
+    RefGrads {
+        dx,
+        dgamma,
+        dbeta,
+        sum_abs_dy,
+        sum_abs_dy_xhat,
+        xhat,
+        a,
+    }
+}
+
+/// Eval-mode backward (statistics are constants): with s = 1/√(rv + eps),
+/// dx = dy·γ·s, dγ = Σdy·x̂ with x̂ = (x − rm)·s, dβ = Σdy.
+pub fn ref_backward_eval(
+    dy: &[f32],
+    x: &[f32],
+    shape: &Shape,
+    gamma: Option<&[f32]>,
+    running_mean: &[f32],
+    running_var: &[f32],
+    eps: f32,
+) -> RefGrads {
+    let s: Vec<f64> = running_var
+        .iter()
+        .map(|&v| 1.0 / (v as f64 + eps as f64).sqrt())
+        .collect();
+    let mut xhat = vec![f64::NAN; x.len()];
+    for c in 0..shape.channels {
+        for i in channel_indices(shape, c) {
+            xhat[i] = (x[i] as f64 - running_mean[c] as f64) * s[c];
+        }
+    }
+    let (dbeta, dgamma, sum_abs_dy, sum_abs_dy_xhat) = ref_grad_sums(dy, shape, &xhat);
+    let a: Vec<f64> = (0..shape.channels)
+        .map(|c| gamma_of(gamma, c) * s[c])
+        .collect();
+    let mut dx = vec![f64::NAN; x.len()];
+    for c in 0..shape.channels {
+        for i in channel_indices(shape, c) {
+            dx[i] = dy[i] as f64 * a[c];
+        }
+    }
+    RefGrads {
+        dx,
+        dgamma,
+        dbeta,
+        sum_abs_dy,
+        sum_abs_dy_xhat,
+        xhat,
+        a,
+    }
+}
+
+// ----------------------------------------------------------------------------------
+// Tolerance model
+// ----------------------------------------------------------------------------------
+
+/// The tolerance model. Every bound is an absolute error allowed for one output,
+/// built from the magnitudes of the terms that produce it, never from the output
+/// alone (an output can be small because large terms cancel).
+///
+/// Notation: `u = 2⁻²⁴` is the f32 unit roundoff, `EPS32 = 2u = f32::EPSILON`.
+/// One f32 rounding of a value v costs at most u·|v|.
+///
+/// **Reductions** (means, variances, Σdy, Σdy·x̂). The kernels sum in f32 with several
+/// accumulators and blocks merged in f64. A sequential f32 sum of k terms errs by at
+/// most (k−1)·u·Σ|t| and typically by √k·u·Σ|t|; DESIGN.md's accuracy contract is
+/// relative error ≲ 1e-5 for the variance, and we hold every reduction to the same
+/// [`REDUCTION_REL`] = 1e-5 relative to the condition-free scale of its terms:
+/// - sums: |Δ Σt| ≤ 1e-5·Σ|t|;
+/// - mean: |Δmean| ≤ 2·EPS32·|mean| + 1e-5·max|x − mean|. The first term is the f32
+///   rounding of the mean itself (≤ 1 ulp, plus the rounding of K + Σ(x−K)/m when the
+///   kernel shifts by a sample K); the second is the summation error of the
+///   deviations, which are at most max|x − mean| (+ |mean − K| ≤ the same) each;
+/// - variance: |Δvar| ≤ 1e-5·var. No absolute floor: x − K is exact (Sterbenz) for
+///   the data these tests draw, so a careful single pass (or a corrected two-pass)
+///   loses nothing to cancellation, and a constant channel must give var = 0 exactly
+///   (DESIGN.md: "a channel whose values are all equal has var 0").
+///
+/// What that still catches: a skipped or doubled element changes a mean by
+/// (x_i − mean)/m and a sum by one term, ≥ 1/m of the scale (m ≤ ~1200 in the
+/// property tests, so ≥ 8e-4 ≫ 1e-5); biased instead of unbiased variance is off by
+/// var/(m−1); a wrong momentum convention by |1 − 2f|·|rm − mean|; an off-by-one
+/// channel by a whole other channel's statistics.
+///
+/// **Derived per-channel values**: invstd = 1/√(var + eps): relative error
+/// ½·Δvar/(var + eps) plus the roundings of +, √, 1/ (≤ 4·EPS32 relative).
+/// Running statistics `(1−f)·r + f·b`: the batch statistic's error times f, plus
+/// 4·EPS32·(|r| + |b|): eight roundings' worth of either term, whichever formulation
+/// (two products and a sum, an FMA, or the lerp r + f·(b − r)) the kernel uses.
+///
+/// **Elementwise outputs**: each rounding costs u of the magnitude it rounds, and
+/// 4·EPS32 = 8u per term covers the ≤ 4 roundings of any of the formulations; on top
+/// come the errors of the per-channel values the output is built from:
+/// - train: y = (x − mean)·γ·invstd + β, against the f64 oracle (f64 mean, f64 invstd):
+///   |Δy| ≤ |(x−mean)·γ|·Δinvstd + |γ·invstd|·1e-5·max|x − mean| +
+///   4·EPS32·(|(x−mean)·γ·invstd| + |β| + |y|).
+///   The mean enters with the *reduction* error only, not with its f32 rounding: the
+///   kernel subtracts the f32 mean and folds the part of the f64 mean that f32 cannot
+///   hold into the shift (src/forward.rs), so y is as exact as its f32 rounding. A y
+///   computed from the f32 save_mean alone (PyTorch's way) errs by up to
+///   ½ulp(mean)·|γ·invstd| (≈ 5e-4·|γ| at |mean|/std = 10⁴) and fails this; so does
+///   fma(x, scale, β − mean·scale), which errs by u·|mean·scale|.
+/// - eval: y = fma(x, scale, shift) with f32 scale = γ/√(rv+eps) (≤ 3.5u relative) and
+///   shift = β − rm·scale: |Δy| ≤ 4·EPS32·(|x·scale| + |rm·scale| + |β| + |y|).
+/// - backward dx = γ·invstd·(dy − dβ/m − x̂·dγ/m): the error of dβ/m and dγ/m (from the
+///   sum bounds) times |γ·invstd| (and |x̂|), plus 4·EPS32 of each term's magnitude.
+/// - backward eval dx = dy·γ·s: 4·EPS32·|dx|; its dγ takes x̂ with the eval-forward
+///   bound (x̂ *is* eval forward with γ = 1, β = 0) on top of the sum bound.
+///
+/// **Non-finite** expected values must be matched exactly in kind: NaN by NaN, +inf by
+/// +inf, −inf by −inf.
+pub mod tol {
+    use super::RefMoments;
+
+    /// f32 machine epsilon, 2⁻²³.
+    pub const EPS32: f64 = f32::EPSILON as f64;
+    /// Relative accuracy of every reduction (DESIGN.md: var rel. error ≲ 1e-5).
+    pub const REDUCTION_REL: f64 = 1e-5;
+
+    pub fn mean(s: &RefMoments) -> f64 {
+        2.0 * EPS32 * s.mean.abs() + REDUCTION_REL * s.max_dev
+    }
+
+    pub fn var(s: &RefMoments) -> f64 {
+        REDUCTION_REL * s.var
+    }
+
+    pub fn m2(s: &RefMoments) -> f64 {
+        REDUCTION_REL * s.m2
+    }
+
+    /// For invstd = 1/√(var + eps).
+    pub fn invstd(s: &RefMoments, eps: f32) -> f64 {
+        let d = s.var + eps as f64;
+        let invstd = 1.0 / d.sqrt();
+        invstd * (0.5 * var(s) / d + 4.0 * EPS32)
+    }
+
+    /// For a sum whose terms have Σ|t| = `sum_abs`.
+    pub fn sum(sum_abs: f64) -> f64 {
+        REDUCTION_REL * sum_abs
+    }
+
+    /// For `(1−f)·old + f·batch`, where `batch` is known to within `batch_tol`.
+    pub fn running(old: f64, batch: f64, f: f64, batch_tol: f64) -> f64 {
+        4.0 * EPS32 * (old.abs() + batch.abs()) + f * batch_tol
+    }
+
+    /// Elementwise output: 4·EPS32 times the sum of the magnitudes of its terms.
+    pub fn elementwise(terms: &[f64]) -> f64 {
+        4.0 * EPS32 * terms.iter().map(|t| t.abs()).sum::<f64>()
+    }
+}
+
+/// Does `actual` match `expected` within `tol`? Non-finite expectations must be met
+/// exactly in kind (NaN by NaN, ±inf by the same inf).
+pub fn close(actual: f64, expected: f64, tol: f64) -> bool {
+    if expected.is_nan() {
+        actual.is_nan()
+    } else if expected.is_infinite() {
+        actual == expected
+    } else {
+        actual.is_finite() && (actual - expected).abs() <= tol
+    }
+}
+
+/// Collects mismatches and panics with the first few, with their context.
+pub struct Checker {
+    context: String,
+    failures: Vec<String>,
+    count: usize,
+}
+
+impl Checker {
+    pub fn new(context: impl Into<String>) -> Checker {
+        Checker {
+            context: context.into(),
+            failures: Vec::new(),
+            count: 0,
+        }
+    }
+
+    /// Record a failure unless `actual` is [`close`] to `expected`.
+    pub fn close(&mut self, what: &str, i: usize, actual: f64, expected: f64, tol: f64) {
+        self.count += 1;
+        if !close(actual, expected, tol) {
+            self.failures.push(format!(
+                "{what}[{i}]: got {actual:e}, expected {expected:e} ± {tol:e} (off by {:e}, {:.3}× tol)",
+                actual - expected,
+                (actual - expected).abs() / tol
+            ));
+        }
+    }
+
+    /// Record a failure unless `ok`.
+    pub fn ensure(&mut self, ok: bool, message: impl FnOnce() -> String) {
+        self.count += 1;
+        if !ok {
+            self.failures.push(message());
+        }
+    }
+
+    /// Panic if anything failed.
+    pub fn finish(self) {
+        if !self.failures.is_empty() {
+            let shown: Vec<&str> = self.failures.iter().take(12).map(|s| s.as_str()).collect();
+            panic!(
+                "{}: {} of {} checks failed:\n  {}",
+                self.context,
+                self.failures.len(),
+                self.count,
+                shown.join("\n  ")
+            );
+        }
+    }
+}
+
+/// Bit patterns of two f32 slices are identical.
+pub fn same_bits(a: &[f32], b: &[f32]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).all(|(p, q)| p.to_bits() == q.to_bits())
+}
+
+/// Assert two f32 slices are identical bit for bit, naming the first difference.
+pub fn assert_same_bits(what: &str, a: &[f32], b: &[f32]) {
+    assert_eq!(a.len(), b.len(), "{what}: lengths differ");
+    if let Some(i) = (0..a.len()).find(|&i| a[i].to_bits() != b[i].to_bits()) {
+        panic!(
+            "{what}: element {i} differs: {:e} ({:#010x}) vs {:e} ({:#010x})",
+            a[i],
+            a[i].to_bits(),
+            b[i],
+            b[i].to_bits()
+        );
+    }
+}
+
+// ----------------------------------------------------------------------------------
+// Guarded buffers
+// ----------------------------------------------------------------------------------
+
+/// Guard cells on each side of every output (odd, not a multiple of any lane count).
+pub const GUARD: usize = 11;
+
+/// A quiet NaN with a payload no arithmetic produces: outputs are pre-filled with it,
+/// so an element still holding exactly these bits was never written.
+pub const SENTINEL_BITS: u32 = 0x7fe5_a5a5;
+
+pub fn sentinel() -> f32 {
+    f32::from_bits(SENTINEL_BITS)
+}
+
+/// An f32 buffer of `len` values with [`GUARD`] sentinel cells before and after.
+#[derive(Clone, Debug)]
+pub struct Guarded {
+    buf: Vec<f32>,
+    len: usize,
+}
+
+impl Guarded {
+    /// `len` sentinel values.
+    pub fn sentinel(len: usize) -> Guarded {
+        Guarded {
+            buf: vec![sentinel(); len + 2 * GUARD],
+            len,
+        }
+    }
+
+    /// A copy of `data` (for in/out arguments such as the running statistics).
+    pub fn from(data: &[f32]) -> Guarded {
+        let mut g = Guarded::sentinel(data.len());
+        g.inner_mut().copy_from_slice(data);
+        g
+    }
+
+    pub fn inner(&self) -> &[f32] {
+        &self.buf[GUARD..GUARD + self.len]
+    }
+
+    pub fn inner_mut(&mut self) -> &mut [f32] {
+        &mut self.buf[GUARD..GUARD + self.len]
+    }
+
+    /// The guard cells still hold the sentinel.
+    pub fn assert_guards(&self, what: &str) {
+        let (head, rest) = self.buf.split_at(GUARD);
+        let tail = &rest[self.len..];
+        for (k, v) in head.iter().chain(tail).enumerate() {
+            assert_eq!(
+                v.to_bits(),
+                SENTINEL_BITS,
+                "{what}: guard cell {k} was written ({v:e})"
+            );
+        }
+    }
+
+    /// Guards intact and every element written.
+    pub fn assert_written(&self, what: &str) {
+        self.assert_guards(what);
+        if let Some(i) = self
+            .inner()
+            .iter()
+            .position(|v| v.to_bits() == SENTINEL_BITS)
+        {
+            panic!("{what}: element {i} of {} was never written", self.len);
+        }
+    }
+
+    /// Guards intact and no element written (still the sentinel).
+    pub fn assert_untouched(&self, what: &str) {
+        self.assert_guards(what);
+        if let Some(i) = self
+            .inner()
+            .iter()
+            .position(|v| v.to_bits() != SENTINEL_BITS)
+        {
+            panic!(
+                "{what}: element {i} was written ({:e}) although nothing should be",
+                self.inner()[i]
+            );
+        }
+    }
+
+    /// Guards intact and the contents bit-identical to `data`.
+    pub fn assert_holds(&self, what: &str, data: &[f32]) {
+        self.assert_guards(what);
+        assert_same_bits(what, self.inner(), data);
+    }
+
+    /// Bit patterns of the whole buffer, guards included.
+    pub fn snapshot(&self) -> Vec<u32> {
+        self.buf.iter().map(|v| v.to_bits()).collect()
+    }
+}
+
+/// A sentinel [`Moments`] value no kernel produces.
+pub fn sentinel_moments() -> Moments {
+    Moments {
+        count: 0xdead_beef_dead_beef,
+        mean: f64::from_bits(0x7ff8_dead_beef_0001),
+        m2: f64::from_bits(0x7ff8_dead_beef_0002),
+    }
+}
+
+pub fn is_sentinel_moments(m: &Moments) -> bool {
+    let s = sentinel_moments();
+    m.count == s.count && m.mean.to_bits() == s.mean.to_bits() && m.m2.to_bits() == s.m2.to_bits()
+}
+
+/// `len` [`Moments`] with [`GUARD`] sentinel cells on each side.
+#[derive(Clone, Debug)]
+pub struct GuardedMoments {
+    buf: Vec<Moments>,
+    len: usize,
+}
+
+impl GuardedMoments {
+    pub fn sentinel(len: usize) -> GuardedMoments {
+        GuardedMoments {
+            buf: vec![sentinel_moments(); len + 2 * GUARD],
+            len,
+        }
+    }
+
+    pub fn inner(&self) -> &[Moments] {
+        &self.buf[GUARD..GUARD + self.len]
+    }
+
+    pub fn inner_mut(&mut self) -> &mut [Moments] {
+        &mut self.buf[GUARD..GUARD + self.len]
+    }
+
+    pub fn assert_guards(&self, what: &str) {
+        let (head, rest) = self.buf.split_at(GUARD);
+        for (k, v) in head.iter().chain(&rest[self.len..]).enumerate() {
+            assert!(
+                is_sentinel_moments(v),
+                "{what}: guard cell {k} was written ({v:?})"
+            );
+        }
+    }
+
+    pub fn assert_written(&self, what: &str) {
+        self.assert_guards(what);
+        if let Some(i) = self.inner().iter().position(is_sentinel_moments) {
+            panic!("{what}: element {i} was never written");
+        }
+    }
+
+    pub fn assert_untouched(&self, what: &str) {
+        self.assert_guards(what);
+        if let Some(i) = self.inner().iter().position(|m| !is_sentinel_moments(m)) {
+            panic!("{what}: element {i} was written ({:?})", self.inner()[i]);
+        }
+    }
+
+    /// Bit patterns of the whole buffer, guards included.
+    pub fn snapshot(&self) -> Vec<(u64, u64, u64)> {
+        self.buf
+            .iter()
+            .map(|m| (m.count, m.mean.to_bits(), m.m2.to_bits()))
+            .collect()
+    }
+}
+
+// ----------------------------------------------------------------------------------
+// Generator
+// ----------------------------------------------------------------------------------
+
+/// SplitMix64: tiny, fast, fixed-seed, good enough for test data.
+#[derive(Clone, Debug)]
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn new(seed: u64) -> Rng {
+        Rng(seed)
+    }
+
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform in [0, 1).
+    pub fn uniform(&mut self) -> f64 {
+        (self.next_u64() >> 11) as f64 * (1.0 / (1u64 << 53) as f64)
+    }
+
+    /// Uniform in [lo, hi).
+    pub fn range(&mut self, lo: f64, hi: f64) -> f64 {
+        lo + (hi - lo) * self.uniform()
+    }
+
+    /// Uniform in 0..n.
+    pub fn below(&mut self, n: usize) -> usize {
+        (self.next_u64() % n as u64) as usize
+    }
+
+    /// A pair of independent N(0, 1) values (Box–Muller).
+    pub fn gauss_pair(&mut self) -> (f64, f64) {
+        let u1 = 1.0 - self.uniform(); // (0, 1]: ln is finite
+        let u2 = self.uniform();
+        let r = (-2.0 * u1.ln()).sqrt();
+        let t = core::f64::consts::TAU * u2;
+        (r * t.cos(), r * t.sin())
+    }
+
+    pub fn gauss(&mut self) -> f64 {
+        self.gauss_pair().0
+    }
+}
+
+/// How one channel's values are drawn: `offset + spread·N(0, 1)`, rounded to f32;
+/// spread 0 makes the channel constant.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Profile {
+    pub offset: f64,
+    pub spread: f64,
+}
+
+impl Profile {
+    pub fn is_constant(&self) -> bool {
+        self.spread == 0.0
+    }
+}
+
+/// A tensor of `shape` whose channel c follows `profiles[c]`, from a fixed seed.
+pub fn tensor(shape: &Shape, profiles: &[Profile], seed: u64) -> Vec<f32> {
+    assert_eq!(profiles.len(), shape.channels);
+    let mut rng = Rng::new(seed);
+    let mut x = vec![0.0f32; numel(shape)];
+    for (c, p) in profiles.iter().enumerate() {
+        for i in channel_indices(shape, c) {
+            x[i] = if p.is_constant() {
+                p.offset as f32
+            } else {
+                (p.offset + p.spread * rng.gauss()) as f32
+            };
+        }
+    }
+    x
+}
+
+/// The number of proptest cases for a property: `default`, or `PROPTEST_CASES` when
+/// set (for a longer local run).
+pub fn cases(default: u32) -> u32 {
+    std::env::var("PROPTEST_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}

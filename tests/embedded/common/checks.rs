@@ -1,0 +1,1107 @@
+// The self-check both firmwares run: every public kernel family of batchnorm on the
+// cases of data.rs, against the f64 reference of reference.rs computed here and the
+// host values of expected.rs; then the error paths, NaN propagation, and the stack
+// each kernel family needs. One line per check; the caller prints PASS or FAIL.
+//
+// Included by tests/embedded/{cortex-m4f,aarch64}/src/main.rs as modules `data`,
+// `reference`, `scenario`, `expected`, `stack` and `checks` at the crate root.
+
+use core::fmt::{self, Write};
+
+use crate::data::{self, Case, Inputs, BATCHES_TRACKED, CASES, EPS, MAX_C, MAX_LEN, MOMENTUM};
+use crate::expected::EXPECTED;
+use crate::reference::{Acc, Factor, Reference};
+use crate::scenario::{self, Outputs, What};
+use crate::stack;
+use batchnorm::{moments, BatchNorm, Error, Grads, Moments, Momentum, Running, Shape};
+
+/// Relative tolerance against the f64 reference, in units of the output's magnitude
+/// (sum of the absolute values of its terms): f32 rounding stays far below it.
+pub const RTOL: f64 = 1e-5;
+
+pub struct Checker<'w, W: Write> {
+    out: &'w mut W,
+    pub passed: u32,
+    pub failed: u32,
+}
+
+impl<'w, W: Write> Checker<'w, W> {
+    pub fn new(out: &'w mut W) -> Self {
+        Checker {
+            out,
+            passed: 0,
+            failed: 0,
+        }
+    }
+
+    pub fn line(&mut self, ok: bool, name: &str, case: &str, detail: fmt::Arguments) {
+        if ok {
+            self.passed += 1;
+        } else {
+            self.failed += 1;
+        }
+        let _ = writeln!(
+            self.out,
+            "{} {:<26} {:<18} {}",
+            if ok { "ok  " } else { "FAIL" },
+            name,
+            case,
+            detail
+        );
+    }
+
+    fn acc(&mut self, name: &str, case: &str, a: &Acc) {
+        if a.ok() {
+            self.line(
+                true,
+                name,
+                case,
+                format_args!("{:>4} values, worst {:.1e}·mag", a.compared, a.worst),
+            );
+        } else {
+            self.line(
+                false,
+                name,
+                case,
+                format_args!(
+                    "{} of {} values off; worst at {}: got {:e}, want {:e} ({:.1e}·mag, tol {:.0e})",
+                    a.bad, a.compared, a.worst_at, a.worst_got, a.worst_want, a.worst, a.rtol
+                ),
+            );
+        }
+    }
+
+    fn note(&mut self, args: fmt::Arguments) {
+        let _ = writeln!(self.out, "{}", args);
+    }
+}
+
+/// Runs everything; returns the number of failed checks.
+pub fn run<W: Write>(out: &mut W) -> u32 {
+    let mut ck = Checker::new(out);
+    for case in CASES {
+        check_case(&mut ck, case);
+    }
+    check_errors(&mut ck);
+    check_nan(&mut ck);
+    check_fold(&mut ck);
+    report_stack(&mut ck);
+    let (p, f) = (ck.passed, ck.failed);
+    ck.note(format_args!("{} passed, {} failed", p, f));
+    f
+}
+
+fn compare(r: &Reference, inp: &Inputs, what: What, got: &[f32], factor: Factor, acc: &mut Acc) {
+    for (i, &g) in got.iter().enumerate() {
+        let (want, mag) = r.want(inp, what, i, factor);
+        acc.add(i, g as f64, want, mag);
+    }
+}
+
+fn bits_eq(a: &[f32], b: &[f32]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x.to_bits() == y.to_bits())
+}
+
+const EXP: Factor = Factor::Exponential(MOMENTUM as f64);
+
+fn check_case<W: Write>(ck: &mut Checker<W>, case: &Case) {
+    let name = case.name;
+    let sh = case.shape;
+    let n = data::len(case);
+    let c = sh.channels;
+    let m = data::m(case);
+    let inp = Inputs::new(case);
+    let mut o = Outputs::new();
+    if let Err((kernel, e)) = scenario::run(case, &inp, &mut o) {
+        ck.line(false, kernel, name, format_args!("returned Err({:?})", e));
+        return;
+    }
+    let r = Reference::new(case, &inp, true, &o.save_mean[..c], &o.save_invstd[..c]);
+    let plain_ref = Reference::new(case, &inp, false, &o.save_mean[..c], &o.save_invstd[..c]);
+    let x = &inp.x[..n];
+    let (rm, rv) = (&inp.running_mean[..c], &inp.running_var[..c]);
+    let bn = BatchNorm {
+        eps: EPS,
+        gamma: Some(&inp.gamma[..c]),
+        beta: Some(&inp.beta[..c]),
+    };
+    let plain = BatchNorm {
+        eps: EPS,
+        gamma: None,
+        beta: None,
+    };
+
+    // ---- moments + merge
+    {
+        let mut a = Acc::new(RTOL);
+        let mut counts_ok = true;
+        for ch in 0..c {
+            let mo = o.moments[ch];
+            counts_ok &= mo.count == m as u64;
+            let (w, mag) = r.want(&inp, What::Mean, ch, EXP);
+            a.add(ch, mo.mean, w, mag);
+            let (w, mag) = r.want(&inp, What::Var, ch, EXP);
+            a.add(ch, mo.var(), w, mag);
+        }
+        if counts_ok {
+            ck.acc("moments mean,var", name, &a);
+        } else {
+            ck.line(
+                false,
+                "moments mean,var",
+                name,
+                format_args!("count is not m = {}", m),
+            );
+        }
+    }
+    {
+        // Two chunks of the batch (contiguous in both layouts), reduced apart and merged.
+        let mut a = Acc::new(RTOL);
+        let mut ok = true;
+        let mut detail_err: Option<Error> = None;
+        let n1 = sh.batch / 2;
+        let mut merged = [Moments::EMPTY; MAX_C];
+        if n1 > 0 {
+            let split = n1 * c * sh.spatial;
+            let sa = Shape { batch: n1, ..sh };
+            let sb = Shape {
+                batch: sh.batch - n1,
+                ..sh
+            };
+            let mut pa = [Moments::EMPTY; MAX_C];
+            let mut pb = [Moments::EMPTY; MAX_C];
+            if let Err(e) = moments(&x[..split], sa, &mut pa[..c]) {
+                detail_err = Some(e);
+            }
+            if let Err(e) = moments(&x[split..], sb, &mut pb[..c]) {
+                detail_err = Some(e);
+            }
+            for ch in 0..c {
+                merged[ch] = pa[ch].merge(pb[ch]);
+            }
+        } else {
+            // batch 1: no split along the batch; only merge with EMPTY on both sides.
+            merged[..c].copy_from_slice(&o.moments[..c]);
+        }
+        for ch in 0..c {
+            let mo = merged[ch];
+            ok &= mo.count == m as u64;
+            ok &= mo.merge(Moments::EMPTY) == mo && Moments::EMPTY.merge(mo) == mo;
+            let (w, mag) = r.want(&inp, What::Mean, ch, EXP);
+            a.add(ch, mo.mean, w, mag);
+            let (w, mag) = r.want(&inp, What::Var, ch, EXP);
+            a.add(ch, mo.var(), w, mag);
+            // unbiased_var = m2/(m-1)
+            let (w, mag) = r.want(&inp, What::Var, ch, EXP);
+            let k = m as f64 / (m as f64 - 1.0);
+            a.add(ch, mo.unbiased_var(), w * k, mag * k);
+        }
+        let label = if n1 > 0 {
+            "moments 2 chunks + merge"
+        } else {
+            "moments merge EMPTY"
+        };
+        if let Some(e) = detail_err {
+            ck.line(false, label, name, format_args!("returned Err({:?})", e));
+        } else if !ok {
+            ck.line(
+                false,
+                label,
+                name,
+                format_args!("count wrong or merge with EMPTY is not the identity"),
+            );
+        } else {
+            ck.acc(label, name, &a);
+        }
+    }
+
+    // ---- train forward (γ, β; exponential running update)
+    {
+        let mut a = Acc::new(RTOL);
+        compare(&r, &inp, What::TrainY, &o.y_train[..n], EXP, &mut a);
+        ck.acc("train y", name, &a);
+        let mut a = Acc::new(RTOL);
+        compare(&r, &inp, What::SaveMean, &o.save_mean[..c], EXP, &mut a);
+        compare(&r, &inp, What::SaveInvstd, &o.save_invstd[..c], EXP, &mut a);
+        ck.acc("train save_mean,invstd", name, &a);
+        let mut a = Acc::new(RTOL);
+        compare(
+            &r,
+            &inp,
+            What::RunningMean,
+            &o.running_mean[..c],
+            EXP,
+            &mut a,
+        );
+        compare(&r, &inp, What::RunningVar, &o.running_var[..c], EXP, &mut a);
+        ck.acc("train running (exp 0.1)", name, &a);
+    }
+    // train_in_place, affine=false, cumulative momentum
+    {
+        let mut y = [0.0f32; MAX_LEN];
+        y[..n].copy_from_slice(x);
+        let (mut sm, mut si) = ([0.0f32; MAX_C], [0.0f32; MAX_C]);
+        let mut rmean = [0.0f32; MAX_C];
+        let mut rvar = [0.0f32; MAX_C];
+        rmean[..c].copy_from_slice(rm);
+        rvar[..c].copy_from_slice(rv);
+        let res = plain.train_in_place(
+            &mut y[..n],
+            sh,
+            &mut sm[..c],
+            &mut si[..c],
+            Some(Running {
+                mean: &mut rmean[..c],
+                var: &mut rvar[..c],
+                momentum: Momentum::Cumulative {
+                    batches_tracked: BATCHES_TRACKED,
+                },
+            }),
+        );
+        let label = "train_in_place affine=off";
+        match res {
+            Err(e) => ck.line(false, label, name, format_args!("returned Err({:?})", e)),
+            Ok(()) => {
+                let cum = Factor::Cumulative(BATCHES_TRACKED);
+                let mut a = Acc::new(RTOL);
+                compare(&plain_ref, &inp, What::TrainY, &y[..n], cum, &mut a);
+                compare(
+                    &plain_ref,
+                    &inp,
+                    What::RunningMean,
+                    &rmean[..c],
+                    cum,
+                    &mut a,
+                );
+                compare(&plain_ref, &inp, What::RunningVar, &rvar[..c], cum, &mut a);
+                if !bits_eq(&sm[..c], &o.save_mean[..c]) || !bits_eq(&si[..c], &o.save_invstd[..c])
+                {
+                    ck.line(
+                        false,
+                        label,
+                        name,
+                        format_args!("saved statistics differ from train's"),
+                    );
+                } else {
+                    ck.acc(label, name, &a);
+                }
+            }
+        }
+    }
+
+    // ---- eval forward
+    {
+        let mut a = Acc::new(RTOL);
+        compare(&r, &inp, What::EvalY, &o.y_eval[..n], EXP, &mut a);
+        ck.acc("eval y", name, &a);
+
+        let mut y = [0.0f32; MAX_LEN];
+        y[..n].copy_from_slice(x);
+        match bn.eval_in_place(&mut y[..n], sh, rm, rv) {
+            Err(e) => ck.line(
+                false,
+                "eval_in_place",
+                name,
+                format_args!("returned Err({:?})", e),
+            ),
+            Ok(()) => {
+                let same = bits_eq(&y[..n], &o.y_eval[..n]);
+                ck.line(
+                    same,
+                    "eval_in_place",
+                    name,
+                    format_args!(
+                        "{}",
+                        if same {
+                            "bit-identical to eval"
+                        } else {
+                            "differs from eval"
+                        }
+                    ),
+                );
+            }
+        }
+
+        match plain.eval(x, &mut y[..n], sh, rm, rv) {
+            Err(e) => ck.line(
+                false,
+                "eval affine=off",
+                name,
+                format_args!("returned Err({:?})", e),
+            ),
+            Ok(()) => {
+                let mut a = Acc::new(RTOL);
+                compare(&plain_ref, &inp, What::EvalY, &y[..n], EXP, &mut a);
+                ck.acc("eval affine=off", name, &a);
+            }
+        }
+    }
+
+    // ---- backward (train mode), from the saved statistics
+    {
+        let mut a = Acc::new(RTOL);
+        compare(&r, &inp, What::Dx, &o.dx[..n], EXP, &mut a);
+        compare(&r, &inp, What::Dgamma, &o.dgamma[..c], EXP, &mut a);
+        compare(&r, &inp, What::Dbeta, &o.dbeta[..c], EXP, &mut a);
+        ck.acc("backward dx,dgamma,dbeta", name, &a);
+
+        let mut dx = [0.0f32; MAX_LEN];
+        let res = plain.backward(
+            &inp.dy[..n],
+            x,
+            sh,
+            &o.save_mean[..c],
+            &o.save_invstd[..c],
+            Grads {
+                dx: &mut dx[..n],
+                dgamma: None,
+                dbeta: None,
+            },
+        );
+        match res {
+            Err(e) => ck.line(
+                false,
+                "backward affine=off dx",
+                name,
+                format_args!("returned Err({:?})", e),
+            ),
+            Ok(()) => {
+                let mut a = Acc::new(RTOL);
+                compare(&plain_ref, &inp, What::Dx, &dx[..n], EXP, &mut a);
+                ck.acc("backward affine=off dx", name, &a);
+            }
+        }
+    }
+
+    // ---- backward (eval mode), from the running statistics
+    {
+        let mut a = Acc::new(RTOL);
+        compare(&r, &inp, What::DxEval, &o.dx_eval[..n], EXP, &mut a);
+        compare(&r, &inp, What::DgammaEval, &o.dgamma_eval[..c], EXP, &mut a);
+        compare(&r, &inp, What::DbetaEval, &o.dbeta_eval[..c], EXP, &mut a);
+        ck.acc("backward_eval dx,dg,db", name, &a);
+
+        let mut dx = [0.0f32; MAX_LEN];
+        let mut db = [0.0f32; MAX_C];
+        let res = plain.backward_eval(
+            &inp.dy[..n],
+            x,
+            sh,
+            rm,
+            rv,
+            Grads {
+                dx: &mut dx[..n],
+                dgamma: None,
+                dbeta: Some(&mut db[..c]),
+            },
+        );
+        match res {
+            Err(e) => ck.line(
+                false,
+                "backward_eval affine=off",
+                name,
+                format_args!("returned Err({:?})", e),
+            ),
+            Ok(()) => {
+                let mut a = Acc::new(RTOL);
+                compare(&plain_ref, &inp, What::DxEval, &dx[..n], EXP, &mut a);
+                compare(&plain_ref, &inp, What::DbetaEval, &db[..c], EXP, &mut a);
+                ck.acc("backward_eval affine=off", name, &a);
+            }
+        }
+    }
+
+    // ---- fixed values computed on the host (expected.rs)
+    {
+        let mut count = 0;
+        let mut bad = 0;
+        let mut worst = 0.0f64;
+        for e in EXPECTED.iter().filter(|e| e.case == name) {
+            count += 1;
+            let got = o.get(e.what, e.index);
+            let d = (got - e.value).abs();
+            let rel = if e.tol > 0.0 {
+                d / e.tol
+            } else if d == 0.0 {
+                0.0
+            } else {
+                f64::INFINITY
+            };
+            if !(d <= e.tol) {
+                bad += 1;
+                ck.note(format_args!(
+                    "     {:?}[{}]: got {:e}, host {:e}, tol {:e}",
+                    e.what, e.index, got, e.value, e.tol
+                ));
+            }
+            if rel > worst {
+                worst = rel;
+            }
+        }
+        ck.line(
+            bad == 0 && count > 0,
+            "host values",
+            name,
+            format_args!(
+                "{} of {} match, worst |got-host| = {:.1e}·tol",
+                count - bad,
+                count,
+                worst
+            ),
+        );
+    }
+}
+
+// ---- error paths: Err with the right value, nothing written, no panic
+fn check_errors<W: Write>(ck: &mut Checker<W>) {
+    let case = &CASES[0];
+    let inp = Inputs::new(case);
+    let sh = case.shape;
+    let n = data::len(case);
+    let c = sh.channels;
+    let x = &inp.x[..n];
+    let (rm, rv) = (&inp.running_mean[..c], &inp.running_var[..c]);
+    let bn = BatchNorm {
+        eps: EPS,
+        gamma: Some(&inp.gamma[..c]),
+        beta: Some(&inp.beta[..c]),
+    };
+    const S: f32 = 7.25; // sentinel: must survive every failed call
+    let untouched = |ys: &[f32]| ys.iter().all(|&v| v == S);
+
+    let mut y = [S; MAX_LEN];
+    let r = bn.eval(x, &mut y[..n - 1], sh, rm, rv);
+    let ok =
+        r == Err(Error::Length {
+            arg: "y",
+            expected: n,
+            actual: n - 1,
+        }) && untouched(&y[..n]);
+    ck.line(ok, "error eval short y", case.name, format_args!("{:?}", r));
+
+    let short_gamma = BatchNorm {
+        eps: EPS,
+        gamma: Some(&inp.gamma[..c - 1]),
+        beta: None,
+    };
+    let r = short_gamma.eval(x, &mut y[..n], sh, rm, rv);
+    let ok =
+        r == Err(Error::Length {
+            arg: "gamma",
+            expected: c,
+            actual: c - 1,
+        }) && untouched(&y[..n]);
+    ck.line(
+        ok,
+        "error eval short gamma",
+        case.name,
+        format_args!("{:?}", r),
+    );
+
+    let bad_eps = BatchNorm {
+        eps: -1.0,
+        gamma: None,
+        beta: None,
+    };
+    let r = bad_eps.eval(x, &mut y[..n], sh, rm, rv);
+    let ok = matches!(r, Err(Error::Parameter { arg: "eps", .. })) && untouched(&y[..n]);
+    ck.line(ok, "error eval eps -1", case.name, format_args!("{:?}", r));
+
+    let nan_eps = BatchNorm {
+        eps: f32::NAN,
+        gamma: None,
+        beta: None,
+    };
+    let r = nan_eps.eval(x, &mut y[..n], sh, rm, rv);
+    let ok = matches!(r, Err(Error::Parameter { arg: "eps", .. })) && untouched(&y[..n]);
+    ck.line(ok, "error eval eps NaN", case.name, format_args!("{:?}", r));
+
+    let (mut sm, mut si) = ([S; MAX_C], [S; MAX_C]);
+    let (mut rmean, mut rvar) = ([S; MAX_C], [S; MAX_C]);
+    let r = bn.train(
+        x,
+        &mut y[..n],
+        sh,
+        &mut sm[..c],
+        &mut si[..c],
+        Some(Running {
+            mean: &mut rmean[..c],
+            var: &mut rvar[..c],
+            momentum: Momentum::Exponential(1.5),
+        }),
+    );
+    let ok = matches!(
+        r,
+        Err(Error::Parameter {
+            arg: "momentum",
+            ..
+        })
+    ) && untouched(&y[..n])
+        && untouched(&sm[..c])
+        && untouched(&si[..c])
+        && untouched(&rmean[..c])
+        && untouched(&rvar[..c]);
+    ck.line(
+        ok,
+        "error train momentum 1.5",
+        case.name,
+        format_args!("{:?}", r),
+    );
+
+    let bn3 = BatchNorm {
+        eps: EPS,
+        gamma: Some(&inp.gamma[..3]),
+        beta: Some(&inp.beta[..3]),
+    };
+    let empty = Shape::channels_first(0, 3, 4);
+    let r = bn3.train(&[], &mut [], empty, &mut sm[..3], &mut si[..3], None);
+    let ok =
+        r == Err(Error::TooFewValues {
+            needed: 1,
+            actual: 0,
+        }) && untouched(&sm[..3])
+            && untouched(&si[..3]);
+    ck.line(ok, "error train m=0", "cf 0x3x4", format_args!("{:?}", r));
+
+    let one = Shape::rows(1, 3);
+    let r = bn3.train(
+        &x[..3],
+        &mut y[..3],
+        one,
+        &mut sm[..3],
+        &mut si[..3],
+        Some(Running {
+            mean: &mut rmean[..3],
+            var: &mut rvar[..3],
+            momentum: Momentum::Exponential(0.1),
+        }),
+    );
+    let ok =
+        r == Err(Error::TooFewValues {
+            needed: 2,
+            actual: 1,
+        }) && untouched(&y[..3])
+            && untouched(&sm[..3])
+            && untouched(&rmean[..3])
+            && untouched(&rvar[..3]);
+    ck.line(
+        ok,
+        "error train running m=1",
+        "rows 1x3",
+        format_args!("{:?}", r),
+    );
+
+    let huge = Shape::channels_first(usize::MAX / 2, 3, 5);
+    let mut parts = [Moments::EMPTY; 3];
+    let r = moments(x, huge, &mut parts);
+    let ok = matches!(r, Err(Error::Overflow { .. })) && parts.iter().all(|p| *p == Moments::EMPTY);
+    ck.line(
+        ok,
+        "error moments overflow",
+        "cf MAX/2x3x5",
+        format_args!("{:?}", r),
+    );
+
+    let mut dx = [S; MAX_LEN];
+    let mut dg = [S; MAX_C];
+    let r = bn.backward(
+        &inp.dy[..n],
+        x,
+        sh,
+        rm,
+        rv,
+        Grads {
+            dx: &mut dx[..n],
+            dgamma: Some(&mut dg[..c + 1]),
+            dbeta: None,
+        },
+    );
+    let ok =
+        r == Err(Error::Length {
+            arg: "dgamma",
+            expected: c,
+            actual: c + 1,
+        }) && untouched(&dx[..n])
+            && untouched(&dg[..c + 1]);
+    ck.line(
+        ok,
+        "error backward long dgamma",
+        case.name,
+        format_args!("{:?}", r),
+    );
+}
+
+// ---- NaN in the input: propagates as IEEE says, only where it should
+fn check_nan<W: Write>(ck: &mut Checker<W>) {
+    let case = &CASES[0];
+    let sh = case.shape;
+    let n = data::len(case);
+    let c = sh.channels;
+    let clean = Inputs::new(case);
+    let mut inp = Inputs::new(case);
+    let k = n / 2 + 1;
+    let kc = crate::reference::channel_of(sh, k);
+    inp.x[k] = f32::NAN;
+    let bn = BatchNorm {
+        eps: EPS,
+        gamma: Some(&inp.gamma[..c]),
+        beta: Some(&inp.beta[..c]),
+    };
+    let (rm, rv) = (&inp.running_mean[..c], &inp.running_var[..c]);
+
+    let mut y0 = [0.0f32; MAX_LEN];
+    let mut y1 = [0.0f32; MAX_LEN];
+    let r0 = bn.eval(&clean.x[..n], &mut y0[..n], sh, rm, rv);
+    let r1 = bn.eval(&inp.x[..n], &mut y1[..n], sh, rm, rv);
+    let ok = r0.is_ok()
+        && r1.is_ok()
+        && (0..n).all(|i| {
+            if i == k {
+                y1[i].is_nan()
+            } else {
+                y1[i].to_bits() == y0[i].to_bits()
+            }
+        });
+    ck.line(
+        ok,
+        "eval NaN propagation",
+        case.name,
+        format_args!("NaN at element {} only", k),
+    );
+
+    let (mut sm0, mut si0, mut sm1, mut si1) = (
+        [0.0f32; MAX_C],
+        [0.0f32; MAX_C],
+        [0.0f32; MAX_C],
+        [0.0f32; MAX_C],
+    );
+    let r0 = bn.train(
+        &clean.x[..n],
+        &mut y0[..n],
+        sh,
+        &mut sm0[..c],
+        &mut si0[..c],
+        None,
+    );
+    let r1 = bn.train(
+        &inp.x[..n],
+        &mut y1[..n],
+        sh,
+        &mut sm1[..c],
+        &mut si1[..c],
+        None,
+    );
+    let ok = r0.is_ok()
+        && r1.is_ok()
+        && (0..n).all(|i| {
+            if crate::reference::channel_of(sh, i) == kc {
+                y1[i].is_nan()
+            } else {
+                y1[i].to_bits() == y0[i].to_bits()
+            }
+        })
+        && sm1[kc].is_nan()
+        && (0..c).all(|ch| ch == kc || (sm1[ch] == sm0[ch] && si1[ch] == si0[ch]));
+    ck.line(
+        ok,
+        "train NaN propagation",
+        case.name,
+        format_args!("NaN in channel {} only", kc),
+    );
+}
+
+// ---- fold: formulas and end to end ----------------------------------------------------
+// Per case: W', b' (and the pad values for BN before a layer) against the formulas in
+// f64, then end to end: the folded layer's output against BN(layer(x)) (BN after) or
+// layer(BN(x)) (BN before; a padded convolution pads with the returned values), all in
+// f64 loops here; then the host values and the error paths.
+fn check_fold<W: Write>(ck: &mut Checker<W>) {
+    use crate::data::{weight_index, FoldInputs, FOLD_CASES, FOLD_LEN};
+    use crate::reference::{fold_scale_shift, fold_want, input_of, layer_out, layer_out_len};
+    use batchnorm::fold::{self, EvalBn, Layer};
+
+    for case in FOLD_CASES {
+        let l = case.layer;
+        let ig = l.in_channels / l.groups;
+        let inp = FoldInputs::new(case);
+        let o = match scenario::run_fold(case, &inp) {
+            Ok(o) => o,
+            Err((kernel, e)) => {
+                ck.line(
+                    false,
+                    kernel,
+                    case.name,
+                    format_args!("returned Err({:?})", e),
+                );
+                continue;
+            }
+        };
+        let mut a = Acc::new(RTOL);
+        for oc in 0..l.out_channels {
+            for q in 0..ig {
+                for k in 0..l.kernel {
+                    let i = weight_index(l, oc, q, k);
+                    let (w, mag) = fold_want(case, &inp, What::FoldWeight, oc, q, k);
+                    a.add(i, o.weight[i] as f64, w, mag);
+                }
+            }
+            let (w, mag) = fold_want(case, &inp, What::FoldBias, oc, 0, 0);
+            a.add(oc, o.bias[oc] as f64, w, mag);
+        }
+        if !case.bn_after {
+            for c in 0..l.in_channels {
+                let (w, mag) = fold_want(case, &inp, What::FoldPad, c, 0, 0);
+                a.add(c, o.pad[c] as f64, w, mag);
+            }
+        }
+        let label = if case.bn_after {
+            "fold into_preceding W',b'"
+        } else {
+            "fold into_following W',b',pad"
+        };
+        ck.acc(label, case.name, &a);
+
+        // End to end.
+        let mut a = Acc::new(RTOL);
+        let x_at = |i: usize, j: usize| inp.x[i * FOLD_LEN + j] as f64;
+        let none = |_: usize| 0.0;
+        if case.bn_after {
+            for oc in 0..l.out_channels {
+                let (scale, _) = fold_scale_shift(&inp, oc);
+                let (m, beta) = (inp.running_mean[oc] as f64, inp.beta[oc] as f64);
+                for t in 0..layer_out_len(case, 0) {
+                    let (y, ymag) = layer_out(case, &inp.weight, &inp.bias, &x_at, &none, 0, oc, t);
+                    let want = (y - m) * scale + beta;
+                    let mag = (ymag + m.abs()) * scale.abs() + beta.abs();
+                    let (got, _) = layer_out(case, &o.weight, &o.bias, &x_at, &none, 0, oc, t);
+                    a.add(oc, got, want, mag);
+                }
+            }
+        } else {
+            // A convolution pads by 1: the original pads BN(x) with 0, the folded one pads
+            // x with the returned pad values. A linear layer (kernel 1) has no padding.
+            let padding = if l.kernel > 1 { 1 } else { 0 };
+            let bn_x = |i: usize, j: usize| {
+                let (scale, shift) = fold_scale_shift(&inp, i);
+                inp.x[i * FOLD_LEN + j] as f64 * scale + shift
+            };
+            let pad_at = |i: usize| o.pad[i] as f64;
+            for oc in 0..l.out_channels {
+                for t in 0..layer_out_len(case, padding) {
+                    let (want, _) =
+                        layer_out(case, &inp.weight, &inp.bias, &bn_x, &none, padding, oc, t);
+                    let (got, _) =
+                        layer_out(case, &o.weight, &o.bias, &x_at, &pad_at, padding, oc, t);
+                    // magnitude: every term |W·scale·x| + |W·shift| + |b|
+                    let mut mag = (inp.bias[oc] as f64).abs();
+                    for q in 0..ig {
+                        let i = input_of(case, oc, q);
+                        let (scale, shift) = fold_scale_shift(&inp, i);
+                        for k in 0..l.kernel {
+                            let w = (inp.weight[weight_index(l, oc, q, k)] as f64).abs();
+                            let j = t + k;
+                            let xv = if j >= padding && j - padding < FOLD_LEN {
+                                x_at(i, j - padding).abs()
+                            } else {
+                                (shift / scale).abs()
+                            };
+                            mag += w * (xv * scale.abs() + shift.abs());
+                        }
+                    }
+                    a.add(oc, got, want, mag);
+                }
+            }
+        }
+        let label = if case.bn_after {
+            "fold end to end BN(layer(x))"
+        } else {
+            "fold end to end layer(BN(x))"
+        };
+        ck.acc(label, case.name, &a);
+
+        // Host values.
+        let (mut count, mut bad, mut worst) = (0, 0, 0.0f64);
+        for e in EXPECTED.iter().filter(|e| e.case == case.name) {
+            count += 1;
+            let got = o.get(e.what, e.index);
+            let d = (got - e.value).abs();
+            if !(d <= e.tol) {
+                bad += 1;
+                ck.note(format_args!(
+                    "     {:?}[{}]: got {:e}, host {:e}, tol {:e}",
+                    e.what, e.index, got, e.value, e.tol
+                ));
+            }
+            let rel = if e.tol > 0.0 {
+                d / e.tol
+            } else if d == 0.0 {
+                0.0
+            } else {
+                f64::INFINITY
+            };
+            worst = if rel > worst { rel } else { worst };
+        }
+        ck.line(
+            bad == 0 && count > 0,
+            "fold host values",
+            case.name,
+            format_args!(
+                "{} of {} match, worst |got-host| = {:.1e}·tol",
+                count - bad,
+                count,
+                worst
+            ),
+        );
+    }
+
+    // Errors: nothing written.
+    const S: f32 = 7.25;
+    let case = &FOLD_CASES[5]; // before linear [o][i], 6 → 3
+    let inp = FoldInputs::new(case);
+    let l = case.layer;
+    let nw = crate::data::weight_len(l);
+    let mut gamma = [0.0f32; 8];
+    gamma[..l.in_channels].copy_from_slice(&inp.gamma[..l.in_channels]);
+    gamma[2] = 0.0;
+    let bn = EvalBn {
+        running_mean: &inp.running_mean[..l.in_channels],
+        running_var: &inp.running_var[..l.in_channels],
+        gamma: Some(&gamma[..l.in_channels]),
+        beta: Some(&inp.beta[..l.in_channels]),
+        eps: EPS,
+    };
+    let (mut w, mut b, mut pad) = (inp.weight, inp.bias, [S; 8]);
+    let r = fold::into_following(
+        &bn,
+        l,
+        &mut w[..nw],
+        &mut b[..l.out_channels],
+        Some(&mut pad[..l.in_channels]),
+    );
+    let ok = r == Err(Error::ZeroScale { channel: 2 })
+        && bits_eq(&w[..nw], &inp.weight[..nw])
+        && bits_eq(&b, &inp.bias)
+        && pad.iter().all(|&p| p == S);
+    ck.line(
+        ok,
+        "fold error gamma 0 + pad",
+        case.name,
+        format_args!("{:?}", r),
+    );
+    // Without pad values, γ = 0 is fine: W'[., 2] = 0, b' gets W·β.
+    let r = fold::into_following(&bn, l, &mut w[..nw], &mut b[..l.out_channels], None);
+    ck.line(
+        r.is_ok() && (0..l.out_channels).all(|o| w[o * l.in_channels + 2] == 0.0),
+        "fold gamma 0, no pad",
+        case.name,
+        format_args!("{:?}", r),
+    );
+
+    let bad_groups = Layer {
+        groups: 4,
+        ..Layer::linear(6, 3)
+    };
+    let (mut w, mut b) = (inp.weight, inp.bias);
+    let r = fold::into_following(&bn, bad_groups, &mut w[..nw], &mut b[..3], None);
+    let ok = matches!(r, Err(Error::Groups { groups: 4, .. }))
+        && bits_eq(&w, &inp.weight)
+        && bits_eq(&b, &inp.bias);
+    ck.line(
+        ok,
+        "fold error groups 4 of 6",
+        case.name,
+        format_args!("{:?}", r),
+    );
+
+    let r = fold::into_following(&bn, l, &mut w[..nw - 1], &mut b[..3], None);
+    let ok =
+        r == Err(Error::Length {
+            arg: "weight",
+            expected: nw,
+            actual: nw - 1,
+        }) && bits_eq(&w, &inp.weight);
+    ck.line(
+        ok,
+        "fold error short weight",
+        case.name,
+        format_args!("{:?}", r),
+    );
+}
+
+// ---- stack each kernel family needs ---------------------------------------------
+fn report_stack<W: Write>(ck: &mut Checker<W>) {
+    let base = stack::baseline();
+    ck.note(format_args!(
+        "stack: bytes below the caller's stack pointer, high-water mark of painted stack \
+         (an empty call reads {} B: resolution {} B)",
+        base,
+        stack::GUARD
+    ));
+    let mut worst_all = 0;
+    ck.note(format_args!(
+        "stack {:<26} {:>15} {:>15}",
+        "kernel", "channels-first", "channels-last"
+    ));
+    for family in 0..8 {
+        let (mut cf, mut cl) = (0, 0);
+        let mut label = "";
+        for case in &CASES[..] {
+            let (l, used) = stack_of(family, case);
+            label = l;
+            // spatial 1 runs the channels-last path
+            if case.shape.layout == batchnorm::Layout::ChannelsFirst && case.shape.spatial > 1 {
+                cf = cf.max(used);
+            } else {
+                cl = cl.max(used);
+            }
+        }
+        worst_all = worst_all.max(cf).max(cl);
+        ck.note(format_args!(
+            "stack {:<26} {:>13} B {:>13} B",
+            label, cf, cl
+        ));
+    }
+    for following in [false, true] {
+        let (label, used) = stack_of_fold(following);
+        worst_all = worst_all.max(used);
+        ck.note(format_args!("stack {:<26} {:>13} B {:>13}", label, used, "(weights)"));
+    }
+    let ok = worst_all < stack::DEPTH - 256;
+    ck.line(
+        ok,
+        "stack measured",
+        "all cases",
+        format_args!("max {} B (painted {} B)", worst_all, stack::DEPTH),
+    );
+}
+
+fn stack_of_fold(following: bool) -> (&'static str, usize) {
+    use batchnorm::fold::{into_following, into_preceding, EvalBn};
+    let fc = &crate::data::FOLD_CASES[if following { 7 } else { 1 }];
+    let fi = crate::data::FoldInputs::new(fc);
+    let l = fc.layer;
+    let nc = if following { l.in_channels } else { l.out_channels };
+    let (mut w, mut b, mut pad) = (fi.weight, fi.bias, [0.0f32; 8]);
+    let nw = crate::data::weight_len(l);
+    let bn = EvalBn {
+        running_mean: &fi.running_mean[..nc],
+        running_var: &fi.running_var[..nc],
+        gamma: Some(&fi.gamma[..nc]),
+        beta: Some(&fi.beta[..nc]),
+        eps: EPS,
+    };
+    let ob = l.out_channels;
+    if following {
+        let used = stack::used(|| {
+            let _ = into_following(&bn, l, &mut w[..nw], &mut b[..ob], Some(&mut pad[..nc]));
+        });
+        ("fold::into_following", used)
+    } else {
+        let used = stack::used(|| {
+            let _ = into_preceding(&bn, l, &mut w[..nw], &mut b[..ob]);
+        });
+        ("fold::into_preceding", used)
+    }
+}
+
+fn stack_of(family: usize, case: &Case) -> (&'static str, usize) {
+    let sh = case.shape;
+    let n = data::len(case);
+    let c = sh.channels;
+    let inp = Inputs::new(case);
+    let x = &inp.x[..n];
+    let dy = &inp.dy[..n];
+    let (rm, rv) = (&inp.running_mean[..c], &inp.running_var[..c]);
+    let bn = BatchNorm {
+        eps: EPS,
+        gamma: Some(&inp.gamma[..c]),
+        beta: Some(&inp.beta[..c]),
+    };
+    let mut y = [0.0f32; MAX_LEN];
+    let (mut a, mut b) = ([0.0f32; MAX_C], [0.0f32; MAX_C]);
+    let (mut ra, mut rb) = ([1.0f32; MAX_C], [1.0f32; MAX_C]);
+    let mut parts = [Moments::EMPTY; MAX_C];
+    match family {
+        0 => (
+            "moments",
+            stack::used(|| {
+                let _ = moments(x, sh, &mut parts[..c]);
+            }),
+        ),
+        1 => (
+            "eval",
+            stack::used(|| {
+                let _ = bn.eval(x, &mut y[..n], sh, rm, rv);
+            }),
+        ),
+        2 => (
+            "eval_in_place",
+            stack::used(|| {
+                let _ = bn.eval_in_place(&mut y[..n], sh, rm, rv);
+            }),
+        ),
+        3 => (
+            "train (no running stats)",
+            stack::used(|| {
+                let _ = bn.train(x, &mut y[..n], sh, &mut a[..c], &mut b[..c], None);
+            }),
+        ),
+        4 => (
+            "train (running stats)",
+            stack::used(|| {
+                let _ = bn.train(
+                    x,
+                    &mut y[..n],
+                    sh,
+                    &mut a[..c],
+                    &mut b[..c],
+                    Some(Running {
+                        mean: &mut ra[..c],
+                        var: &mut rb[..c],
+                        momentum: Momentum::Exponential(0.1),
+                    }),
+                );
+            }),
+        ),
+        5 => ("train_in_place", {
+            y[..n].copy_from_slice(x);
+            stack::used(|| {
+                let _ = bn.train_in_place(&mut y[..n], sh, &mut a[..c], &mut b[..c], None);
+            })
+        }),
+        6 => (
+            "backward",
+            stack::used(|| {
+                let _ = bn.backward(
+                    dy,
+                    x,
+                    sh,
+                    rm,
+                    rv,
+                    Grads {
+                        dx: &mut y[..n],
+                        dgamma: Some(&mut a[..c]),
+                        dbeta: Some(&mut b[..c]),
+                    },
+                );
+            }),
+        ),
+        _ => (
+            "backward_eval",
+            stack::used(|| {
+                let _ = bn.backward_eval(
+                    dy,
+                    x,
+                    sh,
+                    rm,
+                    rv,
+                    Grads {
+                        dx: &mut y[..n],
+                        dgamma: Some(&mut a[..c]),
+                        dbeta: Some(&mut b[..c]),
+                    },
+                );
+            }),
+        ),
+    }
+}

@@ -1,0 +1,408 @@
+// Plain scalar reference in f64 (naive loops over the same f32 inputs), computed on the
+// target itself. For every output it gives the exact value and a magnitude: the sum of
+// the absolute values of the terms it is made of, so `|got − want| ≤ rtol·mag` says
+// "correct up to f32 rounding of the terms", whatever the cancellation.
+
+use crate::data::{Case, Inputs, EPS, MAX_C};
+use crate::scenario::What;
+use batchnorm::{Layout, Shape};
+
+/// Channel of flat index i.
+pub fn channel_of(shape: Shape, i: usize) -> usize {
+    match shape.layout {
+        Layout::ChannelsFirst => (i / shape.spatial) % shape.channels,
+        Layout::ChannelsLast => i % shape.channels,
+    }
+}
+
+fn sqrt(x: f64) -> f64 {
+    libm::sqrt(x)
+}
+
+/// Running-statistics update factor of the momentum.
+#[derive(Clone, Copy)]
+pub enum Factor {
+    Exponential(f64),
+    Cumulative(u64),
+}
+
+impl Factor {
+    fn get(self) -> f64 {
+        match self {
+            Factor::Exponential(m) => m,
+            Factor::Cumulative(t) => 1.0 / (t as f64 + 1.0),
+        }
+    }
+}
+
+/// Per-channel f64 sums of one case.
+pub struct Reference {
+    pub shape: Shape,
+    pub m: usize,
+    /// γ and β given (else 1 and 0).
+    pub affine: bool,
+    pub mean: [f64; MAX_C],
+    pub var: [f64; MAX_C],
+    // train-mode backward from the kernel's saved statistics
+    save_mean: [f64; MAX_C],
+    save_invstd: [f64; MAX_C],
+    dbeta: [f64; MAX_C],
+    dbeta_mag: [f64; MAX_C],
+    dgamma: [f64; MAX_C],
+    dgamma_mag: [f64; MAX_C],
+    // eval-mode backward from the running statistics
+    dgamma_eval: [f64; MAX_C],
+    dgamma_eval_mag: [f64; MAX_C],
+}
+
+impl Reference {
+    /// `save_mean`/`save_invstd`: what the kernel's train saved (the backward takes them
+    /// as given, as PyTorch's does).
+    pub fn new(
+        case: &Case,
+        inp: &Inputs,
+        affine: bool,
+        save_mean: &[f32],
+        save_invstd: &[f32],
+    ) -> Reference {
+        let sh = case.shape;
+        let m = crate::data::m(case);
+        let mut r = Reference {
+            shape: sh,
+            m,
+            affine,
+            mean: [0.0; MAX_C],
+            var: [0.0; MAX_C],
+            save_mean: [0.0; MAX_C],
+            save_invstd: [0.0; MAX_C],
+            dbeta: [0.0; MAX_C],
+            dbeta_mag: [0.0; MAX_C],
+            dgamma: [0.0; MAX_C],
+            dgamma_mag: [0.0; MAX_C],
+            dgamma_eval: [0.0; MAX_C],
+            dgamma_eval_mag: [0.0; MAX_C],
+        };
+        for c in 0..sh.channels {
+            // Two passes in f64.
+            let mut sum = 0.0f64;
+            for n in 0..sh.batch {
+                for s in 0..sh.spatial {
+                    sum += inp.x[crate::data::index(sh, n, c, s)] as f64;
+                }
+            }
+            let mean = sum / m as f64;
+            let mut ss = 0.0f64;
+            for n in 0..sh.batch {
+                for s in 0..sh.spatial {
+                    let d = inp.x[crate::data::index(sh, n, c, s)] as f64 - mean;
+                    ss += d * d;
+                }
+            }
+            r.mean[c] = mean;
+            r.var[c] = ss / m as f64;
+
+            let sm = save_mean[c] as f64;
+            let si = save_invstd[c] as f64;
+            let rm = inp.running_mean[c] as f64;
+            let rinv = 1.0 / sqrt(inp.running_var[c] as f64 + EPS as f64);
+            r.save_mean[c] = sm;
+            r.save_invstd[c] = si;
+            let (mut db, mut dbm, mut dg, mut dgm, mut dge, mut dgem) =
+                (0.0, 0.0, 0.0, 0.0, 0.0, 0.0);
+            for n in 0..sh.batch {
+                for s in 0..sh.spatial {
+                    let i = crate::data::index(sh, n, c, s);
+                    let (x, dy) = (inp.x[i] as f64, inp.dy[i] as f64);
+                    db += dy;
+                    dbm += dy.abs();
+                    dg += dy * (x - sm) * si;
+                    dgm += dy.abs() * (x.abs() + sm.abs()) * si;
+                    dge += dy * (x - rm) * rinv;
+                    dgem += dy.abs() * (x.abs() + rm.abs()) * rinv;
+                }
+            }
+            r.dbeta[c] = db;
+            r.dbeta_mag[c] = dbm;
+            r.dgamma[c] = dg;
+            r.dgamma_mag[c] = dgm;
+            r.dgamma_eval[c] = dge;
+            r.dgamma_eval_mag[c] = dgem;
+        }
+        r
+    }
+
+    fn gamma(&self, inp: &Inputs, c: usize) -> f64 {
+        if self.affine {
+            inp.gamma[c] as f64
+        } else {
+            1.0
+        }
+    }
+
+    fn beta(&self, inp: &Inputs, c: usize) -> f64 {
+        if self.affine {
+            inp.beta[c] as f64
+        } else {
+            0.0
+        }
+    }
+
+    /// (exact value, magnitude) of output `what` at `i` (element or channel index);
+    /// running statistics after an update with `factor`.
+    pub fn want(&self, inp: &Inputs, what: What, i: usize, factor: Factor) -> (f64, f64) {
+        let eps = EPS as f64;
+        let m = self.m as f64;
+        let c = match what {
+            What::TrainY | What::EvalY | What::Dx | What::DxEval => channel_of(self.shape, i),
+            _ => i,
+        };
+        let (g, b) = (self.gamma(inp, c), self.beta(inp, c));
+        let (mean, var) = (self.mean[c], self.var[c]);
+        let (rm, rv) = (inp.running_mean[c] as f64, inp.running_var[c] as f64);
+        let x = if i < crate::data::len_of(self.shape) {
+            inp.x[i] as f64
+        } else {
+            0.0
+        };
+        let dy = if i < crate::data::len_of(self.shape) {
+            inp.dy[i] as f64
+        } else {
+            0.0
+        };
+        match what {
+            What::Mean | What::SaveMean => (mean, mean.abs() + sqrt(var)),
+            What::Var => (var, var),
+            What::SaveInvstd => {
+                let v = 1.0 / sqrt(var + eps);
+                (v, v)
+            }
+            What::TrainY => {
+                let inv = 1.0 / sqrt(var + eps);
+                (
+                    (x - mean) * inv * g + b,
+                    (x.abs() + mean.abs()) * inv * g.abs() + b.abs(),
+                )
+            }
+            What::RunningMean => {
+                let f = factor.get();
+                (
+                    (1.0 - f) * rm + f * mean,
+                    (1.0 - f) * rm.abs() + f * (mean.abs() + sqrt(var)),
+                )
+            }
+            What::RunningVar => {
+                let f = factor.get();
+                let v = (1.0 - f) * rv + f * var * m / (m - 1.0);
+                (v, v)
+            }
+            What::EvalY => {
+                let scale = g / sqrt(rv + eps);
+                (
+                    (x - rm) * scale + b,
+                    (x.abs() + rm.abs()) * scale.abs() + b.abs(),
+                )
+            }
+            What::Dx => {
+                let (sm, si) = (self.save_mean[c], self.save_invstd[c]);
+                let xhat = (x - sm) * si;
+                let want = g * si * (dy - self.dbeta[c] / m - xhat * self.dgamma[c] / m);
+                let mag = g.abs()
+                    * si
+                    * (dy.abs()
+                        + self.dbeta_mag[c] / m
+                        + (x.abs() + sm.abs()) * si * self.dgamma_mag[c] / m);
+                (want, mag)
+            }
+            What::Dgamma => (self.dgamma[c], self.dgamma_mag[c]),
+            What::Dbeta | What::DbetaEval => (self.dbeta[c], self.dbeta_mag[c]),
+            What::DxEval => {
+                let scale = g / sqrt(rv + eps);
+                (dy * scale, (dy * scale).abs())
+            }
+            What::DgammaEval => (self.dgamma_eval[c], self.dgamma_eval_mag[c]),
+            What::FoldWeight | What::FoldBias | What::FoldPad => (f64::NAN, 0.0),
+        }
+    }
+}
+
+/// Worst error over a set of compared values.
+pub struct Acc {
+    pub rtol: f64,
+    pub compared: usize,
+    pub bad: usize,
+    /// Largest |got − want| / mag seen (0 when every value matched exactly).
+    pub worst: f64,
+    pub worst_at: usize,
+    pub worst_got: f64,
+    pub worst_want: f64,
+}
+
+impl Acc {
+    pub fn new(rtol: f64) -> Acc {
+        Acc {
+            rtol,
+            compared: 0,
+            bad: 0,
+            worst: 0.0,
+            worst_at: 0,
+            worst_got: 0.0,
+            worst_want: 0.0,
+        }
+    }
+
+    pub fn add(&mut self, i: usize, got: f64, want: f64, mag: f64) {
+        self.compared += 1;
+        let (ok, err) = if want.is_nan() || got.is_nan() {
+            (
+                want.is_nan() && got.is_nan(),
+                if want.is_nan() && got.is_nan() {
+                    0.0
+                } else {
+                    f64::INFINITY
+                },
+            )
+        } else if got == want {
+            (true, 0.0)
+        } else {
+            let d = (got - want).abs();
+            let err = if mag > 0.0 { d / mag } else { f64::INFINITY };
+            (err <= self.rtol, err)
+        };
+        if !ok {
+            self.bad += 1;
+        }
+        if err > self.worst || (!ok && self.bad == 1) {
+            self.worst = err;
+            self.worst_at = i;
+            self.worst_got = got;
+            self.worst_want = want;
+        }
+    }
+
+    pub fn ok(&self) -> bool {
+        self.bad == 0 && self.compared > 0
+    }
+}
+
+// ---- folding ---------------------------------------------------------------------------
+
+use crate::data::{weight_index, FoldCase, FoldInputs, FOLD_LEN};
+
+/// BN channel c of a fold case as `x·scale + shift`, in f64.
+pub fn fold_scale_shift(inp: &FoldInputs, c: usize) -> (f64, f64) {
+    let scale = inp.gamma[c] as f64 / sqrt(inp.running_var[c] as f64 + EPS as f64);
+    (
+        scale,
+        inp.beta[c] as f64 - inp.running_mean[c] as f64 * scale,
+    )
+}
+
+/// Input channel of output channel `o`'s in-group input `q`.
+pub fn input_of(case: &FoldCase, o: usize, q: usize) -> usize {
+    let l = case.layer;
+    let (og, ig) = (l.out_channels / l.groups, l.in_channels / l.groups);
+    (o / og) * ig + q
+}
+
+/// (exact, magnitude) of the folded weight W'[o, q, k], bias b'_o or pad value of
+/// input channel `o` (for `FoldPad`), by the formulas.
+pub fn fold_want(
+    case: &FoldCase,
+    inp: &FoldInputs,
+    what: What,
+    o: usize,
+    q: usize,
+    k: usize,
+) -> (f64, f64) {
+    let l = case.layer;
+    let ig = l.in_channels / l.groups;
+    match (what, case.bn_after) {
+        (What::FoldWeight, after) => {
+            let c = if after { o } else { input_of(case, o, q) };
+            let w = inp.weight[weight_index(l, o, q, k)] as f64 * fold_scale_shift(inp, c).0;
+            (w, w.abs())
+        }
+        (What::FoldBias, true) => {
+            let (scale, _) = fold_scale_shift(inp, o);
+            let (b, m, beta) = (
+                inp.bias[o] as f64,
+                inp.running_mean[o] as f64,
+                inp.beta[o] as f64,
+            );
+            (
+                (b - m) * scale + beta,
+                (b.abs() + m.abs()) * scale.abs() + beta.abs(),
+            )
+        }
+        (What::FoldBias, false) => {
+            let b = inp.bias[o] as f64;
+            let (mut sum, mut mag) = (b, b.abs());
+            for q in 0..ig {
+                let (_, shift) = fold_scale_shift(inp, input_of(case, o, q));
+                for k in 0..l.kernel {
+                    let t = inp.weight[weight_index(l, o, q, k)] as f64 * shift;
+                    sum += t;
+                    mag += t.abs();
+                }
+            }
+            (sum, mag)
+        }
+        _ => {
+            let (scale, shift) = fold_scale_shift(inp, o);
+            (-shift / scale, (shift / scale).abs())
+        }
+    }
+}
+
+/// Output (o, t) of the case's 1-D layer (stride 1; convolution with `padding` zeros
+/// replaced by `pad[i]`, transposed convolution without padding) in f64, and its
+/// magnitude. `w` is the weight, `x_at(i, j)` input channel i at position j.
+pub fn layer_out(
+    case: &FoldCase,
+    w: &[f32],
+    b: &[f32],
+    x_at: &dyn Fn(usize, usize) -> f64,
+    pad: &dyn Fn(usize) -> f64,
+    padding: usize,
+    o: usize,
+    t: usize,
+) -> (f64, f64) {
+    let l = case.layer;
+    let ig = l.in_channels / l.groups;
+    let (mut sum, mut mag) = (b[o] as f64, (b[o] as f64).abs());
+    for q in 0..ig {
+        let i = input_of(case, o, q);
+        for k in 0..l.kernel {
+            let wv = w[weight_index(l, o, q, k)] as f64;
+            let xv = if l.layout == batchnorm::fold::WeightLayout::Iohw {
+                // transposed: y[t] += W[k]·x[t − k]
+                if t >= k && t - k < FOLD_LEN {
+                    x_at(i, t - k)
+                } else {
+                    0.0
+                }
+            } else {
+                // y[t] += W[k]·x[t + k − padding]
+                let j = t + k;
+                if j >= padding && j - padding < FOLD_LEN {
+                    x_at(i, j - padding)
+                } else {
+                    pad(i)
+                }
+            };
+            sum += wv * xv;
+            mag += (wv * xv).abs();
+        }
+    }
+    (sum, mag)
+}
+
+/// Output length of the case's layer for `padding`.
+pub fn layer_out_len(case: &FoldCase, padding: usize) -> usize {
+    let k = case.layer.kernel;
+    if case.layer.layout == batchnorm::fold::WeightLayout::Iohw {
+        FOLD_LEN + k - 1
+    } else {
+        FOLD_LEN + 2 * padding + 1 - k
+    }
+}
