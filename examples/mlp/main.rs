@@ -12,7 +12,6 @@
 //! with the same fold check.
 
 mod data;
-mod fold;
 mod linear;
 mod net;
 mod plot;
@@ -292,7 +291,7 @@ fn print_summary(runs: &[Run]) {
 fn check_fold(run: &mut Run, test: &Points) -> Result<(), Box<dyn Error>> {
     let label = run.label();
     let net = &mut run.net;
-    let mut folded = net.folded();
+    let mut folded = net.folded()?;
     let reference = net.forward(&test.x, Mode::Eval)?.to_vec();
     let output = folded.forward(&test.x, Mode::Eval)?;
     let max_diff = reference

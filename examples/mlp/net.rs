@@ -1,13 +1,14 @@
 //! The network: `[Linear → (BN) → tanh] × depth → Linear → softmax cross-entropy`.
 //!
 //! Everything batch norm does — the train forward with running statistics, the eval
-//! forward, the backward pass to x, γ and β — is a call into `batchnorm`; the
-//! example only owns the buffers and the SGD update of γ and β.
+//! forward, the backward pass to x, γ and β, the fold into the linear layer — is a
+//! call into `batchnorm`; the example only owns the buffers and the SGD update of γ
+//! and β.
 
+use batchnorm::fold::{self, EvalBn, Layer};
 use batchnorm::{BatchNorm, Error, Grads, Momentum, Running, Shape};
 
 use crate::data::Rng;
-use crate::fold::{self, EvalBn};
 use crate::linear::{Linear, Param};
 
 /// PyTorch's defaults for `nn.BatchNorm1d`.
@@ -291,21 +292,18 @@ impl Mlp {
     }
 
     /// The same network in eval mode with every BN folded into the linear layer
-    /// before it: `Linear' → tanh`, no BN left.
-    pub fn folded(&self) -> Mlp {
+    /// before it (`batchnorm::fold`): `Linear' → tanh`, no BN left.
+    pub fn folded(&self) -> Result<Mlp, Error> {
         let mut net = self.clone();
         for h in &mut net.hidden {
             if let Some(norm) = h.norm.take() {
                 let linear = &mut h.linear;
-                // TODO(fold): replace with batchnorm::fold::into_preceding
-                fold::into_preceding(
-                    &norm.eval_bn(),
-                    &mut linear.weight.value,
-                    &mut linear.bias.value,
-                );
+                let layer = Layer::linear(linear.inputs, linear.outputs); // weight [out][in]
+                let (weight, bias) = (&mut linear.weight.value, &mut linear.bias.value);
+                fold::into_preceding(&norm.eval_bn(), layer, weight, bias)?;
             }
         }
-        net
+        Ok(net)
     }
 }
 
