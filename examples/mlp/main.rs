@@ -69,7 +69,7 @@ const SEED_ORDER: u64 = 7;
 /// The share of the points held out for testing.
 const TEST_FRACTION: f64 = 0.25;
 
-/// How many timed passes each eval timing is the median of.
+/// How many timed passes each eval timing takes the median of.
 const TIMING_PASSES: usize = 21;
 
 /// The network after one epoch, measured in eval mode.
@@ -312,20 +312,24 @@ fn check_fold(run: &mut Run, test: &Points) -> Result<(), Box<dyn Error>> {
         )
         .into());
     }
-    let [with_bn, without] = median_seconds(
+    let (with_bn, folded) = time_pair(
         TIMING_PASSES,
-        [
-            &mut || net.forward(&test.x, Mode::Eval).map(drop),
-            &mut || folded.forward(&test.x, Mode::Eval).map(drop),
-        ],
+        || net.forward(&test.x, Mode::Eval).map(drop),
+        || folded.forward(&test.x, Mode::Eval).map(drop),
     )?;
     println!(
-        "  eval forward of {} points, median of {} passes: with BN {:.2} ms, folded {:.2} ms ({:.2}×)",
+        "  eval forward of {} points, median (minimum) of {TIMING_PASSES} passes: with BN \
+         {:.2} ms ({:.2} ms), folded {:.2} ms ({:.2} ms)",
         test.len(),
-        TIMING_PASSES,
-        1e3 * with_bn,
-        1e3 * without,
-        with_bn / without,
+        1e3 * with_bn.median,
+        1e3 * with_bn.min,
+        1e3 * folded.median,
+        1e3 * folded.min,
+    );
+    println!(
+        "  speed-up from folding: {:.2}× by the medians, {:.2}× by the minima",
+        with_bn.median / folded.median,
+        with_bn.min / folded.min,
     );
     Ok(())
 }
@@ -343,24 +347,50 @@ fn fold_tolerance(max_logit: f32) -> f32 {
     1e-4 * max_logit.max(1.0)
 }
 
-/// Median wall time of each function over `passes` calls, alternating between the
-/// functions so that a change of machine load hits all of them alike.
-fn median_seconds<E, const N: usize>(
-    passes: usize,
-    mut fs: [&mut dyn FnMut() -> Result<(), E>; N],
-) -> Result<[f64; N], E> {
-    let mut times = [(); N].map(|()| Vec::with_capacity(passes));
-    for _ in 0..passes {
-        for (f, times) in fs.iter_mut().zip(&mut times) {
-            let start = Instant::now();
-            f()?;
-            times.push(start.elapsed().as_secs_f64());
+/// Wall time of one function over several passes.
+struct Timing {
+    median: f64,
+    /// The least disturbed pass: on a busy machine a pass shorter than the
+    /// scheduler's time slice either runs through or waits a whole slice, so the
+    /// median alone can land on either mode.
+    min: f64,
+}
+
+impl Timing {
+    fn of(mut seconds: Vec<f64>) -> Timing {
+        seconds.sort_by(f64::total_cmp);
+        Timing {
+            median: seconds[seconds.len() / 2],
+            min: seconds[0],
         }
     }
-    Ok(times.map(|mut t| {
-        t.sort_by(f64::total_cmp);
-        t[t.len() / 2]
-    }))
+}
+
+/// Times `passes` calls each of `a` and `b`. The calls alternate and swap order
+/// every pass (a b, b a, a b, …), so that neither a change of machine load nor a
+/// rhythm in it favours one of the two.
+fn time_pair<E>(
+    passes: usize,
+    mut a: impl FnMut() -> Result<(), E>,
+    mut b: impl FnMut() -> Result<(), E>,
+) -> Result<(Timing, Timing), E> {
+    let time = |f: &mut dyn FnMut() -> Result<(), E>, into: &mut Vec<f64>| {
+        let start = Instant::now();
+        f()?;
+        into.push(start.elapsed().as_secs_f64());
+        Ok(())
+    };
+    let (mut times_a, mut times_b) = (Vec::with_capacity(passes), Vec::with_capacity(passes));
+    for pass in 0..passes {
+        if pass % 2 == 0 {
+            time(&mut a, &mut times_a)?;
+            time(&mut b, &mut times_b)?;
+        } else {
+            time(&mut b, &mut times_b)?;
+            time(&mut a, &mut times_a)?;
+        }
+    }
+    Ok((Timing::of(times_a), Timing::of(times_b)))
 }
 
 /// Where cargo puts build output: `CARGO_TARGET_DIR` if set, else `target/` beside
