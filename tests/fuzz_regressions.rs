@@ -1,0 +1,106 @@
+//! Inputs the fuzz targets (`fuzz/`) found to misbehave, as plain tests.
+//!
+//! Each test fails until the bug it names is fixed, and then guards against its return.
+
+use std::sync::mpsc;
+use std::thread;
+use std::time::Duration;
+
+use batchnorm::{moments, BatchNorm, Grads, Moments, Shape};
+
+/// Runs `f` on its own thread and fails if it has not returned within `secs`
+/// (the thread is left running; the test process exits when the tests are done).
+fn within<T: Send + 'static>(secs: u64, what: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
+    let (tx, rx) = mpsc::channel();
+    thread::spawn(move || {
+        let _ = tx.send(f());
+    });
+    rx.recv_timeout(Duration::from_secs(secs))
+        .unwrap_or_else(|_| panic!("{what} did not return within {secs} s"))
+}
+
+/// A channels-first shape whose spatial size is 0 holds no values whatever the batch,
+/// so a huge batch is valid (the element count is 0) and must cost nothing.
+/// Found by the `moments` target (`fuzz/artifacts/moments/timeout-…`, input
+/// `ff 00 09 01 00`): the channels-first walk visits one empty segment per batch
+/// entry, so these calls loop for ~2⁶⁴ iterations instead of returning at once.
+const EMPTY_HUGE_BATCH: Shape = Shape::channels_first(usize::MAX, 1, 0);
+
+#[test]
+fn moments_empty_spatial_huge_batch_returns() {
+    let out = within(10, "moments", || {
+        let mut out = [Moments { count: 7, mean: 1.0, m2: 1.0 }];
+        moments(&[], EMPTY_HUGE_BATCH, &mut out).map(|()| out)
+    });
+    assert_eq!(out, Ok([Moments::EMPTY]));
+}
+
+#[test]
+fn eval_empty_spatial_huge_batch_returns() {
+    let r = within(10, "eval", || {
+        let bn = BatchNorm { eps: 1e-5, gamma: None, beta: None };
+        bn.eval(&[], &mut [], EMPTY_HUGE_BATCH, &[0.0], &[1.0])
+    });
+    assert_eq!(r, Ok(()));
+}
+
+#[test]
+fn backward_empty_spatial_huge_batch_returns() {
+    let r = within(10, "backward", || {
+        let bn = BatchNorm { eps: 1e-5, gamma: None, beta: None };
+        let mut db = [f32::NAN];
+        let grads = Grads { dx: &mut [], dgamma: None, dbeta: Some(&mut db) };
+        bn.backward(&[], &[], EMPTY_HUGE_BATCH, &[0.0], &[1.0], grads).map(|()| db)
+    });
+    assert_eq!(r, Ok([0.0]));
+}
+
+#[test]
+fn backward_eval_empty_spatial_huge_batch_returns() {
+    let r = within(10, "backward_eval", || {
+        let bn = BatchNorm { eps: 1e-5, gamma: None, beta: None };
+        let mut db = [f32::NAN];
+        let grads = Grads { dx: &mut [], dgamma: None, dbeta: Some(&mut db) };
+        bn.backward_eval(&[], &[], EMPTY_HUGE_BATCH, &[0.0], &[1.0], grads).map(|()| db)
+    });
+    assert_eq!(r, Ok([0.0]));
+}
+
+/// A channels-first shape with batch 0 holds no values whatever its spatial size, so
+/// a huge spatial size is valid (the element count is 0). Found by the `moments`
+/// target (input `ff 00 00 04 cc 05 2f 09 f4 00 00 02 04 0d 00`): the channels-first
+/// walk computes `channels · spatial` (the step between a channel's segments) and
+/// `first · spatial` before it knows there are no segments, which overflows: a panic
+/// ("attempt to multiply with overflow", `src/walk.rs` `Plan::segments`) in builds
+/// with overflow checks, a wrapped, unused value in others.
+const EMPTY_HUGE_SPATIAL: Shape = Shape::channels_first(0, 7, usize::MAX / 2 + 1);
+
+#[test]
+fn moments_empty_batch_huge_spatial_no_overflow() {
+    let mut out = [Moments { count: 7, mean: 1.0, m2: 1.0 }; 7];
+    assert_eq!(moments(&[], EMPTY_HUGE_SPATIAL, &mut out), Ok(()));
+    assert_eq!(out, [Moments::EMPTY; 7]);
+}
+
+#[test]
+fn eval_empty_batch_huge_spatial_no_overflow() {
+    let bn = BatchNorm { eps: 1e-5, gamma: None, beta: None };
+    assert_eq!(bn.eval(&[], &mut [], EMPTY_HUGE_SPATIAL, &[0.0; 7], &[1.0; 7]), Ok(()));
+    assert_eq!(bn.eval_in_place(&mut [], EMPTY_HUGE_SPATIAL, &[0.0; 7], &[1.0; 7]), Ok(()));
+}
+
+#[test]
+fn backward_empty_batch_huge_spatial_no_overflow() {
+    let bn = BatchNorm { eps: 1e-5, gamma: None, beta: None };
+    for eval in [false, true] {
+        let (mut dg, mut db) = ([f32::NAN; 7], [f32::NAN; 7]);
+        let grads = Grads { dx: &mut [], dgamma: Some(&mut dg), dbeta: Some(&mut db) };
+        let r = if eval {
+            bn.backward_eval(&[], &[], EMPTY_HUGE_SPATIAL, &[0.0; 7], &[1.0; 7], grads)
+        } else {
+            bn.backward(&[], &[], EMPTY_HUGE_SPATIAL, &[0.0; 7], &[1.0; 7], grads)
+        };
+        assert_eq!(r, Ok(()), "eval = {eval}");
+        assert_eq!((dg, db), ([0.0; 7], [0.0; 7]), "eval = {eval}");
+    }
+}
