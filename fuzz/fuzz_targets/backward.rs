@@ -158,7 +158,7 @@ fn check(
         let (tdb, ts) = (128.0 * U * ady + TINY, 130.0 * U * adyx + TINY);
         let dgam = sdyx * invstd;
         if !db.is_empty() {
-            close(f64::from(db[c]), sdy, tdb + U * sdy.abs(), &what("dbeta"));
+            close(f64::from(db[c]), sdy, tdb + U * sdy.abs(), || what("dbeta"));
         }
         if !dg.is_empty() && in_range(dgam) && in_range(ts * invstd) {
             // f64 sums, one f64 multiply, one rounding to f32.
@@ -166,7 +166,7 @@ fn check(
                 f64::from(dg[c]),
                 dgam,
                 ts * invstd.abs() + 2.0 * U * dgam.abs(),
-                &what("dgamma"),
+                || what("dgamma"),
             );
         }
         let k = g * invstd;
@@ -195,7 +195,7 @@ fn check(
                 f64::from(dx[i]),
                 want,
                 tol,
-                &format_args!("{} (dy {:e}, x {:e})", what(&format!("dx[{i}]")), dy[i], x[i]),
+                || format!("{} (dy {:e}, x {:e})", what(&format!("dx[{i}]")), dy[i], x[i]),
             );
         }
     }

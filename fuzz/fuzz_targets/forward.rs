@@ -258,7 +258,7 @@ fn check_eval(bn: &BatchNorm, shape: Shape, x: &[f32], y: &[f32], rm: &[f32], rv
                 f64::from(y[i]),
                 want,
                 tol,
-                &format_args!("eval: y[{i}] (channel {c}, x = {:e}, {shape:?})", x[i]),
+                || format!("eval: y[{i}] (channel {c}, x = {:e}, {shape:?})", x[i]),
             );
         }
     }
@@ -301,14 +301,14 @@ fn check_train(
             f64::from(sm[c]),
             r.mean,
             tm + U * r.mean.abs(),
-            &what("save_mean"),
+            || what("save_mean"),
         );
         if let Some((rm0, rv0, rm1, rv1, f)) = running {
             let (a, b) = (f64::from(rm0[c]), f64::from(rv0[c]));
             let want = (1.0 - f) * a + f * r.mean;
             if in_range(want) && a.is_finite() {
                 let tol = f * tm + 2.0 * U * ((1.0 - f) * a.abs() + f * r.mean.abs()) + TINY;
-                close(f64::from(rm1[c]), want, tol, &what("running_mean"));
+                close(f64::from(rm1[c]), want, tol, || what("running_mean"));
             }
             let unbiased = var * n / (n - 1.0);
             let want = (1.0 - f) * b + f * unbiased;
@@ -316,7 +316,7 @@ fn check_train(
                 let tol = f * tv * n / (n - 1.0)
                     + 2.0 * U * ((1.0 - f) * b.abs() + f * unbiased)
                     + TINY;
-                close(f64::from(rv1[c]), want, tol, &what("running_var"));
+                close(f64::from(rv1[c]), want, tol, || what("running_var"));
             }
         }
         let (g, b) = gamma_beta(bn, c);
@@ -338,7 +338,7 @@ fn check_train(
             f64::from(si[c]),
             invstd,
             invstd * (rv + 2.0 * U),
-            &what("save_invstd"),
+            || what("save_invstd"),
         );
         let s = g * invstd;
         if !(in_range(s) && in_range(b) && in_range(s * r.dev) && in_range(s * tm)) {
@@ -356,7 +356,7 @@ fn check_train(
                 f64::from(y[i]),
                 want,
                 tol,
-                &format_args!("{} x = {:e}", what(&format!("y[{i}]")), x[i]),
+                || format!("{} x = {:e}", what(&format!("y[{i}]")), x[i]),
             );
         }
     }

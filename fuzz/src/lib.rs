@@ -622,13 +622,14 @@ pub fn tol_m2(r: &ChanRef) -> f64 {
 
 /// Panics unless `|got − want| ≤ tol`.
 #[track_caller]
-pub fn close(got: f64, want: f64, tol: f64, what: &dyn core::fmt::Display) {
+pub fn close(got: f64, want: f64, tol: f64, what: impl FnOnce() -> String) {
     let err = (got - want).abs();
     // Every result is rounded to f32 at last: allow its absolute error below 2⁻¹²⁶.
     let tol = tol + SUB;
     assert!(
         err <= tol,
-        "{what}: got {got:e}, reference {want:e}, error {err:e} > tolerance {tol:e}"
+        "{}: got {got:e}, reference {want:e}, error {err:e} > tolerance {tol:e}",
+        what()
     );
 }
 
