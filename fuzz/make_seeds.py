@@ -77,3 +77,20 @@ w('backward', 'train_rows_nograds', bwd(0, shape(8, 17, 1), 0, gen(3, 0, 0), gen
 w('backward', 'eval_nchw_arbitrary_stats',
   bwd(1, shape(2, 3, 33), 0, gen(0, 0, 0), gen(6, 0, 0), gen(0, 0, 0), (1, 0, 1, 0), 200))
 w('backward', 'train_long_channel', bwd(0, shape(255, 2, 202, False, 224), 0, gen(0, 11, 11), gen(0, 0, 0), gen(0, 1, 0)))
+
+
+def fold(following, layout, g, ig, og, kernel_idx, pad=False, rest=b''):
+    """layout 0..3 = Oihw, Ohwi, Hwio, Iohw; kernel_idx into [1, 1, 2, 3, 4, 9, 27, 0]."""
+    b = bytes([int(following), layout, 0, g - 1, ig, og, kernel_idx, 0, 0])  # mode, g, Ig, Og, K, fault, eps
+    b += gen(0, 1, 0) + gen(0, 0, 0)
+    b += bytes([0, 0, 0, 0, 1, 0, 1, 0])  # weight, bias, mean, var, gamma, beta lengths
+    if following:
+        b += bytes([1 if pad else 0, 0])
+    return b + rest
+
+
+w('fold', 'preceding_linear_oihw', fold(False, 0, 1, 3, 2, 0))
+w('fold', 'preceding_conv2d_grouped_hwio', fold(False, 2, 2, 3, 2, 5))
+w('fold', 'preceding_transposed_iohw', fold(False, 3, 2, 2, 3, 4))
+w('fold', 'following_conv_ohwi_pad', fold(True, 1, 1, 4, 3, 3, True))
+w('fold', 'following_depthwise_oihw', fold(True, 0, 3, 1, 2, 5, True))
