@@ -104,3 +104,25 @@ fn backward_empty_batch_huge_spatial_no_overflow() {
         assert_eq!((dg, db), ([0.0; 7], [0.0; 7]), "eval = {eval}");
     }
 }
+
+/// The train backward folds `γ·invstd·invstd·dγ/m` into one f32 constant per channel,
+/// which overflows to ±inf when invstd is large (here 1e22: eps = 0 and a spread of
+/// 1e-22), although `dx = γ·invstd·(dy − dβ/m − x̂·dγ/m)` is finite, with
+/// `x̂ = (x − mean)·invstd` of order 1. Found by the `backward` target (`channels 28,
+/// γ 340, invstd 1.05e22`: dx = inf, reference −1.67e22). This is the doc example of
+/// `backward` scaled by 1e-22 in x: the true dx is [0, 0], the kernel gives [−inf, inf].
+#[test]
+fn backward_large_invstd_does_not_overflow() {
+    let bn = BatchNorm { eps: 0.0, gamma: None, beta: None };
+    let x = [-1e-22, 1e-22]; // mean 0, biased var 1e-44, invstd 1e22
+    let dy = [1.0, 0.0];
+    let (mut dx, mut dg, mut db) = ([f32::NAN; 2], [f32::NAN], [f32::NAN]);
+    let grads = Grads { dx: &mut dx, dgamma: Some(&mut dg), dbeta: Some(&mut db) };
+    bn.backward(&dy, &x, Shape::rows(2, 1), &[0.0], &[1e22], grads).unwrap();
+    assert_eq!(db, [1.0]);
+    assert!((dg[0] + 1.0).abs() < 1e-5, "dgamma {dg:?}");
+    // dx = 1e22·(dy − 1/2 − x̂·(−1)/2) with x̂ = ∓1: 0 up to rounding of terms ~1e22.
+    for v in dx {
+        assert!(v.is_finite() && v.abs() < 1e22 * 1e-5, "dx = {dx:?}, expected ≈ [0, 0]");
+    }
+}

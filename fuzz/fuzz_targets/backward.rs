@@ -173,6 +173,15 @@ fn check(
         if !(in_range(k) && in_range(k * invstd * adyx)) {
             continue;
         }
+        // Known bug (AVOID_KNOWN_BUGS): the train backward's f32 constants
+        // k = γ·invstd, a = −k·invstd·dγ/m, b = −k·dβ/m overflow.
+        let big = f64::from(f32::MAX);
+        if AVOID_KNOWN_BUGS
+            && !eval
+            && ((k * invstd * dgam / m).abs() > big || (k * sdy / m).abs() > big || k.abs() > big)
+        {
+            continue;
+        }
         for i in channel_indices(shape, c) {
             let (d, xc) = (f64::from(dy[i]), f64::from(x[i]) - mu);
             let (want, tol) = if eval {
