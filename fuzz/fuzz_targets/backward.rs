@@ -174,11 +174,14 @@ fn check(
             continue;
         }
         // Known bug (AVOID_KNOWN_BUGS): the train backward's f32 constants
-        // k = γ·invstd, a = −k·invstd·dγ/m, b = −k·dβ/m overflow.
+        // k = γ·invstd, a = −k·invstd·dγ/m, b = −k·dβ/m overflow (or may, given
+        // the rounding of the kernel's dγ and dβ).
         let big = f64::from(f32::MAX);
         if AVOID_KNOWN_BUGS
             && !eval
-            && ((k * invstd * dgam / m).abs() > big || (k * sdy / m).abs() > big || k.abs() > big)
+            && ((k * invstd).abs() * (dgam.abs() + ts * invstd.abs()) / m > big
+                || k.abs() * (sdy.abs() + tdb) / m > big
+                || k.abs() > big)
         {
             continue;
         }
@@ -192,7 +195,7 @@ fn check(
                 let t3 = -k * sdy / m;
                 let tol = 4.0 * U * (t1.abs() + t2.abs() + t3.abs())
                     + k.abs() * tdb / m
-                    + (xc * k * invstd).abs() * ts / m
+                    + (xc * k * invstd * invstd).abs() * ts / m
                     + SUB * (d.abs() + xc.abs() + 1.0)
                     + TINY;
                 (t1 + t2 + t3, tol)
