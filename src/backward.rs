@@ -91,21 +91,27 @@ impl BatchNorm<'_> {
             let mut mu = [0.0; MAX_LANES];
             mu[..g.channels].copy_from_slice(&save_mean[g.first..][..g.channels]);
             let (sum_dy, sum_dyx) = walk::grad_sums(dy, x, &plan, g, &mu);
-            let (mut k, mut a, mut b) = ([0.0; MAX_LANES], [0.0; MAX_LANES], [0.0; MAX_LANES]);
+            let mut coef = [[0.0; MAX_LANES]; 4];
             for i in g.offsets() {
                 let c = g.first + i;
                 let invstd = f64::from(save_invstd[c]);
                 let (db, dg) = (sum_dy[i], sum_dyx[i] * invstd);
                 write(&mut dbeta, c, db);
                 write(&mut dgamma, c, dg);
-                // dx = (dy + (x − mu)·(−invstd·dγ/m) − dβ/m)·γ·invstd. The factor γ·invstd
-                // stays outside: folded into the other constants it would square invstd,
-                // which overflows f32 for tiny variances although dx is finite.
-                k[i] = (gamma[i] * invstd) as f32;
-                a[i] = (-invstd * dg / m) as f32;
-                b[i] = (-db / m) as f32;
+                // dx = dy·k + (x − mu)·a + b, with k = γ·invstd, a = −k·invstd·dγ/m and
+                // b = −k·dβ/m, each of which may overflow (or underflow) f32 where dx does
+                // not: so a power of two p comes out of all three, dx = (…)·p, which
+                // keeps them within f32 range and costs no rounding.
+                let k = gamma[i] * invstd;
+                let (a, b) = (-k * invstd * dg / m, -k * db / m);
+                let p = power_of_two_near(k.abs().max(a.abs()).max(b.abs()));
+                coef[0][i] = (k / p) as f32;
+                coef[1][i] = (a / p) as f32;
+                coef[2][i] = (b / p) as f32;
+                coef[3][i] = p as f32;
             }
-            walk::grad_input(dy, x, dx, &plan, g, [&k, &mu, &a, &b]);
+            let [k, a, b, p] = &coef;
+            walk::grad_input(dy, x, dx, &plan, g, [k, &mu, a, b, p]);
         }
         Ok(())
     }
@@ -211,6 +217,16 @@ impl BatchNorm<'_> {
             check_len("dbeta", db.len(), shape.channels)?;
         }
         Ok(())
+    }
+}
+
+/// A power of two within a factor 2 of `v` (1 for 0, NaN or ±inf), in f32's normal
+/// range.
+fn power_of_two_near(v: f64) -> f64 {
+    if v.is_finite() && v != 0.0 {
+        libm::ldexp(1.0, libm::frexp(v).1.clamp(-125, 127))
+    } else {
+        1.0
     }
 }
 
