@@ -100,11 +100,11 @@ impl BatchNorm<'_> {
                 write(&mut dgamma, c, dg);
                 // dx = dy·k + (x − mu)·a + b, with k = γ·invstd, a = −k·invstd·dγ/m and
                 // b = −k·dβ/m, each of which may overflow (or underflow) f32 where dx does
-                // not: so a power of two p comes out of all three, dx = (…)·p, which
-                // keeps them within f32 range and costs no rounding.
+                // not: when the largest is far out, a power of two p comes out of all
+                // three, dx = (…)·p, which brings them back and costs no rounding.
                 let k = gamma[i] * invstd;
                 let (a, b) = (-k * invstd * dg / m, -k * db / m);
-                let p = power_of_two_near(k.abs().max(a.abs()).max(b.abs()));
+                let p = out_of_range(k.abs().max(a.abs()).max(b.abs()));
                 coef[0][i] = (k / p) as f32;
                 coef[1][i] = (a / p) as f32;
                 coef[2][i] = (b / p) as f32;
@@ -220,14 +220,16 @@ impl BatchNorm<'_> {
     }
 }
 
-/// A power of two within a factor 2 of `v` (1 for 0, NaN or ±inf), in f32's normal
-/// range.
-fn power_of_two_near(v: f64) -> f64 {
-    if v.is_finite() && v != 0.0 {
-        libm::ldexp(1.0, libm::frexp(v).1.clamp(-125, 127))
-    } else {
-        1.0
+/// 1 when `v` (> 0) lies within 2^±64, else the power of two (within f32's normal
+/// range) that brings it to about 2^±64: the same scaling for all of a channel's
+/// constants keeps the largest in range without pushing the smaller ones out.
+fn out_of_range(v: f64) -> f64 {
+    const LIMIT: i32 = 64;
+    let e = libm::frexp(v).1;
+    if !v.is_finite() || v == 0.0 || (-LIMIT..=LIMIT).contains(&e) {
+        return 1.0;
     }
+    libm::ldexp(1.0, (e - LIMIT * e.signum()).clamp(-126, 127))
 }
 
 /// Stores `v` at `out[c]` when `out` was asked for.
