@@ -91,21 +91,27 @@ impl BatchNorm<'_> {
             let mut mu = [0.0; MAX_LANES];
             mu[..g.channels].copy_from_slice(&save_mean[g.first..][..g.channels]);
             let (sum_dy, sum_dyx) = walk::grad_sums(dy, x, &plan, g, &mu);
-            let (mut k, mut a, mut b) = ([0.0; MAX_LANES], [0.0; MAX_LANES], [0.0; MAX_LANES]);
+            let mut coef = [[0.0; MAX_LANES]; 4];
             for i in g.offsets() {
                 let c = g.first + i;
                 let invstd = f64::from(save_invstd[c]);
                 let (db, dg) = (sum_dy[i], sum_dyx[i] * invstd);
                 write(&mut dbeta, c, db);
                 write(&mut dgamma, c, dg);
-                // dx = (dy + (x − mu)·(−invstd·dγ/m) − dβ/m)·γ·invstd. The factor γ·invstd
-                // stays outside: folded into the other constants it would square invstd,
-                // which overflows f32 for tiny variances although dx is finite.
-                k[i] = (gamma[i] * invstd) as f32;
-                a[i] = (-invstd * dg / m) as f32;
-                b[i] = (-db / m) as f32;
+                // dx = dy·k + (x − mu)·a + b, with k = γ·invstd, a = −k·invstd·dγ/m and
+                // b = −k·dβ/m, each of which may overflow (or underflow) f32 where dx does
+                // not: when the largest is far out, a power of two p comes out of all
+                // three, dx = (…)·p, which brings them back and costs no rounding.
+                let k = gamma[i] * invstd;
+                let (a, b) = (-k * invstd * dg / m, -k * db / m);
+                let p = out_of_range(k.abs().max(a.abs()).max(b.abs()));
+                coef[0][i] = (k / p) as f32;
+                coef[1][i] = (a / p) as f32;
+                coef[2][i] = (b / p) as f32;
+                coef[3][i] = p as f32;
             }
-            walk::grad_input(dy, x, dx, &plan, g, [&k, &mu, &a, &b]);
+            let [k, a, b, p] = &coef;
+            walk::grad_input(dy, x, dx, &plan, g, [k, &mu, a, b, p]);
         }
         Ok(())
     }
@@ -212,6 +218,18 @@ impl BatchNorm<'_> {
         }
         Ok(())
     }
+}
+
+/// 1 when `v` (> 0) lies within 2^±64, else the power of two (within f32's normal
+/// range) that brings it to about 2^±64: the same scaling for all of a channel's
+/// constants keeps the largest in range without pushing the smaller ones out.
+fn out_of_range(v: f64) -> f64 {
+    const LIMIT: i32 = 64;
+    let e = libm::frexp(v).1;
+    if !v.is_finite() || v == 0.0 || (-LIMIT..=LIMIT).contains(&e) {
+        return 1.0;
+    }
+    libm::ldexp(1.0, (e - LIMIT * e.signum()).clamp(-126, 127))
 }
 
 /// Stores `v` at `out[c]` when `out` was asked for.

@@ -766,7 +766,7 @@ fn map<const NV: usize>(
     }
 }
 
-/// `dx = (dy + ((x − mu)·a + b))·k` per channel over group `g`.
+/// `dx = (dy·k + ((x − mu)·a + b))·p` per channel over group `g`.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn grad_input(
     dy: &[f32],
@@ -774,9 +774,9 @@ pub(crate) fn grad_input(
     dx: &mut [f32],
     plan: &Plan,
     g: Group,
-    [k, mu, a, b]: [&PerChannel<f32>; 4],
+    coef: [&PerChannel<f32>; 5],
 ) {
-    by_vecs!(g, grad_input_nv(dy, x, dx, plan, g, [k, mu, a, b]))
+    by_vecs!(g, grad_input_nv(dy, x, dx, plan, g, coef))
 }
 
 fn grad_input_nv<const NV: usize>(
@@ -785,7 +785,7 @@ fn grad_input_nv<const NV: usize>(
     dx: &mut [f32],
     plan: &Plan,
     g: Group,
-    [k, mu, a, b]: [&PerChannel<f32>; 4],
+    [k, mu, a, b, p]: [&PerChannel<f32>; 5],
 ) {
     let (kv, muv, av, bv) = (
         pattern::<NV>(g, k),
@@ -793,7 +793,8 @@ fn grad_input_nv<const NV: usize>(
         pattern::<NV>(g, a),
         pattern::<NV>(g, b),
     );
-    let f = |j: usize, dy: V, x: V| (dy + (x - muv[j]).mul_add(av[j], bv[j])) * kv[j];
+    let pv = pattern::<NV>(g, p);
+    let f = |j: usize, dy: V, x: V| dy.mul_add(kv[j], (x - muv[j]).mul_add(av[j], bv[j])) * pv[j];
     if let Kind::ChannelsFirst = plan.kind {
         // One channel: every vector of the pattern is the same.
         for seg in plan.segments(g) {

@@ -161,13 +161,16 @@ if [ "$footprint" = 1 ]; then
     neon_report="$(awk '
         /^[0-9a-f]+ <.*>:$/ { fn = $0; sub(/^[0-9a-f]+ </, "", fn); sub(/>:$/, "", fn); next }
         fn ~ /^(<)?batchnorm::/ && $2 ~ /^f(add|mla|mul|sub|mls|madd|msub|div|sqrt)$/ {
-            if ($3 ~ /\.4s/) vec[fn]++; else if ($3 ~ /^s[0-9]/) sca[fn]++; else if ($3 ~ /^d[0-9]/) dbl[fn]++
+            if ($3 ~ /\.4s/) vec[fn]++
+            else if ($3 ~ /^s[0-9]/) sca[fn]++
+            else if ($3 ~ /^d[0-9]/ || $3 ~ /\.2d/) dbl[fn]++
+            else next
             seen[fn] = 1
         }
-        END { for (f in seen) printf "%7d %7d %7d  %s\n", vec[f], sca[f], dbl[f], f }' "$dis" | sort -rn)"
+        END { for (f in seen) printf "%7d %7d %7d  %s\n", vec[f], sca[f], dbl[f], f }' "$dis" | sort -k1,1nr -k3,3nr)"
     rm -f "$dis"
     echo "AArch64 fp_all (release): FP arithmetic instructions per batchnorm function"
-    echo "  v*.4s  f32 s  f64 d  function"
+    echo "  f32 v*.4s  f32 scalar  f64 (d or v*.2d)  function"
     echo "$neon_report" | sed 's/^/  /'
     total_vec="$(echo "$neon_report" | awk '{ s += $1 } END { print s + 0 }')"
     [ "$total_vec" -gt 0 ] || die "no NEON (v*.4s) arithmetic in batchnorm's AArch64 code"

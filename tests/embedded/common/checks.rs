@@ -42,7 +42,7 @@ impl<'w, W: Write> Checker<'w, W> {
         }
         let _ = writeln!(
             self.out,
-            "{} {:<26} {:<18} {}",
+            "{} {:<30} {:<20} {}",
             if ok { "ok  " } else { "FAIL" },
             name,
             case,
@@ -939,7 +939,7 @@ fn report_stack<W: Write>(ck: &mut Checker<W>) {
     ));
     let mut worst_all = 0;
     ck.note(format_args!(
-        "stack {:<26} {:>15} {:>15}",
+        "stack {:<30} {:>15} {:>15}",
         "kernel", "channels-first", "channels-last"
     ));
     for family in 0..8 {
@@ -957,14 +957,14 @@ fn report_stack<W: Write>(ck: &mut Checker<W>) {
         }
         worst_all = worst_all.max(cf).max(cl);
         ck.note(format_args!(
-            "stack {:<26} {:>13} B {:>13} B",
+            "stack {:<30} {:>13} B {:>13} B",
             label, cf, cl
         ));
     }
     for following in [false, true] {
         let (label, used) = stack_of_fold(following);
         worst_all = worst_all.max(used);
-        ck.note(format_args!("stack {:<26} {:>13} B {:>13}", label, used, "(weights)"));
+        ck.note(format_args!("stack {:<30} {:>13} B {:>13}", label, used, "(weights)"));
     }
     let ok = worst_all < stack::DEPTH - 256;
     ck.line(

@@ -3,7 +3,7 @@
 // interrupts enabled: nothing else writes below the stack pointer meanwhile.
 
 /// How far below the caller's frame the stack is painted.
-pub const DEPTH: usize = 32 * 1024;
+pub const DEPTH: usize = 64 * 1024;
 /// Left unpainted just below the stack pointer read in `used`: LLVM may shrink-wrap
 /// `used` so that its own registers are pushed after the read (seen on Thumb), and
 /// those must not be overwritten.
