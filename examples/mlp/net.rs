@@ -376,12 +376,12 @@ mod tests {
                 picks.push((|n| &mut n.hidden[1].norm.as_mut().unwrap().beta, 4));
             }
             let mut net = Mlp::new(2, &[6, 5], 3, batch_norm, &mut rng);
-            let mut mean_loss = |net: &mut Mlp| net.gradients(&x, &labels).unwrap().loss / 8.0;
+            let mean_loss = |net: &mut Mlp| net.gradients(&x, &labels).unwrap().loss / 8.0;
             mean_loss(&mut net);
             for &(pick, i) in &picks {
                 let analytic = f64::from(pick(&mut net).grad[i]);
                 let h = 1e-2;
-                let mut loss_at = |delta: f32| {
+                let loss_at = |delta: f32| {
                     let mut probe = net.clone();
                     pick(&mut probe).value[i] += delta;
                     mean_loss(&mut probe)
