@@ -3,7 +3,7 @@
 use crate::error::{check_len, Error};
 use crate::forward::{Affine, BatchNorm};
 use crate::shape::Shape;
-use crate::walk::{self, Plan, MAX_LANES};
+use crate::walk::{self, Plan, BAND, MAX_LANES};
 
 /// Where the backward pass writes: the input gradient `dx` (same shape as `x`), and
 /// optionally the per-channel gradients of γ and β.
@@ -86,25 +86,32 @@ impl BatchNorm<'_> {
         } = grads;
         let plan = Plan::new(shape);
         let m = (shape.batch * shape.spatial) as f64;
-        for g in plan.groups() {
-            let Affine { gamma, .. } = self.affine(g.first, g.channels);
-            let mut mu = [0.0; MAX_LANES];
-            mu[..g.channels].copy_from_slice(&save_mean[g.first..][..g.channels]);
-            let (sum_dy, sum_dyx) = walk::grad_sums(dy, x, &plan, g, &mu);
-            let (mut k, mut a, mut b) = ([0.0; MAX_LANES], [0.0; MAX_LANES], [0.0; MAX_LANES]);
-            for i in g.offsets() {
-                let c = g.first + i;
-                let invstd = f64::from(save_invstd[c]);
-                let (db, dg) = (sum_dy[i], sum_dyx[i] * invstd);
-                write(&mut dbeta, c, db);
-                write(&mut dgamma, c, dg);
-                // dx = kk·dy + (x − mu)·(−kk·invstd·dγ/m) − kk·dβ/m
-                let kk = gamma[i] * invstd;
-                k[i] = kk as f32;
-                a[i] = (-kk * invstd * dg / m) as f32;
-                b[i] = (-kk * db / m) as f32;
+        // Channels-first: a band is one channel, so the sums and dx run back to back
+        // while the channel is cached.
+        for band in plan.bands() {
+            // Per group: dx = dy·k + (x − mu)·a + b.
+            let [mut k, mut mu, mut a, mut b] = [[[0.0; MAX_LANES]; BAND]; 4];
+            for (&g, mu) in band.groups().iter().zip(&mut mu) {
+                mu[..g.channels].copy_from_slice(&save_mean[g.first..][..g.channels]);
             }
-            walk::grad_input(dy, x, dx, &plan, g, [&k, &mu, &a, &b]);
+            let mut sums = [[[0.0; MAX_LANES]; 2]; BAND];
+            walk::grad_sums(dy, x, &plan, &band, &mu, &mut sums);
+            for (j, (&g, [sum_dy, sum_dyx])) in band.groups().iter().zip(&sums).enumerate() {
+                let Affine { gamma, .. } = self.affine(g.first, g.channels);
+                for i in g.offsets() {
+                    let c = g.first + i;
+                    let invstd = f64::from(save_invstd[c]);
+                    let (db, dg) = (sum_dy[i], sum_dyx[i] * invstd);
+                    write(&mut dbeta, c, db);
+                    write(&mut dgamma, c, dg);
+                    // dx = kk·dy + (x − mu)·(−kk·invstd·dγ/m) − kk·dβ/m
+                    let kk = gamma[i] * invstd;
+                    k[j][i] = kk as f32;
+                    a[j][i] = (-kk * invstd * dg / m) as f32;
+                    b[j][i] = (-kk * db / m) as f32;
+                }
+            }
+            walk::grad_input(dy, x, dx, &plan, &band, [&k, &mu, &a, &b]);
         }
         Ok(())
     }
@@ -162,26 +169,33 @@ impl BatchNorm<'_> {
         let plan = Plan::new(shape);
         let invstd = |c: usize| self.invstd(f64::from(running_var[c]));
         if dgamma.is_some() || dbeta.is_some() {
-            for g in plan.groups() {
-                let mut mu = [0.0; MAX_LANES];
-                mu[..g.channels].copy_from_slice(&running_mean[g.first..][..g.channels]);
-                let (sum_dy, sum_dyx) = walk::grad_sums(dy, x, &plan, g, &mu);
-                for i in g.offsets() {
-                    let c = g.first + i;
-                    write(&mut dbeta, c, sum_dy[i]);
-                    write(&mut dgamma, c, sum_dyx[i] * invstd(c));
+            for band in plan.bands() {
+                let mut mu = [[0.0; MAX_LANES]; BAND];
+                for (&g, mu) in band.groups().iter().zip(&mut mu) {
+                    mu[..g.channels].copy_from_slice(&running_mean[g.first..][..g.channels]);
+                }
+                let mut sums = [[[0.0; MAX_LANES]; 2]; BAND];
+                walk::grad_sums(dy, x, &plan, &band, &mu, &mut sums);
+                for (&g, [sum_dy, sum_dyx]) in band.groups().iter().zip(&sums) {
+                    for i in g.offsets() {
+                        let c = g.first + i;
+                        write(&mut dbeta, c, sum_dy[i]);
+                        write(&mut dgamma, c, sum_dyx[i] * invstd(c));
+                    }
                 }
             }
         }
         // A pass of its own, over the groups of an elementwise map (memory order).
-        for g in plan.map_groups() {
-            let Affine { gamma, .. } = self.affine(g.first, g.channels);
-            let mut k = [0.0; MAX_LANES];
-            for i in g.offsets() {
-                k[i] = (gamma[i] * invstd(g.first + i)) as f32;
+        for band in plan.map_bands() {
+            let mut k = [[0.0; MAX_LANES]; BAND];
+            for (&g, k) in band.groups().iter().zip(&mut k) {
+                let Affine { gamma, .. } = self.affine(g.first, g.channels);
+                for i in g.offsets() {
+                    k[i] = (gamma[i] * invstd(g.first + i)) as f32;
+                }
             }
             // dx = dy·k + (−0): adding −0 leaves every value, −0 included, unchanged.
-            walk::affine(Some(dy), dx, &plan, g, &k, &[-0.0; MAX_LANES]);
+            walk::affine(Some(dy), dx, &plan, &band, &k, &[[-0.0; MAX_LANES]; BAND]);
         }
         Ok(())
     }
