@@ -88,13 +88,14 @@ impl BatchNorm<'_> {
         let m = (shape.batch * shape.spatial) as f64;
         // Channels-first: a band is one channel, so the sums and dx run back to back
         // while the channel is cached.
+        // Per group of a band: dx = dy·k + (x − mu)·a + b. Out of the loop, as only the
+        // band's channels are read: channels-first bands are one channel.
+        let [mut k, mut mu, mut a, mut b] = [[[0.0; MAX_LANES]; BAND]; 4];
+        let mut sums = [[[0.0; MAX_LANES]; 2]; BAND];
         for band in plan.bands() {
-            // Per group: dx = dy·k + (x − mu)·a + b.
-            let [mut k, mut mu, mut a, mut b] = [[[0.0; MAX_LANES]; BAND]; 4];
             for (&g, mu) in band.groups().iter().zip(&mut mu) {
                 mu[..g.channels].copy_from_slice(&save_mean[g.first..][..g.channels]);
             }
-            let mut sums = [[[0.0; MAX_LANES]; 2]; BAND];
             walk::grad_sums(dy, x, &plan, &band, &mu, &mut sums);
             for (j, (&g, [sum_dy, sum_dyx])) in band.groups().iter().zip(&sums).enumerate() {
                 let Affine { gamma, .. } = self.affine(g.first, g.channels);
@@ -169,12 +170,12 @@ impl BatchNorm<'_> {
         let plan = Plan::new(shape);
         let invstd = |c: usize| self.invstd(f64::from(running_var[c]));
         if dgamma.is_some() || dbeta.is_some() {
+            let mut mu = [[0.0; MAX_LANES]; BAND];
+            let mut sums = [[[0.0; MAX_LANES]; 2]; BAND];
             for band in plan.bands() {
-                let mut mu = [[0.0; MAX_LANES]; BAND];
                 for (&g, mu) in band.groups().iter().zip(&mut mu) {
                     mu[..g.channels].copy_from_slice(&running_mean[g.first..][..g.channels]);
                 }
-                let mut sums = [[[0.0; MAX_LANES]; 2]; BAND];
                 walk::grad_sums(dy, x, &plan, &band, &mu, &mut sums);
                 for (&g, [sum_dy, sum_dyx]) in band.groups().iter().zip(&sums) {
                     for i in g.offsets() {
@@ -186,8 +187,8 @@ impl BatchNorm<'_> {
             }
         }
         // A pass of its own, over the groups of an elementwise map (memory order).
+        let mut k = [[0.0; MAX_LANES]; BAND];
         for band in plan.map_bands() {
-            let mut k = [[0.0; MAX_LANES]; BAND];
             for (&g, k) in band.groups().iter().zip(&mut k) {
                 let Affine { gamma, .. } = self.affine(g.first, g.channels);
                 for i in g.offsets() {

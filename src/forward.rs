@@ -228,8 +228,10 @@ impl BatchNorm<'_> {
         var: &[f32],
     ) {
         let plan = Plan::new(shape);
+        // Out of the loop: channels-first bands are short, and only the band's
+        // channels are read.
+        let [mut scale, mut shift] = [[[0.0; MAX_LANES]; BAND]; 2];
         for band in plan.map_bands() {
-            let [mut scale, mut shift] = [[[0.0; MAX_LANES]; BAND]; 2];
             for ((&g, scale), shift) in band.groups().iter().zip(&mut scale).zip(&mut shift) {
                 let Affine { gamma, beta } = self.affine(g.first, g.channels);
                 for i in g.offsets() {
@@ -375,13 +377,15 @@ impl BatchNorm<'_> {
         let factor = running
             .as_ref()
             .map_or(0.0, |r| r.momentum.factor().unwrap_or(0.0));
+        // Out of the loop: channels-first bands are one channel, and only the band's
+        // channels are read.
+        let mut all_stats = [Moments::EMPTY; BAND * MAX_LANES];
+        let [mut mu, mut scale, mut shift] = [[[0.0; MAX_LANES]; BAND]; 3];
         for band in plan.bands() {
             // Channels-first: a band is one channel, so its statistics and its
             // normalization run back to back while it is cached.
-            let mut stats = [Moments::EMPTY; BAND * MAX_LANES];
-            let stats = &mut stats[..band.channels()];
+            let stats = &mut all_stats[..band.channels()];
             walk::moments(x.unwrap_or(&*y), &plan, &band, stats);
-            let [mut mu, mut scale, mut shift] = [[[0.0; MAX_LANES]; BAND]; 3];
             for (b, &g) in band.groups().iter().enumerate() {
                 let consts = [&mut mu[b], &mut scale[b], &mut shift[b]];
                 let stats = &stats[b * MAX_LANES..];

@@ -590,10 +590,25 @@ impl<'a, const NV: usize> MomentSums<'a, NV> {
 }
 
 fn moments_nv<const NV: usize>(x: &[f32], plan: &Plan, band: &Band, out: &mut [Moments]) {
+    // One-group bands (every channels-first channel) must not pay for setting up
+    // BAND reductions.
+    if band.len == 1 {
+        moments_nb::<NV, 1>(x, plan, band, out)
+    } else {
+        moments_nb::<NV, BAND>(x, plan, band, out)
+    }
+}
+
+fn moments_nb<const NV: usize, const NB: usize>(
+    x: &[f32],
+    plan: &Plan,
+    band: &Band,
+    out: &mut [Moments],
+) {
     let n = band.len;
     // Group b's channels are out[64·b ..]; places past the band's groups get none.
     let mut outs = out.chunks_mut(MAX_LANES);
-    let mut rs: [MomentSums<NV>; BAND] = core::array::from_fn(|b| {
+    let mut rs: [MomentSums<NV>; NB] = core::array::from_fn(|b| {
         let g = band.groups[b.min(n - 1)];
         MomentSums::new(x, plan, g, outs.next().unwrap_or_default())
     });
@@ -667,8 +682,23 @@ fn grad_sums_nv<const NV: usize>(
     mu: &[PerChannel<f32>],
     sums: &mut [[PerChannel<f64>; 2]],
 ) {
+    if band.len == 1 {
+        grad_sums_nb::<NV, 1>(dy, x, plan, band, mu, sums)
+    } else {
+        grad_sums_nb::<NV, BAND>(dy, x, plan, band, mu, sums)
+    }
+}
+
+fn grad_sums_nb<const NV: usize, const NB: usize>(
+    dy: &[f32],
+    x: &[f32],
+    plan: &Plan,
+    band: &Band,
+    mu: &[PerChannel<f32>],
+    sums: &mut [[PerChannel<f64>; 2]],
+) {
     let n = band.len;
-    let mut rs: [GradSums<NV>; BAND] = core::array::from_fn(|b| GradSums {
+    let mut rs: [GradSums<NV>; NB] = core::array::from_fn(|b| GradSums {
         dy: [V::ZERO; NV],
         dyx: [V::ZERO; NV],
         muv: pattern::<NV>(band.groups[b.min(n - 1)], &mu[b.min(n - 1)]),
@@ -676,8 +706,8 @@ fn grad_sums_nv<const NV: usize>(
     });
     visit(dy, x, plan, band, &mut rs[..n]);
     for ((r, &g), [sum_dy, sum_dyx]) in rs.iter_mut().zip(band.groups()).zip(sums) {
-        *sum_dy = [0.0; MAX_LANES];
-        *sum_dyx = [0.0; MAX_LANES];
+        sum_dy[..g.channels].fill(0.0);
+        sum_dyx[..g.channels].fill(0.0);
         r.wide.take(g, &mut r.dy, &mut r.dyx, sum_dy, sum_dyx);
     }
 }
