@@ -92,7 +92,7 @@ impl BatchNorm<'_> {
         // band's channels are read: channels-first bands are one channel.
         let [mut k, mut mu, mut a, mut b] = [[[0.0; MAX_LANES]; BAND]; 4];
         let mut sums = [[[0.0; MAX_LANES]; 2]; BAND];
-        for band in plan.bands() {
+        for band in plan.bands(2) {
             for (&g, mu) in band.groups().iter().zip(&mut mu) {
                 mu[..g.channels].copy_from_slice(&save_mean[g.first..][..g.channels]);
             }
@@ -172,7 +172,7 @@ impl BatchNorm<'_> {
         if dgamma.is_some() || dbeta.is_some() {
             let mut mu = [[0.0; MAX_LANES]; BAND];
             let mut sums = [[[0.0; MAX_LANES]; 2]; BAND];
-            for band in plan.bands() {
+            for band in plan.bands(0) {
                 for (&g, mu) in band.groups().iter().zip(&mut mu) {
                     mu[..g.channels].copy_from_slice(&running_mean[g.first..][..g.channels]);
                 }

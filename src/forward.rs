@@ -381,14 +381,14 @@ impl BatchNorm<'_> {
         // channels are read.
         let mut all_stats = [Moments::EMPTY; BAND * MAX_LANES];
         let [mut mu, mut scale, mut shift] = [[[0.0; MAX_LANES]; BAND]; 3];
-        for band in plan.bands() {
+        for band in plan.bands(1) {
             // Channels-first: a band is one channel, so its statistics and its
             // normalization run back to back while it is cached.
             let stats = &mut all_stats[..band.channels()];
             walk::moments(x.unwrap_or(&*y), &plan, &band, stats);
             for (b, &g) in band.groups().iter().enumerate() {
                 let consts = [&mut mu[b], &mut scale[b], &mut shift[b]];
-                let stats = &stats[b * MAX_LANES..];
+                let stats = &stats[g.first - band.first()..];
                 self.train_consts(
                     g,
                     stats,

@@ -64,7 +64,7 @@ impl Moments {
     pub fn of(xs: &[f32]) -> Moments {
         let plan = Plan::new(Shape::channels_first(1, 1, xs.len()));
         let mut out = [Moments::EMPTY];
-        for band in plan.bands() {
+        for band in plan.bands(0) {
             walk::moments(xs, &plan, &band, &mut out);
         }
         out[0]
@@ -176,7 +176,7 @@ pub fn moments(x: &[f32], shape: Shape, out: &mut [Moments]) -> Result<(), Error
     check_len("x", x.len(), shape.len()?)?;
     check_len("out", out.len(), shape.channels)?;
     let plan = Plan::new(shape);
-    for band in plan.bands() {
+    for band in plan.bands(0) {
         walk::moments(x, &plan, &band, &mut out[band.first()..][..band.channels()]);
     }
     Ok(())

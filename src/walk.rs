@@ -12,9 +12,10 @@
 //! | channels-last, `lcm(C, 8) ≤ 64` | all channels | the flat tensor in pieces of `P` | `P` = multiple of `lcm(C, 8)` in 32..=64 |
 //! | channels-last, otherwise | ≤ 64 channels | each row's slice of those channels | the group's channels, padded to whole vectors |
 //!
-//! In the tiled plan, up to [`BAND`] consecutive groups form a *band* whose channels
-//! lie together in every row: the band walks row by row, each row's slice of all its
-//! groups in turn, so memory is read in order once per band.
+//! Up to [`BAND`] consecutive groups form a *band*, walked together in memory order:
+//! in the tiled plan the band's channels lie together in every row, and the band
+//! walks row by row, each row's slice of all its groups in turn; in channels-first
+//! the band's channels' runs lie back to back in every sample.
 //!
 //! Channels-first keeps a channel's two passes (statistics, then normalization) back to
 //! back while its values are in cache; `S = 1` is a `[rows][channels]` matrix and goes
@@ -52,8 +53,16 @@ pub(crate) const BAND: usize = if cfg!(target_pointer_width = "64") {
     1
 };
 
-/// Groups walked together: up to [`BAND`] groups in the tiled channels-last plan, one
-/// group otherwise. In the tiled plan a band's channels are contiguous in every row,
+/// Bytes of the tensors a channels-first band reads twice, to stay cached between
+/// its reduction and its elementwise pass: 2 MiB of L2 and a little of L3. Measured
+/// on S3 NCHW (400 KB channels): bands of 4 channels beat bands of 2 (train) and 1
+/// (backward, 3.2 MB reread) even though they overflow L2, as L3 serves the reread.
+const REUSE_BYTES: usize = 4 << 20;
+
+/// Groups walked together: up to [`BAND`] groups in the tiled channels-last plan and
+/// in channels-first (see [`Plan::bands`]), one group otherwise. Channels-first: a
+/// band reads, per sample, its channels' runs back to back (one stream the prefetcher
+/// follows, instead of one run of S values per channel far from the last). In the tiled plan a band's channels are contiguous in every row,
 /// and the band walks row by row, each row's slice of all its groups in turn: memory
 /// order. Walked group after group instead, every group would read a quarter of each
 /// row's cache lines across the whole tensor, a pattern the hardware prefetcher does
@@ -73,8 +82,9 @@ impl Band {
         }
     }
 
-    /// The band's groups, in channel order. Every group but the last holds
-    /// [`MAX_LANES`] channels.
+    /// The band's groups, in channel order: consecutive channels. In the tiled plan
+    /// every group but the last holds [`MAX_LANES`] channels; in channels-first each
+    /// holds one.
     pub(crate) fn groups(&self) -> &[Group] {
         &self.groups[..self.len]
     }
@@ -183,21 +193,36 @@ impl Plan {
         self.groups_of(MAX_LANES)
     }
 
-    /// The [`groups`](Self::groups) in bands.
-    pub(crate) fn bands(&self) -> impl Iterator<Item = Band> {
-        self.bands_of(self.groups())
+    /// The [`groups`](Self::groups) in bands, for a kernel that reads `reread`
+    /// tensors a second time after its reduction (train 1, backward 2).
+    pub(crate) fn bands(&self, reread: usize) -> impl Iterator<Item = Band> {
+        // Channels-first: as many channels as keep the reread tensors within
+        // REUSE_BYTES, so that the second pass finds them cached (S3: a channel is
+        // 400 KB, so train and backward take 4).
+        let channel_bytes = self.batch * self.spatial * 4 * reread;
+        let per_band = match self.kind {
+            Kind::Tiled => BAND,
+            Kind::ChannelsFirst => (REUSE_BYTES / channel_bytes.max(1)).clamp(1, BAND),
+            Kind::Packed { .. } => 1,
+        };
+        self.bands_of(self.groups(), per_band)
     }
 
     /// The [`map_groups`](Self::map_groups) in bands.
     pub(crate) fn map_bands(&self) -> impl Iterator<Item = Band> {
-        self.bands_of(self.map_groups())
-    }
-
-    fn bands_of(&self, mut groups: impl Iterator<Item = Group>) -> impl Iterator<Item = Band> {
         let per_band = match self.kind {
             Kind::Tiled => BAND,
+            // Channels-first map groups hold 64 channels already.
             _ => 1,
         };
+        self.bands_of(self.map_groups(), per_band)
+    }
+
+    fn bands_of(
+        &self,
+        mut groups: impl Iterator<Item = Group>,
+        per_band: usize,
+    ) -> impl Iterator<Item = Band> {
         core::iter::from_fn(move || {
             let first = groups.next()?;
             let mut band = Band {
@@ -215,14 +240,15 @@ impl Plan {
 
     /// The contiguous index ranges that hold the values of `band`, in order. Every
     /// range starts at lane 0 of the first group's pattern; in a band of several
-    /// groups (tiled plan), chunk `b` of [`MAX_LANES`] values of a range is group `b`'s.
+    /// groups, chunk `b` of a range is group `b`'s: [`MAX_LANES`] values (tiled plan)
+    /// or a run of `spatial` values (channels-first).
     fn segments(&self, band: &Band) -> impl Iterator<Item = Range<usize>> {
         let (c, s, m) = (self.channels, self.spatial, self.batch * self.spatial);
         let end = m * c;
         let first = band.first();
         // (first start, step between starts, length, count)
         let (base, step, len, count) = match self.kind {
-            Kind::ChannelsFirst => (first * s, c * s, s, self.batch),
+            Kind::ChannelsFirst => (first * s, c * s, band.channels() * s, self.batch),
             Kind::Packed { lanes } => (0, lanes, lanes, end.div_ceil(lanes)),
             Kind::Tiled => (first, c, band.channels(), m),
         };
@@ -314,59 +340,63 @@ fn visit<const NV: usize, R: Reduce<NV>>(
     band: &Band,
     rs: &mut [R],
 ) -> usize {
-    let channels = band.groups[0].channels;
-    let (mut adds, mut values) = (0, 0);
+    // Per reduction: adds since its last `full`, and values per channel in them.
+    let (mut adds, mut values) = ([0; BAND], [0; BAND]);
     // True when the walk must stop.
-    let mut count = |rs: &mut [R], n: usize| {
-        adds += 1;
-        values += n;
-        if adds == BLOCK {
-            let values_per_channel = values / channels;
-            (adds, values) = (0, 0);
-            let stop = rs
-                .iter_mut()
-                .fold(false, |s, r| r.full(values_per_channel) | s);
-            return stop && rs.len() == 1;
+    let mut count = |b: usize, r: &mut R, values_per_channel: usize| {
+        adds[b] += 1;
+        values[b] += values_per_channel;
+        if adds[b] == BLOCK {
+            let v = values[b];
+            (adds[b], values[b]) = (0, 0);
+            return r.full(v) && band.len == 1;
         }
         false
     };
-    let one_channel = matches!(plan.kind, Kind::ChannelsFirst);
+    // (`max(1)`: with spatial 0 segments are empty, and `chunks(0)` would panic.)
+    let (one_channel, s) = (
+        matches!(plan.kind, Kind::ChannelsFirst),
+        plan.spatial.max(1),
+    );
     for seg in plan.segments(band) {
         let (xs, ys) = (&x[seg.clone()], &y[seg]);
         if one_channel {
-            let r = &mut rs[0];
-            // Every lane is the same channel: whole vectors go to the accumulators in
-            // turn, the tail as the run's last (overlapping) vector.
-            let ((xv, xt), (yv, _)) = (split(xs), split(ys));
-            let (xc, xr) = xv.as_chunks::<NV>();
-            let (yc, yr) = yv.as_chunks::<NV>();
-            for (xc, yc) in xc.iter().zip(yc) {
-                for j in 0..NV {
-                    r.add(j, V::new(xc[j]), V::new(yc[j]));
-                }
-                if count(core::slice::from_mut(r), NV * LANES) {
-                    return 0;
-                }
-            }
-            if !xr.is_empty() || !xt.is_empty() {
-                for j in 0..NV {
-                    if j < xr.len() {
-                        r.add(j, V::new(xr[j]), V::new(yr[j]));
-                    } else if j == xr.len() && !xt.is_empty() {
-                        let (px, py) = r.pad(j);
-                        r.add(j, last_vector(xs, px), last_vector(ys, py));
+            // One run of `s` values per channel of the band, back to back.
+            for (b, ((xs, ys), r)) in xs.chunks(s).zip(ys.chunks(s)).zip(&mut *rs).enumerate() {
+                // Every lane is the same channel: whole vectors go to the accumulators
+                // in turn, the tail as the run's last (overlapping) vector.
+                let ((xv, xt), (yv, _)) = (split(xs), split(ys));
+                let (xc, xr) = xv.as_chunks::<NV>();
+                let (yc, yr) = yv.as_chunks::<NV>();
+                for (xc, yc) in xc.iter().zip(yc) {
+                    for j in 0..NV {
+                        r.add(j, V::new(xc[j]), V::new(yc[j]));
+                    }
+                    if count(b, r, NV * LANES) {
+                        return 0;
                     }
                 }
-                if count(core::slice::from_mut(r), xr.len() * LANES + xt.len()) {
-                    return 0;
+                if !xr.is_empty() || !xt.is_empty() {
+                    for j in 0..NV {
+                        if j < xr.len() {
+                            r.add(j, V::new(xr[j]), V::new(yr[j]));
+                        } else if j == xr.len() && !xt.is_empty() {
+                            let (px, py) = r.pad(j);
+                            r.add(j, last_vector(xs, px), last_vector(ys, py));
+                        }
+                    }
+                    if count(b, r, xr.len() * LANES + xt.len()) {
+                        return 0;
+                    }
                 }
             }
         } else {
             let chunks = xs.chunks(NV * LANES).zip(ys.chunks(NV * LANES));
-            let mut first_len = 0;
+            let mut per_channel = 0;
             for ((xc, yc), r) in chunks.zip(rs.iter_mut()) {
-                if first_len == 0 {
-                    first_len = xc.len();
+                if per_channel == 0 {
+                    // Rows in this segment (tiled: 1; packed: lanes / channels).
+                    per_channel = xc.len() / band.groups[0].channels;
                 }
                 let ((xv, xt), (yv, yt)) = (split(xc), split(yc));
                 if let (Ok(xv), Ok(yv)) = (
@@ -387,12 +417,17 @@ fn visit<const NV: usize, R: Reduce<NV>>(
                     }
                 }
             }
-            if count(rs, first_len) {
+            // Every group of the band has seen as many rows.
+            let mut stop = false;
+            for (b, r) in rs.iter_mut().enumerate() {
+                stop |= count(b, r, per_channel);
+            }
+            if stop {
                 return 0;
             }
         }
     }
-    values / channels
+    values[0]
 }
 
 /// Per-lane sums in f64: f32 blocks spill here, so f32 rounding never builds up over a
@@ -606,11 +641,15 @@ fn moments_nb<const NV: usize, const NB: usize>(
     out: &mut [Moments],
 ) {
     let n = band.len;
-    // Group b's channels are out[64·b ..]; places past the band's groups get none.
-    let mut outs = out.chunks_mut(MAX_LANES);
+    // Group b's channels are out[g.first − band.first() ..]; places past the band's
+    // groups get none.
+    let mut rest = out;
     let mut rs: [MomentSums<NV>; NB] = core::array::from_fn(|b| {
         let g = band.groups[b.min(n - 1)];
-        MomentSums::new(x, plan, g, outs.next().unwrap_or_default())
+        let take = if b < n { g.channels.min(rest.len()) } else { 0 };
+        let (head, tail) = core::mem::take(&mut rest).split_at_mut(take);
+        rest = tail;
+        MomentSums::new(x, plan, g, head)
     });
     let rs = &mut rs[..n];
     let rest = visit(x, x, plan, band, rs);
@@ -881,9 +920,14 @@ fn map<const NV: usize>(
     f: impl Fn(usize, usize, V) -> V,
 ) {
     if let Kind::ChannelsFirst = plan.kind {
-        // One channel: every vector of the pattern is the same.
+        // Runs of `s` values, one per channel of the band; one channel per run, so
+        // every vector of a pattern is the same.
+        let s = plan.spatial.max(1);
         for seg in plan.segments(band) {
-            map_run(src.map(|x| &x[seg.clone()]), &mut dst[seg], |x| f(0, 0, x));
+            for (b, y) in dst[seg.clone()].chunks_mut(s).enumerate() {
+                let x = src.map(|x| &x[seg.start + b * s..][..y.len()]);
+                map_run(x, y, |x| f(b, 0, x));
+            }
         }
         return;
     }
@@ -951,11 +995,16 @@ fn grad_input_nv<const NV: usize>(
         dy.mul_add(kv[g][j], (x - muv[g][j]).mul_add(av[g][j], bv[g][j]))
     };
     if let Kind::ChannelsFirst = plan.kind {
-        // One channel: every vector of the pattern is the same.
+        // Runs of `s` values, one per channel of the band, as in [`map`].
+        let s = plan.spatial.max(1);
         for seg in plan.segments(band) {
-            zip_run(&dy[seg.clone()], &x[seg.clone()], &mut dx[seg], |d, x| {
-                f(0, 0, d, x)
-            });
+            let runs = dy[seg.clone()]
+                .chunks(s)
+                .zip(x[seg.clone()].chunks(s))
+                .zip(dx[seg].chunks_mut(s));
+            for (b, ((dy, x), dx)) in runs.enumerate() {
+                zip_run(dy, x, dx, |d, x| f(b, 0, d, x));
+            }
         }
         return;
     }
