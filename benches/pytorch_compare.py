@@ -22,13 +22,16 @@ script re-executes itself with glibc's malloc told to keep freed memory
 (MALLOC_MMAP_MAX_=0, MALLOC_TRIM_THRESHOLD_=64 GiB): otherwise every large output is
 a new mmap and ~40 ms of page faults per 100 MB land in PyTorch's timings.
 
-Timing: each case runs ours (the Rust table printer, a subprocess) then PyTorch,
-median of repeats, each repeat a loop of calls lasting >= 4 ms. The machine drifts
-~1.4x between runs minutes apart, so ratios from one run are what to compare.
+Timing: interleaved per case (one shape, layout and kernel): ours (the Rust table
+printer for that one row, a subprocess), PyTorch, ours, PyTorch; each a median of
+repeats, each repeat a loop of calls lasting >= 4 ms; the table shows the lower of
+the two medians of each side. The machine drifts ~1.4x between runs minutes apart,
+so only ratios taken this close together are worth comparing.
 """
 
 import csv
 import io
+import json
 import math
 import os
 import subprocess
@@ -93,25 +96,46 @@ def torch_ms(name, layout, kernel, samples):
         return median_ms(calls[kernel], samples)
 
 
-def main():
-    shapes = [a for a in sys.argv[1:] if not a.startswith("--")]
-    rust = subprocess.run(
-        ["cargo", "run", "--quiet", "--release", "--example", "bench_table", "--", "--csv", *shapes],
+def ours_ms(exe, name, layout, kernel, samples):
+    out = subprocess.run(
+        [exe, "--csv", f"--samples={samples}", name, f"--layout={layout}", f"--kernel={kernel}"],
         check=True,
         capture_output=True,
         text=True,
     ).stdout
-    rows = list(csv.DictReader(io.StringIO(rust)))
+    (row,) = list(csv.DictReader(io.StringIO(out)))
+    return float(row["ours_ms"])
+
+
+def main():
+    shapes = [a for a in sys.argv[1:] if not a.startswith("--")] or list(CASES)
+    build = subprocess.run(
+        ["cargo", "build", "--release", "--example", "bench_table", "--message-format=json"],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+    exe = [
+        m["executable"]
+        for m in map(json.loads, build.splitlines())
+        if m.get("reason") == "compiler-artifact" and m.get("executable")
+        and m["target"]["name"] == "bench_table"
+    ][-1]
     print(f"torch {torch.__version__}, 1 thread; RUSTFLAGS={os.environ.get('RUSTFLAGS', '')!r}\n")
     print("| shape | layout | kernel | ours ms | PyTorch ms | PyTorch / ours |")
     print("|---|---|---|---:|---:|---:|")
     logs = []
-    for r in rows:
-        ours = float(r["ours_ms"])
-        pt = torch_ms(r["shape"], r["layout"], r["kernel"], 11)
-        logs.append(math.log(pt / ours))
-        print(f"| {r['shape']} | {r['layout']} | {r['kernel']} | {ours:.3f} | {pt:.3f} | {pt / ours:.2f} |")
-        sys.stdout.flush()
+    for name in shapes:
+        layouts = ["NC"] if CASES[name][2] == () else ["NCHW", "NHWC"]
+        for layout in layouts:
+            for kernel in ["moments", "eval", "train", "backward"]:
+                ours, pt = math.inf, math.inf
+                for _ in range(2):
+                    ours = min(ours, ours_ms(exe, name, layout, kernel, 9))
+                    pt = min(pt, torch_ms(name, layout, kernel, 9))
+                logs.append(math.log(pt / ours))
+                print(f"| {name} | {layout} | {kernel} | {ours:.3f} | {pt:.3f} | {pt / ours:.2f} |")
+                sys.stdout.flush()
     if logs:
         print(f"\ngeomean PyTorch / ours: {math.exp(sum(logs) / len(logs)):.2f}")
 

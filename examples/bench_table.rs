@@ -5,6 +5,7 @@
 //! cargo run --release --example bench_table                                  # SSE2 default
 //! RUSTFLAGS="-C target-cpu=native" cargo run --release --example bench_table
 //! cargo run --release --example bench_table -- --csv S1 S5   # some shapes, machine-readable
+//! cargo run --release --example bench_table -- S3 --layout=NHWC --kernel=train  # one row
 //! ```
 //!
 //! Columns: median ms of ours, of the copy and of scalar; `limit` = copy time / our
@@ -31,6 +32,12 @@ fn main() {
         .iter()
         .find_map(|a| a.strip_prefix("--samples=")?.parse().ok())
         .unwrap_or(15usize);
+    // `--layout=NHWC`, `--kernel=train`: one row at a time (benches/pytorch_compare.py).
+    let pick = |key: &str| -> Option<String> {
+        args.iter()
+            .find_map(|a| a.strip_prefix(key).map(str::to_owned))
+    };
+    let (only_layout, only_kernel) = (pick("--layout="), pick("--kernel="));
     let only: Vec<&str> = args
         .iter()
         .filter(|a| !a.starts_with("--"))
@@ -50,11 +57,17 @@ fn main() {
     let mut fractions = Vec::new();
     for case in cases {
         for &layout in case.layouts() {
+            let name = layout_name(&case, layout);
+            if only_layout.as_ref().is_some_and(|l| l != name) {
+                continue;
+            }
             let mut work = Work::new(case, layout);
             for kernel in KERNELS {
+                if only_kernel.as_ref().is_some_and(|k| k != kernel.name()) {
+                    continue;
+                }
                 let [ours, copy, scalar] = measure(&mut work, kernel, samples);
                 let bpe = traffic_per_elem(&case, layout, kernel);
-                let name = layout_name(&case, layout);
                 if csv {
                     println!(
                         "{},{},{},{ours:.5},{copy:.5},{scalar:.5},{bpe}",

@@ -3,7 +3,7 @@
 use crate::error::{check_len, Error};
 use crate::forward::{Affine, BatchNorm};
 use crate::shape::Shape;
-use crate::walk::{self, Plan, MAX_LANES};
+use crate::walk::{self, Plan, BAND, MAX_LANES};
 
 /// Where the backward pass writes: the input gradient `dx` (same shape as `x`), and
 /// optionally the per-channel gradients of γ and β.
@@ -86,32 +86,40 @@ impl BatchNorm<'_> {
         } = grads;
         let plan = Plan::new(shape);
         let m = (shape.batch * shape.spatial) as f64;
-        for g in plan.groups() {
-            let Affine { gamma, .. } = self.affine(g.first, g.channels);
-            let mut mu = [0.0; MAX_LANES];
-            mu[..g.channels].copy_from_slice(&save_mean[g.first..][..g.channels]);
-            let (sum_dy, sum_dyx) = walk::grad_sums(dy, x, &plan, g, &mu);
-            let mut coef = [[0.0; MAX_LANES]; 4];
-            for i in g.offsets() {
-                let c = g.first + i;
-                let invstd = f64::from(save_invstd[c]);
-                let (db, dg) = (sum_dy[i], sum_dyx[i] * invstd);
-                write(&mut dbeta, c, db);
-                write(&mut dgamma, c, dg);
-                // dx = dy·k + (x − mu)·a + b, with k = γ·invstd, a = −k·invstd·dγ/m and
-                // b = −k·dβ/m, each of which may overflow (or underflow) f32 where dx does
-                // not: when the largest is far out, a power of two p comes out of all
-                // three, dx = (…)·p, which brings them back and costs no rounding.
-                let k = gamma[i] * invstd;
-                let (a, b) = (-k * invstd * dg / m, -k * db / m);
-                let p = out_of_range(k.abs().max(a.abs()).max(b.abs()));
-                coef[0][i] = (k / p) as f32;
-                coef[1][i] = (a / p) as f32;
-                coef[2][i] = (b / p) as f32;
-                coef[3][i] = p as f32;
+        // Channels-first: a band is one channel, so the sums and dx run back to back
+        // while the channel is cached.
+        // Per group of a band: dx = dy·k + (x − mu)·a + b. Out of the loop, as only the
+        // band's channels are read: channels-first bands are one channel.
+        let [mut k, mut mu, mut a, mut b, mut p] = [[[0.0; MAX_LANES]; BAND]; 5];
+        let mut sums = [[[0.0; MAX_LANES]; 2]; BAND];
+        for band in plan.bands(2) {
+            for (&g, mu) in band.groups().iter().zip(&mut mu) {
+                mu[..g.channels].copy_from_slice(&save_mean[g.first..][..g.channels]);
             }
-            let [k, a, b, p] = &coef;
-            walk::grad_input(dy, x, dx, &plan, g, [k, &mu, a, b, p]);
+            walk::grad_sums(dy, x, &plan, &band, &mu, &mut sums);
+            for (j, (&g, [sum_dy, sum_dyx])) in band.groups().iter().zip(&sums).enumerate() {
+                let Affine { gamma, .. } = self.affine(g.first, g.channels);
+                for i in g.offsets() {
+                    let c = g.first + i;
+                    let invstd = f64::from(save_invstd[c]);
+                    let (db, dg) = (sum_dy[i], sum_dyx[i] * invstd);
+                    write(&mut dbeta, c, db);
+                    write(&mut dgamma, c, dg);
+                    // dx = dy·k + (x − mu)·a + b, with k = γ·invstd, a = −k·invstd·dγ/m
+                    // and b = −k·dβ/m, each of which may overflow (or underflow) f32
+                    // where dx does not: when the largest is far out, a power of two
+                    // comes out of all three, dx = (…)·p, which brings them back and
+                    // costs no rounding.
+                    let kk = gamma[i] * invstd;
+                    let (aa, bb) = (-kk * invstd * dg / m, -kk * db / m);
+                    let pp = out_of_range(kk.abs().max(aa.abs()).max(bb.abs()));
+                    k[j][i] = (kk / pp) as f32;
+                    a[j][i] = (aa / pp) as f32;
+                    b[j][i] = (bb / pp) as f32;
+                    p[j][i] = pp as f32;
+                }
+            }
+            walk::grad_input(dy, x, dx, &plan, &band, [&k, &mu, &a, &b, &p]);
         }
         Ok(())
     }
@@ -169,26 +177,33 @@ impl BatchNorm<'_> {
         let plan = Plan::new(shape);
         let invstd = |c: usize| self.invstd(f64::from(running_var[c]));
         if dgamma.is_some() || dbeta.is_some() {
-            for g in plan.groups() {
-                let mut mu = [0.0; MAX_LANES];
-                mu[..g.channels].copy_from_slice(&running_mean[g.first..][..g.channels]);
-                let (sum_dy, sum_dyx) = walk::grad_sums(dy, x, &plan, g, &mu);
-                for i in g.offsets() {
-                    let c = g.first + i;
-                    write(&mut dbeta, c, sum_dy[i]);
-                    write(&mut dgamma, c, sum_dyx[i] * invstd(c));
+            let mut mu = [[0.0; MAX_LANES]; BAND];
+            let mut sums = [[[0.0; MAX_LANES]; 2]; BAND];
+            for band in plan.bands(0) {
+                for (&g, mu) in band.groups().iter().zip(&mut mu) {
+                    mu[..g.channels].copy_from_slice(&running_mean[g.first..][..g.channels]);
+                }
+                walk::grad_sums(dy, x, &plan, &band, &mu, &mut sums);
+                for (&g, [sum_dy, sum_dyx]) in band.groups().iter().zip(&sums) {
+                    for i in g.offsets() {
+                        let c = g.first + i;
+                        write(&mut dbeta, c, sum_dy[i]);
+                        write(&mut dgamma, c, sum_dyx[i] * invstd(c));
+                    }
                 }
             }
         }
         // A pass of its own, over the groups of an elementwise map (memory order).
-        for g in plan.map_groups() {
-            let Affine { gamma, .. } = self.affine(g.first, g.channels);
-            let mut k = [0.0; MAX_LANES];
-            for i in g.offsets() {
-                k[i] = (gamma[i] * invstd(g.first + i)) as f32;
+        let mut k = [[0.0; MAX_LANES]; BAND];
+        for band in plan.map_bands() {
+            for (&g, k) in band.groups().iter().zip(&mut k) {
+                let Affine { gamma, .. } = self.affine(g.first, g.channels);
+                for i in g.offsets() {
+                    k[i] = (gamma[i] * invstd(g.first + i)) as f32;
+                }
             }
             // dx = dy·k + (−0): adding −0 leaves every value, −0 included, unchanged.
-            walk::affine(Some(dy), dx, &plan, g, &k, &[-0.0; MAX_LANES]);
+            walk::affine(Some(dy), dx, &plan, &band, &k, &[[-0.0; MAX_LANES]; BAND]);
         }
         Ok(())
     }

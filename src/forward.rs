@@ -3,7 +3,7 @@
 use crate::error::{check_eps, check_len, Error};
 use crate::moments::Moments;
 use crate::shape::Shape;
-use crate::walk::{self, PerChannel, Plan, MAX_LANES};
+use crate::walk::{self, Group, PerChannel, Plan, BAND, MAX_LANES};
 
 /// A batch-normalization layer's parameters, borrowed: `eps`, and the affine `γ`
 /// (`gamma`, scale) and `β` (`beta`, shift), one per channel.
@@ -228,16 +228,20 @@ impl BatchNorm<'_> {
         var: &[f32],
     ) {
         let plan = Plan::new(shape);
-        for g in plan.map_groups() {
-            let Affine { gamma, beta } = self.affine(g.first, g.channels);
-            let (mut scale, mut shift) = ([0.0; MAX_LANES], [0.0; MAX_LANES]);
-            for i in g.offsets() {
-                let c = g.first + i;
-                let s = gamma[i] * self.invstd(f64::from(var[c]));
-                scale[i] = s as f32;
-                shift[i] = (f64::from(beta[i]) - f64::from(mean[c]) * s) as f32;
+        // Out of the loop: channels-first bands are short, and only the band's
+        // channels are read.
+        let [mut scale, mut shift] = [[[0.0; MAX_LANES]; BAND]; 2];
+        for band in plan.map_bands() {
+            for ((&g, scale), shift) in band.groups().iter().zip(&mut scale).zip(&mut shift) {
+                let Affine { gamma, beta } = self.affine(g.first, g.channels);
+                for i in g.offsets() {
+                    let c = g.first + i;
+                    let s = gamma[i] * self.invstd(f64::from(var[c]));
+                    scale[i] = s as f32;
+                    shift[i] = (f64::from(beta[i]) - f64::from(mean[c]) * s) as f32;
+                }
             }
-            walk::affine(x, y, &plan, g, &scale, &shift);
+            walk::affine(x, y, &plan, &band, &scale, &shift);
         }
     }
 
@@ -373,32 +377,66 @@ impl BatchNorm<'_> {
         let factor = running
             .as_ref()
             .map_or(0.0, |r| r.momentum.factor().unwrap_or(0.0));
-        let mut stats = [Moments::EMPTY; MAX_LANES];
-        for g in plan.groups() {
-            walk::moments(x.unwrap_or(&*y), &plan, g, &mut stats);
-            let Affine { gamma, beta } = self.affine(g.first, g.channels);
-            let (mut mu, mut scale, mut shift) =
-                ([0.0; MAX_LANES], [0.0; MAX_LANES], [0.0; MAX_LANES]);
-            for i in g.offsets() {
-                let c = g.first + i;
-                let var = stats[i].var();
-                let invstd = self.invstd(var);
-                let s = gamma[i] * invstd;
-                mu[i] = stats[i].mean as f32;
-                scale[i] = s as f32;
-                // The part of the mean that f32 `mu` misses goes into the shift, so
-                // `(x − mu)·scale + shift` is as exact as if the mean were f64.
-                shift[i] = (f64::from(beta[i]) - (stats[i].mean - f64::from(mu[i])) * s) as f32;
-                save_mean[c] = mu[i];
-                save_invstd[c] = invstd as f32;
-                if let Some(r) = running.as_mut() {
-                    let f = factor;
-                    let unbiased = var * m / (m - 1.0);
-                    r.mean[c] = ((1.0 - f) * f64::from(r.mean[c]) + f * stats[i].mean) as f32;
-                    r.var[c] = ((1.0 - f) * f64::from(r.var[c]) + f * unbiased) as f32;
-                }
+        // Out of the loop: channels-first bands are one channel, and only the band's
+        // channels are read.
+        let mut all_stats = [Moments::EMPTY; BAND * MAX_LANES];
+        let [mut mu, mut scale, mut shift] = [[[0.0; MAX_LANES]; BAND]; 3];
+        for band in plan.bands(1) {
+            // Channels-first: a band is one channel, so its statistics and its
+            // normalization run back to back while it is cached.
+            let stats = &mut all_stats[..band.channels()];
+            walk::moments(x.unwrap_or(&*y), &plan, &band, stats);
+            for (b, &g) in band.groups().iter().enumerate() {
+                let consts = [&mut mu[b], &mut scale[b], &mut shift[b]];
+                let stats = &stats[g.first - band.first()..];
+                self.train_consts(
+                    g,
+                    stats,
+                    consts,
+                    save_mean,
+                    save_invstd,
+                    &mut running,
+                    m,
+                    factor,
+                );
             }
-            walk::centered(x, y, &plan, g, &mu, &scale, &shift);
+            walk::centered(x, y, &plan, &band, [&mu, &scale, &shift]);
+        }
+    }
+
+    /// `[mu, scale, shift]` of group `g` from its statistics; writes the saved and the
+    /// running statistics of its channels.
+    #[allow(clippy::too_many_arguments)]
+    fn train_consts(
+        &self,
+        g: Group,
+        stats: &[Moments],
+        [mu, scale, shift]: [&mut PerChannel<f32>; 3],
+        save_mean: &mut [f32],
+        save_invstd: &mut [f32],
+        running: &mut Option<Running<'_>>,
+        m: f64,
+        factor: f64,
+    ) {
+        let Affine { gamma, beta } = self.affine(g.first, g.channels);
+        for i in g.offsets() {
+            let c = g.first + i;
+            let var = stats[i].var();
+            let invstd = self.invstd(var);
+            let s = gamma[i] * invstd;
+            mu[i] = stats[i].mean as f32;
+            scale[i] = s as f32;
+            // The part of the mean that f32 `mu` misses goes into the shift, so
+            // `(x − mu)·scale + shift` is as exact as if the mean were f64.
+            shift[i] = (f64::from(beta[i]) - (stats[i].mean - f64::from(mu[i])) * s) as f32;
+            save_mean[c] = mu[i];
+            save_invstd[c] = invstd as f32;
+            if let Some(r) = running.as_mut() {
+                let f = factor;
+                let unbiased = var * m / (m - 1.0);
+                r.mean[c] = ((1.0 - f) * f64::from(r.mean[c]) + f * stats[i].mean) as f32;
+                r.var[c] = ((1.0 - f) * f64::from(r.var[c]) + f * unbiased) as f32;
+            }
         }
     }
 }

@@ -2,7 +2,7 @@
 
 use crate::error::{check_len, Error};
 use crate::shape::Shape;
-use crate::walk::{self, Plan, MAX_LANES};
+use crate::walk::{self, Plan};
 
 /// Partial moments of a set of values: how many, their mean, and `m2`, the sum of
 /// squared deviations from that mean. The biased variance is `m2 / count`.
@@ -63,9 +63,9 @@ impl Moments {
     /// ```
     pub fn of(xs: &[f32]) -> Moments {
         let plan = Plan::new(Shape::channels_first(1, 1, xs.len()));
-        let mut out = [Moments::EMPTY; MAX_LANES];
-        for g in plan.groups() {
-            walk::moments(xs, &plan, g, &mut out);
+        let mut out = [Moments::EMPTY];
+        for band in plan.bands(0) {
+            walk::moments(xs, &plan, &band, &mut out);
         }
         out[0]
     }
@@ -176,10 +176,8 @@ pub fn moments(x: &[f32], shape: Shape, out: &mut [Moments]) -> Result<(), Error
     check_len("x", x.len(), shape.len()?)?;
     check_len("out", out.len(), shape.channels)?;
     let plan = Plan::new(shape);
-    let mut part = [Moments::EMPTY; MAX_LANES];
-    for g in plan.groups() {
-        walk::moments(x, &plan, g, &mut part);
-        out[g.first..][..g.channels].copy_from_slice(&part[..g.channels]);
+    for band in plan.bands(0) {
+        walk::moments(x, &plan, &band, &mut out[band.first()..][..band.channels()]);
     }
     Ok(())
 }

@@ -12,6 +12,11 @@
 //! | channels-last, `lcm(C, 8) ≤ 64` | all channels | the flat tensor in pieces of `P` | `P` = multiple of `lcm(C, 8)` in 32..=64 |
 //! | channels-last, otherwise | ≤ 64 channels | each row's slice of those channels | the group's channels, padded to whole vectors |
 //!
+//! Up to [`BAND`] consecutive groups form a *band*, walked together in memory order:
+//! in the tiled plan the band's channels lie together in every row, and the band
+//! walks row by row, each row's slice of all its groups in turn; in channels-first
+//! the band's channels' runs lie back to back in every sample.
+//!
 //! Channels-first keeps a channel's two passes (statistics, then normalization) back to
 //! back while its values are in cache; `S = 1` is a `[rows][channels]` matrix and goes
 //! the channels-last way.
@@ -36,6 +41,65 @@ const BLOCK: usize = 64;
 
 /// Per-channel values of a group, indexed by the channel's offset in the group.
 pub(crate) type PerChannel<T> = [T; MAX_LANES];
+
+/// Most groups in a [`Band`]. Channels-last with up to `BAND · MAX_LANES` = 256
+/// channels reads each row once, in memory order; wider tensors once per band of 256
+/// channels. Callers keep per-channel state for a band on the stack, which bounds
+/// it: 64-bit targets take 4 groups (train forward: ~16 KiB of stack); 32-bit targets
+/// (microcontrollers: no DRAM prefetcher to please, little stack) one.
+pub(crate) const BAND: usize = if cfg!(target_pointer_width = "64") {
+    4
+} else {
+    1
+};
+
+/// Bytes of the tensors a channels-first band reads twice, to stay cached between
+/// its reduction and its elementwise pass: 2 MiB of L2 and a little of L3. Measured
+/// on S3 NCHW (400 KB channels): bands of 4 channels beat bands of 2 (train) and 1
+/// (backward, 3.2 MB reread) even though they overflow L2, as L3 serves the reread.
+const REUSE_BYTES: usize = 4 << 20;
+
+/// Groups walked together: up to [`BAND`] groups in the tiled channels-last plan and
+/// in channels-first (see [`Plan::bands`]), one group otherwise. Channels-first: a
+/// band reads, per sample, its channels' runs back to back (one stream the prefetcher
+/// follows, instead of one run of S values per channel far from the last). In the tiled plan a band's channels are contiguous in every row,
+/// and the band walks row by row, each row's slice of all its groups in turn: memory
+/// order. Walked group after group instead, every group would read a quarter of each
+/// row's cache lines across the whole tensor, a pattern the hardware prefetcher does
+/// not follow, and x would come from DRAM once per group.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Band {
+    groups: [Group; BAND],
+    len: usize,
+}
+
+impl Band {
+    /// A band of the one group `g`.
+    fn one(g: Group) -> Band {
+        Band {
+            groups: [g; BAND],
+            len: 1,
+        }
+    }
+
+    /// The band's groups, in channel order: consecutive channels. In the tiled plan
+    /// every group but the last holds [`MAX_LANES`] channels; in channels-first each
+    /// holds one.
+    pub(crate) fn groups(&self) -> &[Group] {
+        &self.groups[..self.len]
+    }
+
+    /// The band's first channel.
+    pub(crate) fn first(&self) -> usize {
+        self.groups[0].first
+    }
+
+    /// How many channels the band holds.
+    pub(crate) fn channels(&self) -> usize {
+        let last = self.groups[self.len - 1];
+        last.first + last.channels - self.first()
+    }
+}
 
 /// How one call walks its tensor. Built from a shape whose length was checked.
 #[derive(Clone, Copy, Debug)]
@@ -129,19 +193,67 @@ impl Plan {
         self.groups_of(MAX_LANES)
     }
 
-    /// The contiguous index ranges that hold group `g`'s values, in order. Every
-    /// range starts at lane 0 of the pattern.
-    fn segments(&self, g: Group) -> impl Iterator<Item = Range<usize>> {
+    /// The [`groups`](Self::groups) in bands, for a kernel that reads `reread`
+    /// tensors a second time after its reduction (train 1, backward 2).
+    pub(crate) fn bands(&self, reread: usize) -> impl Iterator<Item = Band> {
+        // Channels-first: as many channels as keep the reread tensors within
+        // REUSE_BYTES, so that the second pass finds them cached (S3: a channel is
+        // 400 KB, so train and backward take 4).
+        let channel_bytes = self.batch * self.spatial * 4 * reread;
+        let per_band = match self.kind {
+            Kind::Tiled => BAND,
+            Kind::ChannelsFirst => (REUSE_BYTES / channel_bytes.max(1)).clamp(1, BAND),
+            Kind::Packed { .. } => 1,
+        };
+        self.bands_of(self.groups(), per_band)
+    }
+
+    /// The [`map_groups`](Self::map_groups) in bands.
+    pub(crate) fn map_bands(&self) -> impl Iterator<Item = Band> {
+        let per_band = match self.kind {
+            Kind::Tiled => BAND,
+            // Channels-first map groups hold 64 channels already.
+            _ => 1,
+        };
+        self.bands_of(self.map_groups(), per_band)
+    }
+
+    fn bands_of(
+        &self,
+        mut groups: impl Iterator<Item = Group>,
+        per_band: usize,
+    ) -> impl Iterator<Item = Band> {
+        core::iter::from_fn(move || {
+            let first = groups.next()?;
+            let mut band = Band {
+                groups: [first; BAND],
+                len: 1,
+            };
+            while band.len < per_band {
+                let Some(g) = groups.next() else { break };
+                band.groups[band.len] = g;
+                band.len += 1;
+            }
+            Some(band)
+        })
+    }
+
+    /// The contiguous index ranges that hold the values of `band`, in order. Every
+    /// range starts at lane 0 of the first group's pattern; in a band of several
+    /// groups, chunk `b` of a range is group `b`'s: [`MAX_LANES`] values (tiled plan)
+    /// or a run of `spatial` values (channels-first).
+    fn segments(&self, band: &Band) -> impl Iterator<Item = Range<usize>> {
         let (c, s, m) = (self.channels, self.spatial, self.batch * self.spatial);
         let end = m * c;
+        let first = band.first();
         // (first start, step between starts, length, count)
         let (base, step, len, count) = match self.kind {
             // No values: nothing to walk, however large the batch (and `c·s`, which
             // only a non-empty tensor bounds, may not even fit).
             _ if end == 0 => (0, 0, 0, 0),
-            Kind::ChannelsFirst => (g.first * s, c * s, s, self.batch),
+            Kind::ChannelsFirst => (first * s, c * s, band.channels() * s, self.batch),
             Kind::Packed { lanes } => (0, lanes, lanes, end.div_ceil(lanes)),
-            Kind::Tiled => (g.first, c, g.channels, m),
+            Kind::Tiled => (first, c, band.channels(), m),
         };
         (0..count).map(move |i| {
             let start = base + i * step;
@@ -218,61 +330,77 @@ trait Reduce<const NV: usize> {
     fn full(&mut self, values: usize) -> bool;
 }
 
-/// Hands every vector of group `g`'s values of `x` (and `y` at the same places) to
-/// `r`; returns how many values per channel came after the last [`Reduce::full`], or
-/// 0 when `r` stopped the walk.
+/// Hands every vector of `band`'s values of `x` (and `y` at the same places) to the
+/// reduction of its group, `rs[b]` for group `b`; returns how many values per channel
+/// came after the last [`Reduce::full`], or 0 when the one reduction of a one-group
+/// band stopped the walk. (In a band of several groups, a reduction that asks to stop
+/// is walked to the end with the others: the caller redoes that group on its own.)
 #[inline(always)]
 fn visit<const NV: usize, R: Reduce<NV>>(
     x: &[f32],
     y: &[f32],
     plan: &Plan,
-    g: Group,
-    r: &mut R,
+    band: &Band,
+    rs: &mut [R],
 ) -> usize {
-    let (mut adds, mut values) = (0, 0);
-    // True when `r` asks to stop.
-    let mut count = |r: &mut R, n: usize| {
-        adds += 1;
-        values += n;
-        if adds == BLOCK {
-            let values_per_channel = values / g.channels;
-            (adds, values) = (0, 0);
-            return r.full(values_per_channel);
+    // Per reduction: adds since its last `full`, and values per channel in them.
+    let (mut adds, mut values) = ([0; BAND], [0; BAND]);
+    // True when the walk must stop.
+    let mut count = |b: usize, r: &mut R, values_per_channel: usize| {
+        adds[b] += 1;
+        values[b] += values_per_channel;
+        if adds[b] == BLOCK {
+            let v = values[b];
+            (adds[b], values[b]) = (0, 0);
+            return r.full(v) && band.len == 1;
         }
         false
     };
-    let one_channel = matches!(plan.kind, Kind::ChannelsFirst);
-    for seg in plan.segments(g) {
+    // (`max(1)`: with spatial 0 segments are empty, and `chunks(0)` would panic.)
+    let (one_channel, s) = (
+        matches!(plan.kind, Kind::ChannelsFirst),
+        plan.spatial.max(1),
+    );
+    for seg in plan.segments(band) {
         let (xs, ys) = (&x[seg.clone()], &y[seg]);
         if one_channel {
-            // Every lane is the same channel: whole vectors go to the accumulators in
-            // turn, the tail as the run's last (overlapping) vector.
-            let ((xv, xt), (yv, _)) = (split(xs), split(ys));
-            let (xc, xr) = xv.as_chunks::<NV>();
-            let (yc, yr) = yv.as_chunks::<NV>();
-            for (xc, yc) in xc.iter().zip(yc) {
-                for j in 0..NV {
-                    r.add(j, V::new(xc[j]), V::new(yc[j]));
-                }
-                if count(r, NV * LANES) {
-                    return 0;
-                }
-            }
-            if !xr.is_empty() || !xt.is_empty() {
-                for j in 0..NV {
-                    if j < xr.len() {
-                        r.add(j, V::new(xr[j]), V::new(yr[j]));
-                    } else if j == xr.len() && !xt.is_empty() {
-                        let (px, py) = r.pad(j);
-                        r.add(j, last_vector(xs, px), last_vector(ys, py));
+            // One run of `s` values per channel of the band, back to back.
+            for (b, ((xs, ys), r)) in xs.chunks(s).zip(ys.chunks(s)).zip(&mut *rs).enumerate() {
+                // Every lane is the same channel: whole vectors go to the accumulators
+                // in turn, the tail as the run's last (overlapping) vector.
+                let ((xv, xt), (yv, _)) = (split(xs), split(ys));
+                let (xc, xr) = xv.as_chunks::<NV>();
+                let (yc, yr) = yv.as_chunks::<NV>();
+                for (xc, yc) in xc.iter().zip(yc) {
+                    for j in 0..NV {
+                        r.add(j, V::new(xc[j]), V::new(yc[j]));
+                    }
+                    if count(b, r, NV * LANES) {
+                        return 0;
                     }
                 }
-                if count(r, xr.len() * LANES + xt.len()) {
-                    return 0;
+                if !xr.is_empty() || !xt.is_empty() {
+                    for j in 0..NV {
+                        if j < xr.len() {
+                            r.add(j, V::new(xr[j]), V::new(yr[j]));
+                        } else if j == xr.len() && !xt.is_empty() {
+                            let (px, py) = r.pad(j);
+                            r.add(j, last_vector(xs, px), last_vector(ys, py));
+                        }
+                    }
+                    if count(b, r, xr.len() * LANES + xt.len()) {
+                        return 0;
+                    }
                 }
             }
         } else {
-            for (xc, yc) in xs.chunks(NV * LANES).zip(ys.chunks(NV * LANES)) {
+            let chunks = xs.chunks(NV * LANES).zip(ys.chunks(NV * LANES));
+            let mut per_channel = 0;
+            for ((xc, yc), r) in chunks.zip(rs.iter_mut()) {
+                if per_channel == 0 {
+                    // Rows in this segment (tiled: 1; packed: lanes / channels).
+                    per_channel = xc.len() / band.groups[0].channels;
+                }
                 let ((xv, xt), (yv, yt)) = (split(xc), split(yc));
                 if let (Ok(xv), Ok(yv)) = (
                     <&[[f32; LANES]; NV]>::try_from(xv),
@@ -291,13 +419,18 @@ fn visit<const NV: usize, R: Reduce<NV>>(
                         }
                     }
                 }
-                if count(r, xc.len()) {
-                    return 0;
-                }
+            }
+            // Every group of the band has seen as many rows.
+            let mut stop = false;
+            for (b, r) in rs.iter_mut().enumerate() {
+                stop |= count(b, r, per_channel);
+            }
+            if stop {
+                return 0;
             }
         }
     }
-    values / g.channels
+    values[0]
 }
 
 /// Per-lane sums in f64: f32 blocks spill here, so f32 rounding never builds up over a
@@ -377,15 +510,15 @@ impl<const NV: usize> Wide<NV> {
     }
 }
 
-/// Channel moments of group `g` of `x`: `out[i]` for channel `g.first + i`.
+/// Channel moments of `band` of `x`: `out[i]` for channel `band.first() + i`.
 ///
 /// Shifted sums: per channel a shift `k` (its first finite value, then the mean of the
 /// first block) is subtracted before summing `d = x − k` and `d²`, so the sums do not
 /// cancel however large the mean is against the spread. After the first block the
 /// shift stays fixed, so later blocks only spill into f64 lanes, with no per-channel
 /// work until the end.
-pub(crate) fn moments(x: &[f32], plan: &Plan, g: Group, out: &mut PerChannel<Moments>) {
-    by_vecs!(g, moments_nv(x, plan, g, out))
+pub(crate) fn moments(x: &[f32], plan: &Plan, band: &Band, out: &mut [Moments]) {
+    by_vecs!(band.groups[0], moments_nv(x, plan, band, out))
 }
 
 struct MomentSums<'a, const NV: usize> {
@@ -402,7 +535,7 @@ struct MomentSums<'a, const NV: usize> {
     may_restart: bool,
     /// Set when it does: the walk stops and starts over with the first block's mean.
     restart: bool,
-    out: &'a mut PerChannel<Moments>,
+    out: &'a mut [Moments],
 }
 
 impl<const NV: usize> MomentSums<'_, NV> {
@@ -468,54 +601,92 @@ impl<const NV: usize> Reduce<NV> for MomentSums<'_, NV> {
     }
 }
 
-fn moments_nv<const NV: usize>(x: &[f32], plan: &Plan, g: Group, out: &mut PerChannel<Moments>) {
-    out[..g.channels].fill(Moments::EMPTY);
-    let Some(first) = plan.segments(g).next() else {
-        return;
-    };
-    let mut k = [0.0; MAX_LANES];
-    for (i, &v) in x[first].iter().take(g.channels).enumerate() {
-        k[i] = if v.is_finite() { v } else { 0.0 };
-    }
-    let mut r = MomentSums {
-        g,
-        sum: [V::ZERO; NV],
-        sq: [V::ZERO; NV],
-        kv: pattern::<NV>(g, &k),
-        k,
-        wide: Wide::new(),
-        reshifted: false,
-        spilled: 0,
-        may_restart: true,
-        restart: false,
-        out,
-    };
-    let rest = visit(x, x, plan, g, &mut r);
-    if !r.restart {
-        // Everything after the first block was summed with one shift: one more part
-        // (or the only one, for a channel of one block, which may ask to restart).
-        r.merge(r.spilled + rest);
-    }
-    if r.restart {
-        // Once more from the start, shifted by the first block's mean.
-        r.out[..g.channels].fill(Moments::EMPTY);
-        r.wide = Wide::new();
-        (r.sum, r.sq) = ([V::ZERO; NV], [V::ZERO; NV]);
-        (r.reshifted, r.spilled, r.may_restart, r.restart) = (false, 0, false, false);
-        let rest = visit(x, x, plan, g, &mut r);
-        r.merge(r.spilled + rest);
+impl<'a, const NV: usize> MomentSums<'a, NV> {
+    /// The sums of group `g`, shifted by its first values in `x`, merged into `out`.
+    fn new(x: &[f32], plan: &Plan, g: Group, out: &'a mut [Moments]) -> Self {
+        out.fill(Moments::EMPTY);
+        let mut k = [0.0; MAX_LANES];
+        if let Some(first) = plan.segments(&Band::one(g)).next() {
+            for (i, &v) in x[first].iter().take(g.channels).enumerate() {
+                k[i] = if v.is_finite() { v } else { 0.0 };
+            }
+        }
+        MomentSums {
+            g,
+            sum: [V::ZERO; NV],
+            sq: [V::ZERO; NV],
+            kv: pattern::<NV>(g, &k),
+            k,
+            wide: Wide::new(),
+            reshifted: false,
+            spilled: 0,
+            may_restart: true,
+            restart: false,
+            out,
+        }
     }
 }
 
-/// For group `g`: per channel, `Σdy` and `Σdy·(x − mu)`, in f64.
+fn moments_nv<const NV: usize>(x: &[f32], plan: &Plan, band: &Band, out: &mut [Moments]) {
+    // One-group bands (every channels-first channel) must not pay for setting up
+    // BAND reductions.
+    if band.len == 1 {
+        moments_nb::<NV, 1>(x, plan, band, out)
+    } else {
+        moments_nb::<NV, BAND>(x, plan, band, out)
+    }
+}
+
+fn moments_nb<const NV: usize, const NB: usize>(
+    x: &[f32],
+    plan: &Plan,
+    band: &Band,
+    out: &mut [Moments],
+) {
+    let n = band.len;
+    // Group b's channels are out[g.first − band.first() ..]; places past the band's
+    // groups get none.
+    let mut rest = out;
+    let mut rs: [MomentSums<NV>; NB] = core::array::from_fn(|b| {
+        let g = band.groups[b.min(n - 1)];
+        let take = if b < n { g.channels.min(rest.len()) } else { 0 };
+        let (head, tail) = core::mem::take(&mut rest).split_at_mut(take);
+        rest = tail;
+        MomentSums::new(x, plan, g, head)
+    });
+    let rs = &mut rs[..n];
+    let rest = visit(x, x, plan, band, rs);
+    for r in rs {
+        if !r.restart {
+            // Everything after the first block was summed with one shift: one more
+            // part (or the only one, for a channel of one block, which may ask to
+            // restart).
+            r.merge(r.spilled + rest);
+        }
+        if r.restart {
+            // Once more from the start, this group alone, shifted by the first
+            // block's mean.
+            r.out[..r.g.channels].fill(Moments::EMPTY);
+            r.wide = Wide::new();
+            (r.sum, r.sq) = ([V::ZERO; NV], [V::ZERO; NV]);
+            (r.reshifted, r.spilled, r.may_restart, r.restart) = (false, 0, false, false);
+            let rest = visit(x, x, plan, &Band::one(r.g), core::slice::from_mut(r));
+            r.merge(r.spilled + rest);
+        }
+    }
+}
+
+/// For `band`: per channel, `Σdy` and `Σdy·(x − mu)`, in f64, as
+/// `sums[b] = [Σdy, Σdy·(x − mu)]` for group `b` with `mu[b]`.
 pub(crate) fn grad_sums(
     dy: &[f32],
     x: &[f32],
     plan: &Plan,
-    g: Group,
-    mu: &PerChannel<f32>,
-) -> (PerChannel<f64>, PerChannel<f64>) {
-    by_vecs!(g, grad_sums_nv(dy, x, plan, g, mu))
+    band: &Band,
+    mu: &[PerChannel<f32>],
+    sums: &mut [[PerChannel<f64>; 2]],
+) {
+    by_vecs!(band.groups[0], grad_sums_nv(dy, x, plan, band, mu, sums))
 }
 
 struct GradSums<const NV: usize> {
@@ -549,36 +720,63 @@ fn grad_sums_nv<const NV: usize>(
     dy: &[f32],
     x: &[f32],
     plan: &Plan,
-    g: Group,
-    mu: &PerChannel<f32>,
-) -> (PerChannel<f64>, PerChannel<f64>) {
-    let mut r = GradSums {
-        dy: [V::ZERO; NV],
-        dyx: [V::ZERO; NV],
-        muv: pattern::<NV>(g, mu),
-        wide: Wide::new(),
-    };
-    visit(dy, x, plan, g, &mut r);
-    let (mut sum_dy, mut sum_dyx) = ([0.0; MAX_LANES], [0.0; MAX_LANES]);
-    r.wide
-        .take(g, &mut r.dy, &mut r.dyx, &mut sum_dy, &mut sum_dyx);
-    (sum_dy, sum_dyx)
+    band: &Band,
+    mu: &[PerChannel<f32>],
+    sums: &mut [[PerChannel<f64>; 2]],
+) {
+    if band.len == 1 {
+        grad_sums_nb::<NV, 1>(dy, x, plan, band, mu, sums)
+    } else {
+        grad_sums_nb::<NV, BAND>(dy, x, plan, band, mu, sums)
+    }
 }
 
-/// `y = x·a + b` per channel over group `g`, reading `x` from `src`, or from `dst`
-/// itself when `src` is `None`.
+fn grad_sums_nb<const NV: usize, const NB: usize>(
+    dy: &[f32],
+    x: &[f32],
+    plan: &Plan,
+    band: &Band,
+    mu: &[PerChannel<f32>],
+    sums: &mut [[PerChannel<f64>; 2]],
+) {
+    let n = band.len;
+    let mut rs: [GradSums<NV>; NB] = core::array::from_fn(|b| GradSums {
+        dy: [V::ZERO; NV],
+        dyx: [V::ZERO; NV],
+        muv: pattern::<NV>(band.groups[b.min(n - 1)], &mu[b.min(n - 1)]),
+        wide: Wide::new(),
+    });
+    visit(dy, x, plan, band, &mut rs[..n]);
+    for ((r, &g), [sum_dy, sum_dyx]) in rs.iter_mut().zip(band.groups()).zip(sums) {
+        sum_dy[..g.channels].fill(0.0);
+        sum_dyx[..g.channels].fill(0.0);
+        r.wide.take(g, &mut r.dy, &mut r.dyx, sum_dy, sum_dyx);
+    }
+}
+
+/// `y = x·a + b` per channel over `band` (`a[b]`, `b[b]` hold group `b`'s), reading
+/// `x` from `src`, or from `dst` itself when `src` is `None`.
 pub(crate) fn affine(
     src: Option<&[f32]>,
     dst: &mut [f32],
     plan: &Plan,
-    g: Group,
-    a: &PerChannel<f32>,
-    b: &PerChannel<f32>,
+    band: &Band,
+    a: &[PerChannel<f32>],
+    b: &[PerChannel<f32>],
 ) {
     if let Kind::ChannelsFirst = plan.kind {
-        return affine_channels_first(src, dst, plan, g, a, b);
+        return affine_channels_first(src, dst, plan, band.groups[0], &a[0], &b[0]);
     }
-    by_vecs!(g, affine_nv(src, dst, plan, g, a, b))
+    by_vecs!(band.groups[0], affine_nv(src, dst, plan, band, a, b))
+}
+
+/// The patterns of `per_group[b]` for every group `b` of `band` (places past its
+/// groups repeat the last).
+fn patterns<const NV: usize>(band: &Band, per_group: &[PerChannel<f32>]) -> [[V; NV]; BAND] {
+    core::array::from_fn(|b| {
+        let b = b.min(band.len - 1);
+        pattern::<NV>(band.groups[b], &per_group[b])
+    })
 }
 
 /// [`affine`] for channels-first, sample by sample: the runs of the group's channels
@@ -677,87 +875,95 @@ fn affine_nv<const NV: usize>(
     src: Option<&[f32]>,
     dst: &mut [f32],
     plan: &Plan,
-    g: Group,
-    a: &PerChannel<f32>,
-    b: &PerChannel<f32>,
+    band: &Band,
+    a: &[PerChannel<f32>],
+    b: &[PerChannel<f32>],
 ) {
-    let (av, bv) = (pattern::<NV>(g, a), pattern::<NV>(g, b));
-    map::<NV>(src, dst, plan, g, |j, x| x.mul_add(av[j], bv[j]));
+    let (av, bv) = (patterns::<NV>(band, a), patterns::<NV>(band, b));
+    map::<NV>(src, dst, plan, band, |g, j, x| {
+        x.mul_add(av[g][j], bv[g][j])
+    });
 }
 
-/// `y = (x − mu)·a + b` per channel over group `g`; `src` as in [`affine`].
+/// `y = (x − mu)·a + b` per channel over `band`; `src` as in [`affine`].
 pub(crate) fn centered(
     src: Option<&[f32]>,
     dst: &mut [f32],
     plan: &Plan,
-    g: Group,
-    mu: &PerChannel<f32>,
-    a: &PerChannel<f32>,
-    b: &PerChannel<f32>,
+    band: &Band,
+    [mu, a, b]: [&[PerChannel<f32>]; 3],
 ) {
-    by_vecs!(g, centered_nv(src, dst, plan, g, mu, a, b))
+    by_vecs!(
+        band.groups[0],
+        centered_nv(src, dst, plan, band, [mu, a, b])
+    )
 }
 
 fn centered_nv<const NV: usize>(
     src: Option<&[f32]>,
     dst: &mut [f32],
     plan: &Plan,
-    g: Group,
-    mu: &PerChannel<f32>,
-    a: &PerChannel<f32>,
-    b: &PerChannel<f32>,
+    band: &Band,
+    [mu, a, b]: [&[PerChannel<f32>]; 3],
 ) {
     let (muv, av, bv) = (
-        pattern::<NV>(g, mu),
-        pattern::<NV>(g, a),
-        pattern::<NV>(g, b),
+        patterns::<NV>(band, mu),
+        patterns::<NV>(band, a),
+        patterns::<NV>(band, b),
     );
-    map::<NV>(src, dst, plan, g, |j, x| (x - muv[j]).mul_add(av[j], bv[j]));
+    map::<NV>(src, dst, plan, band, |g, j, x| {
+        (x - muv[g][j]).mul_add(av[g][j], bv[g][j])
+    });
 }
 
-/// Applies `f(j, x)` (with `j` the vector's place in the pattern) to every vector of
-/// group `g`, from `src` (or `dst` itself) into `dst`.
+/// Applies `f(b, j, x)` (with `b` the group in `band` and `j` the vector's place in
+/// its pattern) to every vector of `band`, from `src` (or `dst` itself) into `dst`.
 #[inline(always)]
 fn map<const NV: usize>(
     src: Option<&[f32]>,
     dst: &mut [f32],
     plan: &Plan,
-    g: Group,
-    f: impl Fn(usize, V) -> V,
+    band: &Band,
+    f: impl Fn(usize, usize, V) -> V,
 ) {
     if let Kind::ChannelsFirst = plan.kind {
-        // One channel: every vector of the pattern is the same.
-        for seg in plan.segments(g) {
-            map_run(src.map(|x| &x[seg.clone()]), &mut dst[seg], |x| f(0, x));
+        // Runs of `s` values, one per channel of the band; one channel per run, so
+        // every vector of a pattern is the same.
+        let s = plan.spatial.max(1);
+        for seg in plan.segments(band) {
+            for (b, y) in dst[seg.clone()].chunks_mut(s).enumerate() {
+                let x = src.map(|x| &x[seg.start + b * s..][..y.len()]);
+                map_run(x, y, |x| f(b, 0, x));
+            }
         }
         return;
     }
     let width = NV * LANES;
-    for seg in plan.segments(g) {
+    for seg in plan.segments(band) {
         match src {
             Some(src) => {
-                for (xc, yc) in src[seg.clone()]
+                let chunks = src[seg.clone()]
                     .chunks(width)
-                    .zip(dst[seg].chunks_mut(width))
-                {
+                    .zip(dst[seg].chunks_mut(width));
+                for (g, (xc, yc)) in chunks.enumerate() {
                     let ((xfull, xtail), (yfull, ytail)) = (split(xc), split_mut(yc));
                     for (j, (x, y)) in xfull.iter().zip(yfull).enumerate() {
-                        *y = f(j, V::new(*x)).to_array();
+                        *y = f(g, j, V::new(*x)).to_array();
                     }
                     if !xtail.is_empty() {
-                        store_tail(ytail, f(xfull.len(), load_tail(xtail, V::ZERO)));
+                        store_tail(ytail, f(g, xfull.len(), load_tail(xtail, V::ZERO)));
                     }
                 }
             }
             None => {
-                for yc in dst[seg].chunks_mut(width) {
+                for (g, yc) in dst[seg].chunks_mut(width).enumerate() {
                     let (yfull, ytail) = split_mut(yc);
                     let j_tail = yfull.len();
                     for (j, y) in yfull.iter_mut().enumerate() {
-                        *y = f(j, V::new(*y)).to_array();
+                        *y = f(g, j, V::new(*y)).to_array();
                     }
                     if !ytail.is_empty() {
-                        let v = f(j_tail, load_tail(ytail, V::ZERO));
+                        let v = f(g, j_tail, load_tail(ytail, V::ZERO));
                         store_tail(ytail, v);
                     }
                 }
@@ -766,17 +972,16 @@ fn map<const NV: usize>(
     }
 }
 
-/// `dx = (dy·k + ((x − mu)·a + b))·p` per channel over group `g`.
-#[allow(clippy::too_many_arguments)]
+/// `dx = (dy·k + ((x − mu)·a + b))·p` per channel over `band`.
 pub(crate) fn grad_input(
     dy: &[f32],
     x: &[f32],
     dx: &mut [f32],
     plan: &Plan,
-    g: Group,
-    coef: [&PerChannel<f32>; 5],
+    band: &Band,
+    consts: [&[PerChannel<f32>]; 5],
 ) {
-    by_vecs!(g, grad_input_nv(dy, x, dx, plan, g, coef))
+    by_vecs!(band.groups[0], grad_input_nv(dy, x, dx, plan, band, consts))
 }
 
 fn grad_input_nv<const NV: usize>(
@@ -784,41 +989,48 @@ fn grad_input_nv<const NV: usize>(
     x: &[f32],
     dx: &mut [f32],
     plan: &Plan,
-    g: Group,
-    [k, mu, a, b, p]: [&PerChannel<f32>; 5],
+    band: &Band,
+    [k, mu, a, b, p]: [&[PerChannel<f32>]; 5],
 ) {
     let (kv, muv, av, bv) = (
-        pattern::<NV>(g, k),
-        pattern::<NV>(g, mu),
-        pattern::<NV>(g, a),
-        pattern::<NV>(g, b),
+        patterns::<NV>(band, k),
+        patterns::<NV>(band, mu),
+        patterns::<NV>(band, a),
+        patterns::<NV>(band, b),
     );
-    let pv = pattern::<NV>(g, p);
-    let f = |j: usize, dy: V, x: V| dy.mul_add(kv[j], (x - muv[j]).mul_add(av[j], bv[j])) * pv[j];
+    let pv = patterns::<NV>(band, p);
+    let f = |g: usize, j: usize, dy: V, x: V| {
+        dy.mul_add(kv[g][j], (x - muv[g][j]).mul_add(av[g][j], bv[g][j])) * pv[g][j]
+    };
     if let Kind::ChannelsFirst = plan.kind {
-        // One channel: every vector of the pattern is the same.
-        for seg in plan.segments(g) {
-            zip_run(&dy[seg.clone()], &x[seg.clone()], &mut dx[seg], |d, x| {
-                f(0, d, x)
-            });
+        // Runs of `s` values, one per channel of the band, as in [`map`].
+        let s = plan.spatial.max(1);
+        for seg in plan.segments(band) {
+            let runs = dy[seg.clone()]
+                .chunks(s)
+                .zip(x[seg.clone()].chunks(s))
+                .zip(dx[seg].chunks_mut(s));
+            for (b, ((dy, x), dx)) in runs.enumerate() {
+                zip_run(dy, x, dx, |d, x| f(b, 0, d, x));
+            }
         }
         return;
     }
     let width = NV * LANES;
-    for seg in plan.segments(g) {
+    for seg in plan.segments(band) {
         let chunks = dy[seg.clone()]
             .chunks(width)
             .zip(x[seg.clone()].chunks(width))
             .zip(dx[seg].chunks_mut(width));
-        for ((dc, xc), oc) in chunks {
+        for (g, ((dc, xc), oc)) in chunks.enumerate() {
             let ((dfull, dtail), (xfull, xtail), (ofull, otail)) =
                 (split(dc), split(xc), split_mut(oc));
             for (j, ((d, x), o)) in dfull.iter().zip(xfull).zip(ofull).enumerate() {
-                *o = f(j, V::new(*d), V::new(*x)).to_array();
+                *o = f(g, j, V::new(*d), V::new(*x)).to_array();
             }
             if !dtail.is_empty() {
                 let j = dfull.len();
-                let v = f(j, load_tail(dtail, V::ZERO), load_tail(xtail, V::ZERO));
+                let v = f(g, j, load_tail(dtail, V::ZERO), load_tail(xtail, V::ZERO));
                 store_tail(otail, v);
             }
         }

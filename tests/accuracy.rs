@@ -206,21 +206,25 @@ fn variance_within_1e_5_when_the_first_value_is_an_outlier() {
             Shape::channels_first(2, 3, 2048),
             Shape::channels_last(8, 3, 256),
             Shape::rows(4096, 3),
+            // Several 64-channel groups walked together, row by row.
+            Shape::channels_last(8, 200, 256),
+            Shape::rows(4096, 130),
         ] {
             let profiles = vec![
                 Profile {
                     offset,
                     spread: 1.0
                 };
-                3
+                shape.channels
             ];
             let mut x = tensor(&shape, &profiles, 0x711e4);
-            for (c, k) in [30.0, 100.0, 10.0].into_iter().enumerate() {
+            for c in 0..shape.channels {
+                let k = [30.0, 100.0, 10.0][c % 3];
                 x[index(&shape, 0, c, 0)] = (offset + k) as f32;
             }
             let label = format!(
-                "{:?} N={} S={} offset {offset:e}, first at +30/100/10σ",
-                shape.layout, shape.batch, shape.spatial
+                "{:?} N={} C={} S={} offset {offset:e}, first at +30/100/10σ",
+                shape.layout, shape.batch, shape.channels, shape.spatial
             );
             worst = worst.max(measure(&label, &x, shape));
         }

@@ -871,3 +871,42 @@ fn moments_match_oracle_whole_and_merged_over_chunks() {
         |(case, cuts)| check_moments(&case, &cuts),
     );
 }
+
+// ----------------------------------------------------------------------------------
+// wide channels-last: several bands of channel groups, several tiles of rows
+// ----------------------------------------------------------------------------------
+
+/// Channels-last with more than 256 channels walks bands of 64-channel groups over
+/// tiles of rows; the random shapes above stay below 71 channels, so these fixed
+/// shapes cover several bands, several tiles and a short last tile.
+#[test]
+fn wide_channels_last_matches_oracle() {
+    let shapes = [
+        Shape::channels_last(3, 300, 401),
+        Shape::channels_last(2, 200, 700),
+        Shape::rows(700, 600),
+    ];
+    for (i, shape) in shapes.into_iter().enumerate() {
+        let mut rng = Rng::new(0x5eed ^ i as u64);
+        let profiles = (0..shape.channels)
+            .map(|_| Profile {
+                offset: [0.0, 1e4, -3.0][rng.below(3)],
+                spread: [1.0, 1e-3, 0.0, 10.0][rng.below(4)],
+            })
+            .collect();
+        let case = Case {
+            shape,
+            profiles,
+            seed: rng.next_u64(),
+            eps: 1e-5,
+            gamma: i != 1,
+            beta: i != 2,
+            momentum: Some(Momentum::Exponential(0.1)),
+        };
+        check_train(&case, &[]);
+        check_eval(&case, &[]);
+        check_backward(&case, false, (true, true));
+        check_backward(&case, true, (true, i != 0));
+        check_moments(&case, &[3]);
+    }
+}
