@@ -445,7 +445,7 @@ struct Wide<const NV: usize> {
 }
 
 impl<const NV: usize> Wide<NV> {
-    fn new() -> Self {
+    const fn new() -> Self {
         Wide {
             a: [[0.0; LANES]; NV],
             b: [[0.0; LANES]; NV],
@@ -506,7 +506,11 @@ impl<const NV: usize> Wide<NV> {
                 }
             }
         }
-        *self = Wide::new();
+        if self.spilled {
+            // Unspilled lanes are still zero: with short channels this saves a
+            // store of 2·NV·LANES f64 per channel.
+            *self = Wide::new();
+        }
         *a = [V::ZERO; NV];
         *b = [V::ZERO; NV];
     }
@@ -537,7 +541,9 @@ struct MomentSums<'a, const NV: usize> {
     may_restart: bool,
     /// Set when it does: the walk stops and starts over with the first block's mean.
     restart: bool,
-    out: &'a mut [Moments],
+    /// Where the group's moments go: `None` only in [`EMPTY`](Self::EMPTY) (a
+    /// constant cannot hold a `&mut []`).
+    out: Option<&'a mut [Moments]>,
 }
 
 impl<const NV: usize> MomentSums<'_, NV> {
@@ -553,7 +559,8 @@ impl<const NV: usize> MomentSums<'_, NV> {
         }
         let n = values as f64;
         let first = !self.reshifted;
-        for i in g.offsets() {
+        let out = self.out.as_deref_mut().unwrap_or_default();
+        for i in g.offsets().take(out.len()) {
             let part = Moments {
                 count: values as u64,
                 mean: f64::from(self.k[i]) + sd[i] / n,
@@ -566,8 +573,8 @@ impl<const NV: usize> MomentSums<'_, NV> {
             if first && self.may_restart && sd[i] * sd[i] / n > 15.0 * part.m2 {
                 self.restart = true;
             }
-            self.out[i] = self.out[i].merge(part);
-            let mean = self.out[i].mean as f32;
+            out[i] = out[i].merge(part);
+            let mean = out[i].mean as f32;
             if mean.is_finite() {
                 self.k[i] = mean;
             }
@@ -604,28 +611,39 @@ impl<const NV: usize> Reduce<NV> for MomentSums<'_, NV> {
 }
 
 impl<'a, const NV: usize> MomentSums<'a, NV> {
-    /// The sums of group `g`, shifted by its first values in `x`, merged into `out`.
-    fn new(x: &[f32], plan: &Plan, g: Group, out: &'a mut [Moments]) -> Self {
+    /// No group yet: [`init`](Self::init) sets one up in place.
+    const EMPTY: Self = MomentSums {
+        g: Group {
+            first: 0,
+            channels: 0,
+            lanes: 0,
+        },
+        sum: [V::ZERO; NV],
+        sq: [V::ZERO; NV],
+        k: [0.0; MAX_LANES],
+        kv: [V::ZERO; NV],
+        wide: Wide::new(),
+        reshifted: false,
+        spilled: 0,
+        may_restart: true,
+        restart: false,
+        out: None,
+    };
+
+    /// Sets up the sums of group `g`, shifted by its first values in `x`, merged into
+    /// `out`. In place, on an [`EMPTY`](Self::EMPTY) reduction: built by value and
+    /// moved into the band's array, each (~1 KiB with its f64 lanes) cost a memcpy,
+    /// which showed with short channels-first bands (S5 NCHW).
+    fn init(&mut self, x: &[f32], plan: &Plan, g: Group, out: &'a mut [Moments]) {
         out.fill(Moments::EMPTY);
-        let mut k = [0.0; MAX_LANES];
+        self.k = [0.0; MAX_LANES];
         if let Some(first) = plan.segments(&Band::one(g)).next() {
             for (i, &v) in x[first].iter().take(g.channels).enumerate() {
-                k[i] = if v.is_finite() { v } else { 0.0 };
+                self.k[i] = if v.is_finite() { v } else { 0.0 };
             }
         }
-        MomentSums {
-            g,
-            sum: [V::ZERO; NV],
-            sq: [V::ZERO; NV],
-            kv: pattern::<NV>(g, &k),
-            k,
-            wide: Wide::new(),
-            reshifted: false,
-            spilled: 0,
-            may_restart: true,
-            restart: false,
-            out,
-        }
+        self.kv = pattern::<NV>(g, &self.k);
+        (self.g, self.out) = (g, Some(out));
     }
 }
 
@@ -650,13 +668,13 @@ fn moments_nb<const NV: usize, const NB: usize>(
     // Group b's channels are out[g.first − band.first() ..]; places past the band's
     // groups get none.
     let mut rest = out;
-    let mut rs: [MomentSums<NV>; NB] = core::array::from_fn(|b| {
-        let g = band.groups[b.min(n - 1)];
-        let take = if b < n { g.channels.min(rest.len()) } else { 0 };
+    let mut rs = [MomentSums::<NV>::EMPTY; NB];
+    for (r, &g) in rs.iter_mut().zip(band.groups()) {
+        let take = g.channels.min(rest.len());
         let (head, tail) = core::mem::take(&mut rest).split_at_mut(take);
         rest = tail;
-        MomentSums::new(x, plan, g, head)
-    });
+        r.init(x, plan, g, head);
+    }
     let rs = &mut rs[..n];
     let rest = visit(x, x, plan, band, rs);
     for r in rs {
@@ -669,7 +687,9 @@ fn moments_nb<const NV: usize, const NB: usize>(
         if r.restart {
             // Once more from the start, this group alone, shifted by the first
             // block's mean.
-            r.out[..r.g.channels].fill(Moments::EMPTY);
+            if let Some(out) = r.out.as_deref_mut() {
+                out.fill(Moments::EMPTY);
+            }
             r.wide = Wide::new();
             (r.sum, r.sq) = ([V::ZERO; NV], [V::ZERO; NV]);
             (r.reshifted, r.spilled, r.may_restart, r.restart) = (false, 0, false, false);
@@ -697,6 +717,15 @@ struct GradSums<const NV: usize> {
     dyx: [V; NV],
     muv: [V; NV],
     wide: Wide<NV>,
+}
+
+impl<const NV: usize> GradSums<NV> {
+    const EMPTY: Self = GradSums {
+        dy: [V::ZERO; NV],
+        dyx: [V::ZERO; NV],
+        muv: [V::ZERO; NV],
+        wide: Wide::new(),
+    };
 }
 
 impl<const NV: usize> Reduce<NV> for GradSums<NV> {
@@ -744,12 +773,13 @@ fn grad_sums_nb<const NV: usize, const NB: usize>(
     sums: &mut [[PerChannel<f64>; 2]],
 ) {
     let n = band.len;
-    let mut rs: [GradSums<NV>; NB] = core::array::from_fn(|b| GradSums {
-        dy: [V::ZERO; NV],
-        dyx: [V::ZERO; NV],
-        muv: pattern::<NV>(band.groups[b.min(n - 1)], &mu[b.min(n - 1)]),
-        wide: Wide::new(),
-    });
+    // Built in place from a constant, then patterned: `array::from_fn` built the
+    // reductions (~1 KiB each with their f64 lanes) aside and copied them over, a
+    // memcpy per band that cost ~15% of S5 NCHW backward (bands of 196 values/channel).
+    let mut rs = [GradSums::<NV>::EMPTY; NB];
+    for (r, (&g, mu)) in rs.iter_mut().zip(band.groups().iter().zip(mu)) {
+        r.muv = pattern::<NV>(g, mu);
+    }
     visit(dy, x, plan, band, &mut rs[..n]);
     for ((r, &g), [sum_dy, sum_dyx]) in rs.iter_mut().zip(band.groups()).zip(sums) {
         sum_dy[..g.channels].fill(0.0);
