@@ -199,7 +199,8 @@ impl Plan {
         // Channels-first: as many channels as keep the reread tensors within
         // REUSE_BYTES, so that the second pass finds them cached (S3: a channel is
         // 400 KB, so train and backward take 4).
-        let channel_bytes = self.batch * self.spatial * 4 * reread;
+        // Saturating: with no channels, batch·spatial is not bounded by any slice.
+        let channel_bytes = (self.batch.saturating_mul(self.spatial)).saturating_mul(4 * reread);
         let per_band = match self.kind {
             Kind::Tiled => BAND,
             Kind::ChannelsFirst => (REUSE_BYTES / channel_bytes.max(1)).clamp(1, BAND),

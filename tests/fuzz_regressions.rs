@@ -239,3 +239,27 @@ fn backward_tiny_dy_large_gamma_keeps_dx() {
     ];
     backward_matches_f64(7.2e19, &x, &dy, 1.6e6, 2.52e-7);
 }
+
+/// No channels: `batch·spatial` fits but is bounded by no slice, and sizing the
+/// channels-first bands by its bytes (`·4·reread`) overflowed (found by the `moments`,
+/// `forward` and `backward` targets).
+#[test]
+fn no_channels_huge_batch_does_not_overflow() {
+    let shape = Shape::channels_first(usize::MAX / 4, 0, 2);
+    let bn = BatchNorm {
+        eps: 1e-5,
+        gamma: Some(&[]),
+        beta: None,
+    };
+    assert_eq!(moments(&[], shape, &mut []), Ok(()));
+    assert_eq!(
+        bn.train(&[], &mut [], shape, &mut [], &mut [], None),
+        Ok(())
+    );
+    let grads = Grads {
+        dx: &mut [],
+        dgamma: Some(&mut []),
+        dbeta: None,
+    };
+    assert_eq!(bn.backward(&[], &[], shape, &[], &[], grads), Ok(()));
+}
