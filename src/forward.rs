@@ -252,7 +252,7 @@ impl BatchNorm<'_> {
     /// Writes `save_mean` (the batch mean) and `save_invstd` (`invstd`) for the
     /// backward pass, as PyTorch's `native_batch_norm` returns them, and updates
     /// `running` when given (see [`Running`]). Statistics come from one read of `x`
-    /// (see [`moments`](crate::moments) for their accuracy); in channels-first layout
+    /// (see [`moments`](fn@crate::moments) for their accuracy); in channels-first layout
     /// each channel is normalized right after its statistics, while its values are in
     /// cache. Per element: one subtraction and one multiply-add,
     /// `y = (x − mean)·(γ·invstd) + shift`, where `mean` is the f32 batch mean and
