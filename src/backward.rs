@@ -1,9 +1,12 @@
 //! The backward pass, for train and for eval mode.
 
+use crate::engine::{self, Walk, MAX_BAND};
 use crate::error::{check_len, Error};
-use crate::forward::{Affine, BatchNorm};
+use crate::forward::BatchNorm;
+use crate::kernels::{
+    Affine, GradInput, GradSums, ReluGradInput, ReluGradSums, ReluMask, ReluScale,
+};
 use crate::shape::Shape;
-use crate::walk::{self, Plan, BAND, MAX_LANES};
 
 /// Where the backward pass writes: the input gradient `dx` (same shape as `x`), and
 /// optionally the per-channel gradients of γ and β.
@@ -79,48 +82,15 @@ impl BatchNorm<'_> {
             [save_mean, save_invstd],
             &grads,
         )?;
-        let Grads {
-            dx,
-            mut dgamma,
-            mut dbeta,
-        } = grads;
-        let plan = Plan::new(shape);
-        let m = (shape.batch * shape.spatial) as f64;
-        // Channels-first: a band is one channel, so the sums and dx run back to back
-        // while the channel is cached.
-        // Per group of a band: dx = dy·k + (x − mu)·a + b. Out of the loop, as only the
-        // band's channels are read: channels-first bands are one channel.
-        let [mut k, mut mu, mut a, mut b, mut p] = [[[0.0; MAX_LANES]; BAND]; 5];
-        let mut sums = [[[0.0; MAX_LANES]; 2]; BAND];
-        for band in plan.bands(2) {
-            for (&g, mu) in band.groups().iter().zip(&mut mu) {
-                mu[..g.channels].copy_from_slice(&save_mean[g.first..][..g.channels]);
-            }
-            walk::grad_sums(dy, x, &plan, &band, &mu, &mut sums);
-            for (j, (&g, [sum_dy, sum_dyx])) in band.groups().iter().zip(&sums).enumerate() {
-                let Affine { gamma, .. } = self.affine(g.first, g.channels);
-                for i in g.offsets() {
-                    let c = g.first + i;
-                    let invstd = f64::from(save_invstd[c]);
-                    let (db, dg) = (sum_dy[i], sum_dyx[i] * invstd);
-                    write(&mut dbeta, c, db);
-                    write(&mut dgamma, c, dg);
-                    // dx = dy·k + (x − mu)·a + b, with k = γ·invstd, a = −k·invstd·dγ/m
-                    // and b = −k·dβ/m, each of which may overflow (or underflow) f32
-                    // where dx does not: when the largest is far out, a power of two
-                    // comes out of all three, dx = (…)·p, which brings them back and
-                    // costs no rounding.
-                    let kk = gamma[i] * invstd;
-                    let (aa, bb) = (-kk * invstd * dg / m, -kk * db / m);
-                    let pp = out_of_range(kk.abs().max(aa.abs()).max(bb.abs()));
-                    k[j][i] = (kk / pp) as f32;
-                    a[j][i] = (aa / pp) as f32;
-                    b[j][i] = (bb / pp) as f32;
-                    p[j][i] = pp as f32;
-                }
-            }
-            walk::grad_input(dy, x, dx, &plan, &band, [&k, &mu, &a, &b, &p]);
-        }
+        self.backward_kernel(
+            Through::Bn,
+            dy,
+            x,
+            shape,
+            [save_mean, save_invstd],
+            grads,
+            None,
+        );
         Ok(())
     }
 
@@ -169,46 +139,204 @@ impl BatchNorm<'_> {
             [running_mean, running_var],
             &grads,
         )?;
+        self.backward_eval_kernel(
+            Through::Bn,
+            dy,
+            x,
+            shape,
+            [running_mean, running_var],
+            grads,
+        );
+        Ok(())
+    }
+
+    /// The train backward through `through`: per band, the sums pass, then `dx`.
+    /// With `renorm = [r, d]`, Batch Renormalization's: γ·r takes γ's place in `dx`,
+    /// and `dγ = r·Σdy·x̂ + d·Σdy`.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn backward_kernel(
+        &self,
+        mut through: Through<'_>,
+        dy: &[f32],
+        x: &[f32],
+        shape: Shape,
+        [save_mean, save_invstd]: [&[f32]; 2],
+        grads: Grads<'_>,
+        renorm: Option<[&[f32]; 2]>,
+    ) {
         let Grads {
             dx,
             mut dgamma,
             mut dbeta,
         } = grads;
-        let plan = Plan::new(shape);
-        let invstd = |c: usize| self.invstd(f64::from(running_var[c]));
-        if dgamma.is_some() || dbeta.is_some() {
-            let mut mu = [[0.0; MAX_LANES]; BAND];
-            let mut sums = [[[0.0; MAX_LANES]; 2]; BAND];
-            for band in plan.bands(0) {
-                for (&g, mu) in band.groups().iter().zip(&mut mu) {
-                    mu[..g.channels].copy_from_slice(&running_mean[g.first..][..g.channels]);
+        let walk = Walk::new(shape);
+        let count = (shape.batch * shape.spatial) as f64;
+        let steps = 0..walk.steps();
+        // Channels-first: the sums and dx of a band run back to back while it is cached.
+        for band in walk.bands(2) {
+            let mut mu = [[0.0]; MAX_BAND];
+            for (i, mu) in mu.iter_mut().enumerate().take(band.channels) {
+                *mu = [save_mean[band.first + i]];
+            }
+            let mut sums = [[0.0; 2]; MAX_BAND];
+            match &mut through {
+                Through::Bn => engine::reduce(
+                    GradSums,
+                    &walk,
+                    band,
+                    [dy, x],
+                    &mut [],
+                    &mu,
+                    steps.clone(),
+                    &mut sums,
+                ),
+                Through::Relu { y } => engine::reduce(
+                    ReluGradSums::<false>,
+                    &walk,
+                    band,
+                    [dy, y, x],
+                    &mut [],
+                    &mu,
+                    steps.clone(),
+                    &mut sums,
+                ),
+                Through::AddRelu { y, dz } => engine::reduce(
+                    ReluGradSums::<true>,
+                    &walk,
+                    band,
+                    [dy, y, x],
+                    dz,
+                    &mu,
+                    steps.clone(),
+                    &mut sums,
+                ),
+            }
+            let mut k = [[0.0; 5]; MAX_BAND];
+            for (i, (k, [sum_dy, sum_dyx])) in
+                k.iter_mut().zip(&sums).enumerate().take(band.channels)
+            {
+                let c = band.first + i;
+                let invstd = f64::from(save_invstd[c]);
+                let (db, dg) = (*sum_dy, sum_dyx * invstd);
+                let (mut gamma, mut dgamma_c) = (self.gamma(c), dg);
+                if let Some([r, d]) = renorm {
+                    gamma *= f64::from(r[c]);
+                    dgamma_c = f64::from(r[c]) * dg + f64::from(d[c]) * db;
                 }
-                walk::grad_sums(dy, x, &plan, &band, &mu, &mut sums);
-                for (&g, [sum_dy, sum_dyx]) in band.groups().iter().zip(&sums) {
-                    for i in g.offsets() {
-                        let c = g.first + i;
-                        write(&mut dbeta, c, sum_dy[i]);
-                        write(&mut dgamma, c, sum_dyx[i] * invstd(c));
-                    }
-                }
+                write(&mut dbeta, c, db);
+                write(&mut dgamma, c, dgamma_c);
+                // dx = dy·k + (x − mu)·a + b, with k = γ·invstd, a = −k·invstd·dγ/m
+                // and b = −k·dβ/m, each of which may overflow (or underflow) f32
+                // where dx does not: when the largest is far out, a power of two
+                // comes out of all three, dx = (…)·p, which brings them back and
+                // costs no rounding.
+                let kk = gamma * invstd;
+                let (aa, bb) = (-kk * invstd * dg / count, -kk * db / count);
+                let p = out_of_range(kk.abs().max(aa.abs()).max(bb.abs()));
+                *k = [
+                    (kk / p) as f32,
+                    mu[i][0],
+                    (aa / p) as f32,
+                    (bb / p) as f32,
+                    p as f32,
+                ];
+            }
+            match &through {
+                Through::Bn => engine::map(GradInput, &walk, band, [dy, x], dx, &k),
+                Through::Relu { y } => engine::map(ReluGradInput, &walk, band, [dy, y, x], dx, &k),
+                Through::AddRelu { dz, .. } => engine::map(GradInput, &walk, band, [dz, x], dx, &k),
             }
         }
-        // A pass of its own, over the groups of an elementwise map (memory order).
-        let mut k = [[0.0; MAX_LANES]; BAND];
-        for band in plan.map_bands() {
-            for (&g, k) in band.groups().iter().zip(&mut k) {
-                let Affine { gamma, .. } = self.affine(g.first, g.channels);
-                for i in g.offsets() {
-                    k[i] = (gamma[i] * invstd(g.first + i)) as f32;
-                }
-            }
-            // dx = dy·k + (−0): adding −0 leaves every value, −0 included, unchanged.
-            walk::affine(Some(dy), dx, &plan, &band, &k, &[[-0.0; MAX_LANES]; BAND]);
-        }
-        Ok(())
     }
 
-    fn check_backward(
+    /// The eval backward through `through`: the sums pass when `dγ` or `dβ` is asked
+    /// for, then `dx = dy·γ/√(running_var + eps)` (`dy` masked by the ReLU).
+    pub(crate) fn backward_eval_kernel(
+        &self,
+        mut through: Through<'_>,
+        dy: &[f32],
+        x: &[f32],
+        shape: Shape,
+        [running_mean, running_var]: [&[f32]; 2],
+        grads: Grads<'_>,
+    ) {
+        let Grads {
+            dx,
+            mut dgamma,
+            mut dbeta,
+        } = grads;
+        let walk = Walk::new(shape);
+        let steps = 0..walk.steps();
+        let invstd = |c: usize| self.invstd(f64::from(running_var[c]));
+        let sums_wanted = dgamma.is_some() || dbeta.is_some();
+        for band in walk.bands(usize::from(sums_wanted)) {
+            if sums_wanted {
+                let mut mu = [[0.0]; MAX_BAND];
+                for (i, mu) in mu.iter_mut().enumerate().take(band.channels) {
+                    *mu = [running_mean[band.first + i]];
+                }
+                let mut sums = [[0.0; 2]; MAX_BAND];
+                match &mut through {
+                    Through::Bn => engine::reduce(
+                        GradSums,
+                        &walk,
+                        band,
+                        [dy, x],
+                        &mut [],
+                        &mu,
+                        steps.clone(),
+                        &mut sums,
+                    ),
+                    Through::Relu { y } => engine::reduce(
+                        ReluGradSums::<false>,
+                        &walk,
+                        band,
+                        [dy, y, x],
+                        &mut [],
+                        &mu,
+                        steps.clone(),
+                        &mut sums,
+                    ),
+                    Through::AddRelu { y, dz } => engine::reduce(
+                        ReluGradSums::<true>,
+                        &walk,
+                        band,
+                        [dy, y, x],
+                        dz,
+                        &mu,
+                        steps.clone(),
+                        &mut sums,
+                    ),
+                }
+                for (i, [sum_dy, sum_dyx]) in sums.iter().enumerate().take(band.channels) {
+                    let c = band.first + i;
+                    write(&mut dbeta, c, *sum_dy);
+                    write(&mut dgamma, c, sum_dyx * invstd(c));
+                }
+            }
+            let mut k = [[0.0; 2]; MAX_BAND];
+            for (i, k) in k.iter_mut().enumerate().take(band.channels) {
+                let c = band.first + i;
+                // dx = dy·scale + (−0): adding −0 leaves every value, −0 included, unchanged.
+                *k = [(self.gamma(c) * invstd(c)) as f32, -0.0];
+            }
+            match &mut through {
+                Through::Bn => engine::map(Affine, &walk, band, [dy], dx, &k),
+                Through::Relu { y } => {
+                    let scale = k.map(|[s, _]| [s]);
+                    engine::map(ReluScale, &walk, band, [dy, y], dx, &scale)
+                }
+                Through::AddRelu { y, dz } => {
+                    if !sums_wanted {
+                        engine::map(ReluMask, &walk, band, [dy, y], dz, &[[]; MAX_BAND]);
+                    }
+                    engine::map(Affine, &walk, band, [dz], dx, &k)
+                }
+            }
+        }
+    }
+
+    pub(crate) fn check_backward(
         &self,
         dy: &[f32],
         x: &[f32],
@@ -233,6 +361,15 @@ impl BatchNorm<'_> {
         }
         Ok(())
     }
+}
+
+/// What the gradient flows back through: batch norm alone, or fused with a ReLU
+/// (`y` is the fused forward's output) or with an Add and a ReLU (`dz` receives the
+/// residual's gradient).
+pub(crate) enum Through<'a> {
+    Bn,
+    Relu { y: &'a [f32] },
+    AddRelu { y: &'a [f32], dz: &'a mut [f32] },
 }
 
 /// 1 when `v` (> 0) lies within 2^±64, else the power of two (within f32's normal

@@ -1,9 +1,11 @@
 //! The layer: eval and train forward.
 
+use crate::engine::{self, Map, Walk, MAX_BAND};
 use crate::error::{check_eps, check_len, Error};
-use crate::moments::Moments;
+use crate::kernels::{Affine, Centered};
+use crate::moments::{band_moments, Moments};
+use crate::renorm::Renorm;
 use crate::shape::Shape;
-use crate::walk::{self, Group, PerChannel, Plan, BAND, MAX_LANES};
 
 /// A batch-normalization layer's parameters, borrowed: `eps`, and the affine `γ`
 /// (`gamma`, scale) and `β` (`beta`, shift), one per channel.
@@ -68,7 +70,7 @@ pub enum Momentum {
 
 impl Momentum {
     /// The factor `f` of this update, in f64.
-    fn factor(self) -> Result<f64, Error> {
+    pub(crate) fn factor(self) -> Result<f64, Error> {
         match self {
             Momentum::Exponential(f) if f.is_finite() && (0.0..=1.0).contains(&f) => {
                 Ok(f64::from(f))
@@ -104,12 +106,6 @@ pub struct Running<'a> {
     pub momentum: Momentum,
 }
 
-/// γ and β of one group of channels, defaulted where absent.
-pub(crate) struct Affine {
-    pub(crate) gamma: PerChannel<f64>,
-    pub(crate) beta: PerChannel<f32>,
-}
-
 impl BatchNorm<'_> {
     /// Checks eps and the lengths of γ and β against `channels`.
     pub(crate) fn check(&self, channels: usize) -> Result<(), Error> {
@@ -123,19 +119,18 @@ impl BatchNorm<'_> {
         Ok(())
     }
 
-    /// γ (as f64) and β of channels `first .. first + n`.
-    pub(crate) fn affine(&self, first: usize, n: usize) -> Affine {
-        let mut gamma = [1.0; MAX_LANES];
-        let mut beta = [0.0; MAX_LANES];
-        if let Some(g) = self.gamma {
-            for (out, &v) in gamma.iter_mut().zip(&g[first..first + n]) {
-                *out = f64::from(v);
-            }
-        }
-        if let Some(b) = self.beta {
-            beta[..n].copy_from_slice(&b[first..first + n]);
-        }
-        Affine { gamma, beta }
+    /// γ of channel `c` in f64 (1 when absent).
+    pub(crate) fn gamma(&self, c: usize) -> f64 {
+        self.gamma
+            .and_then(|g| g.get(c))
+            .map_or(1.0, |&g| f64::from(g))
+    }
+
+    /// β of channel `c` in f64 (0 when absent).
+    pub(crate) fn beta(&self, c: usize) -> f64 {
+        self.beta
+            .and_then(|b| b.get(c))
+            .map_or(0.0, |&b| f64::from(b))
     }
 
     /// `1/√(var + eps)` in f64.
@@ -180,7 +175,7 @@ impl BatchNorm<'_> {
         let len = self.check_eval(shape, running_mean, running_var)?;
         check_len("x", x.len(), len)?;
         check_len("y", y.len(), len)?;
-        self.eval_kernel(Some(x), y, shape, running_mean, running_var);
+        self.eval_kernel(Affine, [x], y, shape, running_mean, running_var);
         Ok(())
     }
 
@@ -207,11 +202,16 @@ impl BatchNorm<'_> {
     ) -> Result<(), Error> {
         let len = self.check_eval(shape, running_mean, running_var)?;
         check_len("x", x.len(), len)?;
-        self.eval_kernel(None, x, shape, running_mean, running_var);
+        self.eval_kernel(Affine, [&[]], x, shape, running_mean, running_var);
         Ok(())
     }
 
-    fn check_eval(&self, shape: Shape, mean: &[f32], var: &[f32]) -> Result<usize, Error> {
+    pub(crate) fn check_eval(
+        &self,
+        shape: Shape,
+        mean: &[f32],
+        var: &[f32],
+    ) -> Result<usize, Error> {
         let len = shape.len()?;
         self.check(shape.channels)?;
         check_len("running_mean", mean.len(), shape.channels)?;
@@ -219,29 +219,26 @@ impl BatchNorm<'_> {
         Ok(len)
     }
 
-    fn eval_kernel(
+    /// `y = M(x, …)` with the eval constants `[scale, shift]` of every channel. An
+    /// empty `ins[0]` is `y` itself (in place).
+    pub(crate) fn eval_kernel<M: Map<I, 2> + Copy, const I: usize>(
         &self,
-        x: Option<&[f32]>,
+        m: M,
+        ins: [&[f32]; I],
         y: &mut [f32],
         shape: Shape,
         mean: &[f32],
         var: &[f32],
     ) {
-        let plan = Plan::new(shape);
-        // Out of the loop: channels-first bands are short, and only the band's
-        // channels are read.
-        let [mut scale, mut shift] = [[[0.0; MAX_LANES]; BAND]; 2];
-        for band in plan.map_bands() {
-            for ((&g, scale), shift) in band.groups().iter().zip(&mut scale).zip(&mut shift) {
-                let Affine { gamma, beta } = self.affine(g.first, g.channels);
-                for i in g.offsets() {
-                    let c = g.first + i;
-                    let s = gamma[i] * self.invstd(f64::from(var[c]));
-                    scale[i] = s as f32;
-                    shift[i] = (f64::from(beta[i]) - f64::from(mean[c]) * s) as f32;
-                }
+        let walk = Walk::new(shape);
+        for band in walk.bands(0) {
+            let mut k = [[0.0; 2]; MAX_BAND];
+            for (i, k) in k.iter_mut().enumerate().take(band.channels) {
+                let c = band.first + i;
+                let s = self.gamma(c) * self.invstd(f64::from(var[c]));
+                *k = [s as f32, (self.beta(c) - f64::from(mean[c]) * s) as f32];
             }
-            walk::affine(x, y, &plan, &band, &scale, &shift);
+            engine::map(m, &walk, band, ins, y, &k);
         }
     }
 
@@ -302,7 +299,15 @@ impl BatchNorm<'_> {
         let len = self.check_train(shape, save_mean, save_invstd, &running)?;
         check_len("x", x.len(), len)?;
         check_len("y", y.len(), len)?;
-        self.train_kernel(Some(x), y, shape, save_mean, save_invstd, running);
+        self.train_kernel(
+            Centered,
+            [x],
+            y,
+            shape,
+            [save_mean, save_invstd],
+            running,
+            None,
+        );
         Ok(())
     }
 
@@ -331,11 +336,19 @@ impl BatchNorm<'_> {
     ) -> Result<(), Error> {
         let len = self.check_train(shape, save_mean, save_invstd, &running)?;
         check_len("x", x.len(), len)?;
-        self.train_kernel(None, x, shape, save_mean, save_invstd, running);
+        self.train_kernel(
+            Centered,
+            [&[]],
+            x,
+            shape,
+            [save_mean, save_invstd],
+            running,
+            None,
+        );
         Ok(())
     }
 
-    fn check_train(
+    pub(crate) fn check_train(
         &self,
         shape: Shape,
         save_mean: &[f32],
@@ -362,81 +375,62 @@ impl BatchNorm<'_> {
         Ok(len)
     }
 
-    fn train_kernel(
+    /// `y = M(x, …)` with the train constants `[mean, scale, shift]` of every
+    /// channel, from its batch statistics; writes the saved statistics and updates
+    /// `running`. With `renorm`, Batch Renormalization's `r` and `d` (from `running`
+    /// before its update) enter the constants and are written to its slices. An empty
+    /// `ins[0]` is `y` itself (in place).
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn train_kernel<M: Map<I, 3> + Copy, const I: usize>(
         &self,
-        x: Option<&[f32]>,
+        m: M,
+        ins: [&[f32]; I],
         y: &mut [f32],
         shape: Shape,
-        save_mean: &mut [f32],
-        save_invstd: &mut [f32],
+        [save_mean, save_invstd]: [&mut [f32]; 2],
         mut running: Option<Running<'_>>,
+        mut renorm: Option<(Renorm, [&mut [f32]; 2])>,
     ) {
-        let plan = Plan::new(shape);
-        let m = (shape.batch * shape.spatial) as f64;
+        let walk = Walk::new(shape);
+        let count = (shape.batch * shape.spatial) as f64;
         // Validated in `check_train`.
         let factor = running
             .as_ref()
             .map_or(0.0, |r| r.momentum.factor().unwrap_or(0.0));
-        // Out of the loop: channels-first bands are one channel, and only the band's
-        // channels are read.
-        let mut all_stats = [Moments::EMPTY; BAND * MAX_LANES];
-        let [mut mu, mut scale, mut shift] = [[[0.0; MAX_LANES]; BAND]; 3];
-        for band in plan.bands(1) {
-            // Channels-first: a band is one channel, so its statistics and its
-            // normalization run back to back while it is cached.
-            let stats = &mut all_stats[..band.channels()];
-            walk::moments(x.unwrap_or(&*y), &plan, &band, stats);
-            for (b, &g) in band.groups().iter().enumerate() {
-                let consts = [&mut mu[b], &mut scale[b], &mut shift[b]];
-                let stats = &stats[g.first - band.first()..];
-                self.train_consts(
-                    g,
-                    stats,
-                    consts,
-                    save_mean,
-                    save_invstd,
-                    &mut running,
-                    m,
-                    factor,
-                );
+        for band in walk.bands(1) {
+            // Channels-first: the band's channels are normalized right after their
+            // statistics, while they are cached.
+            let mut stats = [Moments::EMPTY; MAX_BAND];
+            let x = if ins[0].is_empty() { &*y } else { ins[0] };
+            band_moments(&walk, band, x, &mut stats[..band.channels]);
+            let mut k = [[0.0; 3]; MAX_BAND];
+            for (i, (k, st)) in k.iter_mut().zip(&stats).enumerate().take(band.channels) {
+                let c = band.first + i;
+                let var = st.var();
+                let invstd = self.invstd(var);
+                let mut s = self.gamma(c) * invstd;
+                let mut beta = self.beta(c);
+                if let (Some((rn, [r_out, d_out])), Some(run)) = (renorm.as_mut(), running.as_ref())
+                {
+                    let (r, d) = rn.correction(st.mean, var, run.mean[c], run.var[c], self.eps);
+                    beta += self.gamma(c) * d;
+                    s *= r;
+                    r_out[c] = r as f32;
+                    d_out[c] = d as f32;
+                }
+                let mu = st.mean as f32;
+                // The part of the mean that f32 `mu` misses goes into the shift, so
+                // `(x − mu)·scale + shift` is as exact as if the mean were f64.
+                *k = [mu, s as f32, (beta - (st.mean - f64::from(mu)) * s) as f32];
+                save_mean[c] = mu;
+                save_invstd[c] = invstd as f32;
+                if let Some(r) = running.as_mut() {
+                    let unbiased = var * count / (count - 1.0);
+                    r.mean[c] = ((1.0 - factor) * f64::from(r.mean[c]) + factor * st.mean) as f32;
+                    r.var[c] = ((1.0 - factor) * f64::from(r.var[c]) + factor * unbiased) as f32;
+                }
             }
-            walk::centered(x, y, &plan, &band, [&mu, &scale, &shift]);
-        }
-    }
-
-    /// `[mu, scale, shift]` of group `g` from its statistics; writes the saved and the
-    /// running statistics of its channels.
-    #[allow(clippy::too_many_arguments)]
-    fn train_consts(
-        &self,
-        g: Group,
-        stats: &[Moments],
-        [mu, scale, shift]: [&mut PerChannel<f32>; 3],
-        save_mean: &mut [f32],
-        save_invstd: &mut [f32],
-        running: &mut Option<Running<'_>>,
-        m: f64,
-        factor: f64,
-    ) {
-        let Affine { gamma, beta } = self.affine(g.first, g.channels);
-        for i in g.offsets() {
-            let c = g.first + i;
-            let var = stats[i].var();
-            let invstd = self.invstd(var);
-            let s = gamma[i] * invstd;
-            mu[i] = stats[i].mean as f32;
-            scale[i] = s as f32;
-            // The part of the mean that f32 `mu` misses goes into the shift, so
-            // `(x − mu)·scale + shift` is as exact as if the mean were f64.
-            shift[i] = (f64::from(beta[i]) - (stats[i].mean - f64::from(mu[i])) * s) as f32;
-            save_mean[c] = mu[i];
-            save_invstd[c] = invstd as f32;
-            if let Some(r) = running.as_mut() {
-                let f = factor;
-                let unbiased = var * m / (m - 1.0);
-                r.mean[c] = ((1.0 - f) * f64::from(r.mean[c]) + f * stats[i].mean) as f32;
-                r.var[c] = ((1.0 - f) * f64::from(r.var[c]) + f * unbiased) as f32;
-            }
+            engine::map(m, &walk, band, ins, y, &k);
         }
     }
 }

@@ -1,30 +1,40 @@
-//! The SIMD vector the kernels are written over, and the one place that splits a
-//! slice into whole vectors and a tail.
+//! The SIMD vector the kernels are written over, and the few loads and stores that
+//! split a slice into whole vectors and a tail.
 //!
-//! `wide` picks the instructions at compile time: AVX/FMA with
-//! `-C target-cpu=native` on x86-64, SSE2 pairs by default, NEON on AArch64,
-//! arrays of scalars where there is no SIMD (Cortex-M4F).
+//! `wide` picks the instructions at compile time: SSE2 by default and AVX2/FMA with
+//! `-C target-cpu=native` on x86-64, NEON on AArch64. Where there is no SIMD
+//! (Cortex-M4F) a "vector" is an array of scalars: there it is 4 lanes wide and not
+//! unrolled, which keeps flash small and still gives the FPU independent chains.
 
-pub(crate) use wide::f32x8 as V;
-
-/// Lanes in [`V`].
-pub(crate) const LANES: usize = 8;
-
-/// The whole vectors of `xs` and the tail (fewer than [`LANES`] values) after them.
-#[inline(always)]
-pub(crate) fn split(xs: &[f32]) -> (&[[f32; LANES]], &[f32]) {
-    xs.as_chunks::<LANES>()
+#[cfg(any(target_arch = "x86", target_arch = "x86_64", target_arch = "aarch64"))]
+mod width {
+    pub(crate) use wide::f32x8 as V;
+    pub(crate) const LANES: usize = 8;
 }
-
-/// The whole vectors of `xs` and the tail after them, mutably.
-#[inline(always)]
-pub(crate) fn split_mut(xs: &mut [f32]) -> (&mut [[f32; LANES]], &mut [f32]) {
-    xs.as_chunks_mut::<LANES>()
+#[cfg(not(any(target_arch = "x86", target_arch = "x86_64", target_arch = "aarch64")))]
+mod width {
+    pub(crate) use wide::f32x4 as V;
+    pub(crate) const LANES: usize = 4;
 }
+pub(crate) use width::{LANES, V};
+
+/// Independent accumulators per sum in a contiguous run: enough to hide the add
+/// latency (3–4 cycles) at the core's throughput, few enough to stay in registers
+/// (SSE2 has 16 of 128 bits: an `f32x8` takes two).
+pub(crate) const UNROLL: usize = if cfg!(target_feature = "avx") {
+    4
+} else if LANES == 8 {
+    2
+} else {
+    1
+};
+
+/// `v` as an array of lanes.
+pub(crate) type Lanes = [f32; LANES];
 
 /// A tail of fewer than [`LANES`] values as a vector whose missing lanes hold the
-/// matching lanes of `pad`. Kernels pad with the value that is neutral for what they
-/// accumulate, so the tail runs through the same arithmetic as whole vectors.
+/// matching lanes of `pad`. Kernels pad with values that are neutral for what they
+/// accumulate, so a tail runs through the same arithmetic as whole vectors.
 #[inline(always)]
 pub(crate) fn load_tail(tail: &[f32], pad: V) -> V {
     let mut lanes = pad.to_array();
@@ -42,13 +52,13 @@ pub(crate) fn store_tail(tail: &mut [f32], v: V) {
     }
 }
 
-/// `TAIL_MASKS[t]`: all bits set in the last `t` lanes, clear in the others.
-const TAIL_MASKS: [[f32; LANES]; LANES] = {
+/// `HEAD_MASKS[t]`: all bits set in the first `t` lanes, clear in the others.
+const HEAD_MASKS: [Lanes; LANES] = {
     let mut masks = [[0.0; LANES]; LANES];
     let mut t = 0;
     while t < LANES {
-        let mut l = LANES - t;
-        while l < LANES {
+        let mut l = 0;
+        while l < t {
             masks[t][l] = f32::from_bits(u32::MAX);
             l += 1;
         }
@@ -57,19 +67,14 @@ const TAIL_MASKS: [[f32; LANES]; LANES] = {
     masks
 };
 
-/// For a run `xs` of at least [`LANES`] values whose last `xs.len() % LANES` values do
-/// not fill a vector: its last [`LANES`] values as one vector (overlapping the whole
-/// vectors before them), with the lanes already covered by those replaced by `pad`.
+/// For the last vector of a run that ends `t` lanes (0 < `t` < [`LANES`]) past its
+/// last whole vector, read as the run's last [`LANES`] values (one unaligned load,
+/// overlapping the vector before): `v` with its first `LANES − t` lanes, which that
+/// vector already holds, replaced by `pad`.
 ///
-/// One unaligned load: [`load_tail`] writes lanes one by one and then reads them as a
-/// vector, which stalls store-to-load forwarding (~15 cycles) on every short run.
-/// Only for patterns whose lanes all belong to one channel, since the values land in
-/// the last lanes rather than the first.
+/// One load instead of [`load_tail`]'s lane-by-lane writes, which stall
+/// store-to-load forwarding (~15 cycles) on every short run.
 #[inline(always)]
-pub(crate) fn last_vector(xs: &[f32], pad: V) -> V {
-    let t = xs.len() % LANES;
-    match xs.last_chunk::<LANES>() {
-        Some(last) => V::new(TAIL_MASKS[t]).bitselect(V::new(*last), pad),
-        None => load_tail(&xs[xs.len() - t..], pad),
-    }
+pub(crate) fn mask_overlap(v: V, t: usize, pad: V) -> V {
+    V::new(HEAD_MASKS[LANES - t]).bitselect(pad, v)
 }

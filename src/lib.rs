@@ -4,16 +4,21 @@
 #![forbid(missing_docs)]
 
 mod backward;
+mod engine;
 mod error;
 pub mod fold;
 mod forward;
+mod fused;
+mod kernels;
 mod lanes;
 mod moments;
+mod renorm;
 mod shape;
-mod walk;
 
 pub use backward::Grads;
 pub use error::Error;
 pub use forward::{BatchNorm, Momentum, Running};
+pub use fused::{Fusion, FusionGrad};
 pub use moments::{moments, Moments};
+pub use renorm::{Renorm, RenormSaved};
 pub use shape::{Layout, Shape};

@@ -1,8 +1,9 @@
 //! Per-channel mean and variance in one read, as mergeable partial moments.
 
+use crate::engine::{self, Band, PerBand, Walk, MAX_BAND};
 use crate::error::{check_len, Error};
+use crate::kernels::Shifted;
 use crate::shape::Shape;
-use crate::walk::{self, Plan};
 
 /// Partial moments of a set of values: how many, their mean, and `m2`, the sum of
 /// squared deviations from that mean. The biased variance is `m2 / count`.
@@ -62,10 +63,10 @@ impl Moments {
     /// assert_eq!((m.count, m.mean, m.var()), (3, 4.0, 8.0 / 3.0));
     /// ```
     pub fn of(xs: &[f32]) -> Moments {
-        let plan = Plan::new(Shape::channels_first(1, 1, xs.len()));
+        let walk = Walk::new(Shape::channels_first(1, 1, xs.len()));
         let mut out = [Moments::EMPTY];
-        for band in plan.bands(0) {
-            walk::moments(xs, &plan, &band, &mut out);
+        for band in walk.bands(0) {
+            band_moments(&walk, band, xs, &mut out);
         }
         out[0]
     }
@@ -175,9 +176,94 @@ fn clamp_negative(m2: f64) -> f64 {
 pub fn moments(x: &[f32], shape: Shape, out: &mut [Moments]) -> Result<(), Error> {
     check_len("x", x.len(), shape.len()?)?;
     check_len("out", out.len(), shape.channels)?;
-    let plan = Plan::new(shape);
-    for band in plan.bands(0) {
-        walk::moments(x, &plan, &band, &mut out[band.first()..][..band.channels()]);
+    let walk = Walk::new(shape);
+    for band in walk.bands(0) {
+        band_moments(&walk, band, x, &mut out[band.first..][..band.channels]);
     }
     Ok(())
+}
+
+/// The moments of the channels of `band` (`out[i]` for channel `band.first + i`).
+///
+/// Shifted sums: per channel, `d = x − shift` and `d²` are summed, so the sums do not
+/// cancel however large the mean is against the spread. The first block (one sample,
+/// or 64 lines) is summed around the channel's first finite value; the rest around
+/// the first block's mean, and the two parts merge exactly. A first value far from
+/// the others (an outlier) makes the first block's `Σd²` large against its `m2`, so
+/// that `m2 = Σd² − (Σd)²/n` would cancel: past a factor 16, the first block is summed
+/// again around its own mean (it is in cache).
+pub(crate) fn band_moments(walk: &Walk, band: Band, x: &[f32], out: &mut [Moments]) {
+    let mut shift: PerBand<[f32; 1]> = [[0.0]; MAX_BAND];
+    for (i, k) in shift.iter_mut().enumerate().take(band.channels) {
+        let v = walk
+            .first_index(band.first + i)
+            .and_then(|at| x.get(at))
+            .copied();
+        *k = [v.filter(|v| v.is_finite()).unwrap_or(0.0)];
+    }
+    let first = walk.first_block();
+    let n = walk.count(first.clone());
+    let mut sums = [[0.0; 2]; MAX_BAND];
+    engine::reduce(
+        Shifted,
+        walk,
+        band,
+        [x],
+        &mut [],
+        &shift,
+        first.clone(),
+        &mut sums,
+    );
+    let far = (0..band.channels).any(|i| {
+        let part = part(shift[i][0], sums[i], n);
+        sums[i][1] > 16.0 * part.m2
+    });
+    if far {
+        for (k, s) in shift.iter_mut().zip(&mut sums).take(band.channels) {
+            reshift(k, part(k[0], *s, n));
+            *s = [0.0; 2];
+        }
+        engine::reduce(
+            Shifted,
+            walk,
+            band,
+            [x],
+            &mut [],
+            &shift,
+            first.clone(),
+            &mut sums,
+        );
+    }
+    for ((out, k), s) in out.iter_mut().zip(&mut shift).zip(&mut sums) {
+        *out = part(k[0], *s, n);
+        reshift(k, *out);
+        *s = [0.0; 2];
+    }
+    let rest = first.end..walk.steps();
+    let n = walk.count(rest.clone());
+    engine::reduce(Shifted, walk, band, [x], &mut [], &shift, rest, &mut sums);
+    for ((out, k), s) in out.iter_mut().zip(&shift).zip(&sums) {
+        *out = out.merge(part(k[0], *s, n));
+    }
+}
+
+/// The moments of `n` values from their sums `[Σd, Σd²]` around `shift`.
+fn part(shift: f32, [sd, sq]: [f64; 2], n: usize) -> Moments {
+    if n == 0 {
+        return Moments::EMPTY;
+    }
+    let count = n as f64;
+    Moments {
+        count: n as u64,
+        mean: f64::from(shift) + sd / count,
+        m2: sq - sd * sd / count,
+    }
+}
+
+/// Moves `shift` to the mean of `m`, where that is a finite f32.
+fn reshift(shift: &mut [f32; 1], m: Moments) {
+    let mean = m.mean as f32;
+    if m.count > 0 && mean.is_finite() {
+        *shift = [mean];
+    }
 }

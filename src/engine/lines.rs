@@ -1,0 +1,216 @@
+//! Channels-last and `[N, C]` rows: the tensor as lines of a band's channels, walked
+//! in memory order with one accumulator vector per lane slot of a line.
+
+use core::ops::Range;
+
+use super::{sub, Band, Map, PerBand, Reduce, Walk, BLOCK, MAX_SLOTS};
+use crate::lanes::{load_tail, mask_overlap, store_tail, Lanes, LANES, V};
+
+/// Where a band's lines are and which channel each lane holds.
+pub(super) struct Lines {
+    /// Index of line 0's first value; line `r` starts `r·stride` later.
+    start: usize,
+    stride: usize,
+    /// Values in a line (the last line of a packed walk may hold fewer).
+    len: usize,
+    /// The end of the tensor.
+    end: usize,
+    steps: usize,
+    /// Channels of the band; in a packed line, lane `l` holds channel `l % channels`.
+    channels: usize,
+    packed: bool,
+}
+
+impl Walk {
+    pub(super) fn lines(&self, band: Band, period: usize) -> Lines {
+        let packed = period > 0;
+        Lines {
+            start: if packed { 0 } else { band.first },
+            stride: if packed { period } else { self.channels },
+            len: if packed { period } else { band.channels },
+            end: self.len,
+            steps: self.steps(),
+            channels: band.channels,
+            packed,
+        }
+    }
+}
+
+impl Lines {
+    /// The band offset of the channel in lane `l` of slot `j`. A banded line that
+    /// does not end on a whole vector ends with an overlapping slot: its last
+    /// [`LANES`] values.
+    fn offset(&self, j: usize, l: usize) -> usize {
+        let at = j * LANES + l;
+        if self.packed {
+            at % self.channels.max(1)
+        } else if self.len >= LANES && (j + 1) * LANES > self.len {
+            self.len - LANES + l
+        } else {
+            at
+        }
+    }
+
+    fn slots(&self) -> usize {
+        self.len.div_ceil(LANES).min(MAX_SLOTS)
+    }
+
+    /// The constants of every slot's lanes.
+    fn constants<const K: usize>(&self, k: &PerBand<[f32; K]>) -> [[V; K]; MAX_SLOTS] {
+        let mut kv = [[V::ZERO; K]; MAX_SLOTS];
+        for (j, kv) in kv.iter_mut().enumerate().take(self.slots()) {
+            *kv = core::array::from_fn(|q| {
+                V::new(core::array::from_fn(|l| {
+                    k.get(self.offset(j, l)).map_or(0.0, |k| k[q])
+                }))
+            });
+        }
+        kv
+    }
+
+    /// The values of line `r`.
+    fn line(&self, r: usize) -> Range<usize> {
+        let start = self.start + r * self.stride;
+        start..(start + self.len).min(self.end)
+    }
+
+    /// Whether a line of `n` values that does not end on a whole vector ends with an
+    /// overlapping vector (banded lines of at least a vector) rather than a padded one.
+    fn overlaps(&self, n: usize) -> bool {
+        !self.packed && n >= LANES
+    }
+
+    /// Adds every lane of `acc` to its channel's sums in f64 and zeroes it.
+    fn spill<const A: usize>(&self, acc: &mut [[V; A]; MAX_SLOTS], sums: &mut PerBand<[f64; A]>) {
+        for (j, acc) in acc.iter_mut().enumerate().take(self.slots()) {
+            for (a, v) in acc.iter().enumerate() {
+                for (l, &x) in v.as_array().iter().enumerate() {
+                    if let Some(s) = sums.get_mut(self.offset(j, l)) {
+                        s[a] += f64::from(x);
+                    }
+                }
+            }
+            *acc = [V::ZERO; A];
+        }
+    }
+}
+
+pub(super) fn reduce<R: Reduce<I, K, A>, const I: usize, const K: usize, const A: usize>(
+    g: &Lines,
+    ins: [&[f32]; I],
+    out: &mut [f32],
+    k: &PerBand<[f32; K]>,
+    steps: Range<usize>,
+    sums: &mut PerBand<[f64; A]>,
+) {
+    let kv = g.constants(k);
+    let mut acc = [[V::ZERO; A]; MAX_SLOTS];
+    let mut rows = 0;
+    for r in steps {
+        let line = g.line(r);
+        let out = if R::WRITES {
+            &mut out[line.clone()]
+        } else {
+            &mut [][..]
+        };
+        let x = sub(&ins, line);
+        let n = x[0].len();
+        let xs = x.map(|x| x.as_chunks::<LANES>().0);
+        let whole = xs.iter().fold(n / LANES, |w, x| w.min(x.len()));
+        let (outs, _) = out.as_chunks_mut::<LANES>();
+        let slots = acc.iter_mut().zip(&kv).enumerate();
+        for (v, (acc, kv)) in slots.take(whole) {
+            let y = R::step(kv, core::array::from_fn(|j| V::new(xs[j][v])), acc);
+            if R::WRITES {
+                if let Some(o) = outs.get_mut(v) {
+                    *o = y.to_array();
+                }
+            }
+        }
+        let t = n % LANES;
+        if let (true, Some(acc), Some(kv)) = (t != 0, acc.get_mut(whole), kv.get(whole)) {
+            let pad = R::pad(kv);
+            if g.overlaps(n) {
+                let last: [V; I] = core::array::from_fn(|j| {
+                    V::new(*x[j].last_chunk::<LANES>().unwrap_or(&[0.0; LANES]))
+                });
+                if R::WRITES {
+                    if let Some(o) = out.last_chunk_mut::<LANES>() {
+                        *o = R::step(kv, last, &mut [V::ZERO; A]).to_array();
+                    }
+                }
+                let masked = core::array::from_fn(|j| mask_overlap(last[j], t, pad[j]));
+                R::step(kv, masked, acc);
+            } else {
+                let tail = core::array::from_fn(|j| load_tail(&x[j][n - t..], pad[j]));
+                let y = R::step(kv, tail, acc);
+                if R::WRITES {
+                    store_tail(&mut out[n - t..], y);
+                }
+            }
+        }
+        rows += 1;
+        if rows == BLOCK {
+            g.spill(&mut acc, sums);
+            rows = 0;
+        }
+    }
+    g.spill(&mut acc, sums);
+}
+
+pub(super) fn map<M: Map<I, K>, const I: usize, const K: usize, const IN_PLACE: bool>(
+    g: &Lines,
+    ins: [&[f32]; I],
+    out: &mut [f32],
+    k: &PerBand<[f32; K]>,
+) {
+    let kv = g.constants(k);
+    for r in 0..g.steps {
+        let line = g.line(r);
+        let x = sub(&ins, line.clone());
+        let out = &mut out[line];
+        let n = out.len();
+        let t = n % LANES;
+        // The overlapping last vector, computed before anything is stored.
+        let last: Option<Lanes> = match kv.get(n / LANES) {
+            Some(kv) if t != 0 && g.overlaps(n) => {
+                let v = core::array::from_fn(|j| {
+                    let src = if IN_PLACE && j == 0 { &*out } else { x[j] };
+                    V::new(*src.last_chunk::<LANES>().unwrap_or(&[0.0; LANES]))
+                });
+                Some(M::map(kv, v).to_array())
+            }
+            _ => None,
+        };
+        let xs = x.map(|x| x.as_chunks::<LANES>().0);
+        let (outs, tail) = out.as_chunks_mut::<LANES>();
+        let whole = xs
+            .iter()
+            .skip(usize::from(IN_PLACE))
+            .fold(outs.len(), |w, x| w.min(x.len()));
+        for (v, (o, kv)) in outs.iter_mut().zip(&kv).enumerate().take(whole) {
+            let x =
+                core::array::from_fn(|j| V::new(if IN_PLACE && j == 0 { *o } else { xs[j][v] }));
+            *o = M::map(kv, x).to_array();
+        }
+        match (last, kv.get(whole)) {
+            (Some(y), _) => {
+                if let Some(o) = out.last_chunk_mut::<LANES>() {
+                    *o = y;
+                }
+            }
+            (None, Some(kv)) if t != 0 => {
+                let x = core::array::from_fn(|j| {
+                    let src = if IN_PLACE && j == 0 {
+                        &*tail
+                    } else {
+                        &x[j][n - t..]
+                    };
+                    load_tail(src, V::ZERO)
+                });
+                store_tail(tail, M::map(kv, x));
+            }
+            _ => {}
+        }
+    }
+}

@@ -1,0 +1,201 @@
+//! Channels-first: every (sample, channel) is a contiguous run of `S` values, and
+//! every lane of a vector holds the same channel.
+
+use core::ops::Range;
+
+use super::{sub, Band, Map, PerBand, Reduce, Walk, BLOCK};
+use crate::lanes::{load_tail, mask_overlap, store_tail, Lanes, LANES, UNROLL, V};
+
+/// Reduces channel by channel: each channel's runs in turn, into accumulators that
+/// stay in registers across them.
+pub(super) fn reduce<R: Reduce<I, K, A>, const I: usize, const K: usize, const A: usize>(
+    w: &Walk,
+    band: Band,
+    ins: [&[f32]; I],
+    out: &mut [f32],
+    k: &PerBand<[f32; K]>,
+    steps: Range<usize>,
+    sums: &mut PerBand<[f64; A]>,
+) {
+    let (c, s) = (w.channels, w.spatial);
+    for (i, (k, sums)) in k
+        .iter()
+        .zip(sums.iter_mut())
+        .take(band.channels)
+        .enumerate()
+    {
+        let kv = k.map(V::splat);
+        let mut acc = [[V::ZERO; A]; UNROLL];
+        let mut adds = 0;
+        for n in steps.clone() {
+            let at = (n * c + band.first + i) * s;
+            let run = at..at + s;
+            let out = if R::WRITES {
+                &mut out[run.clone()]
+            } else {
+                &mut [][..]
+            };
+            reduce_run::<R, I, K, A>(sub(&ins, run), out, &kv, &mut acc, &mut adds, sums);
+        }
+        spill(&mut acc, sums);
+    }
+}
+
+/// Adds one run to `acc`, spilling into `sums` whenever a lane has taken [`BLOCK`]
+/// adds (`adds` counts them across runs).
+#[inline(always)]
+fn reduce_run<R: Reduce<I, K, A>, const I: usize, const K: usize, const A: usize>(
+    x: [&[f32]; I],
+    out: &mut [f32],
+    k: &[V; K],
+    acc: &mut [[V; A]; UNROLL],
+    adds: &mut usize,
+    sums: &mut [f64; A],
+) {
+    let len = x[0].len();
+    let xs = x.map(|x| x.as_chunks::<LANES>().0);
+    let whole = xs.iter().fold(len / LANES, |n, x| n.min(x.len()));
+    let (outs, _) = out.as_chunks_mut::<LANES>();
+    let at = |v: usize| -> [V; I] { core::array::from_fn(|j| V::new(xs[j][v])) };
+    let mut v = 0;
+    while v + UNROLL <= whole {
+        for (u, acc) in acc.iter_mut().enumerate() {
+            let y = R::step(k, at(v + u), acc);
+            if R::WRITES {
+                if let Some(o) = outs.get_mut(v + u) {
+                    *o = y.to_array();
+                }
+            }
+        }
+        v += UNROLL;
+        *adds += 1;
+        if *adds == BLOCK {
+            spill(acc, sums);
+            *adds = 0;
+        }
+    }
+    // The rest: fewer than UNROLL whole vectors, then the tail, one per accumulator.
+    let mut u = 0;
+    while v < whole {
+        let y = R::step(k, at(v), &mut acc[u % UNROLL]);
+        if R::WRITES {
+            if let Some(o) = outs.get_mut(v) {
+                *o = y.to_array();
+            }
+        }
+        (u, v) = (u + 1, v + 1);
+    }
+    let t = len % LANES;
+    if t != 0 {
+        let pad = R::pad(k);
+        let acc = &mut acc[u % UNROLL];
+        if len >= LANES {
+            let last: [V; I] = core::array::from_fn(|j| {
+                V::new(*x[j].last_chunk::<LANES>().unwrap_or(&[0.0; LANES]))
+            });
+            if R::WRITES {
+                if let Some(o) = out.last_chunk_mut::<LANES>() {
+                    *o = R::step(k, last, &mut [V::ZERO; A]).to_array();
+                }
+            }
+            let masked = core::array::from_fn(|j| mask_overlap(last[j], t, pad[j]));
+            R::step(k, masked, acc);
+        } else {
+            let tail = core::array::from_fn(|j| load_tail(&x[j][len - t..], pad[j]));
+            let y = R::step(k, tail, acc);
+            if R::WRITES {
+                store_tail(&mut out[len - t..], y);
+            }
+        }
+    }
+    if v > 0 || t > 0 {
+        *adds += 1;
+        if *adds >= BLOCK {
+            spill(acc, sums);
+            *adds = 0;
+        }
+    }
+}
+
+/// Adds the accumulators' lanes to `sums` in f64 and zeroes them: the `UNROLL`
+/// vectors of a sum are added in f32 first (a few more roundings against a block's 64).
+#[inline(always)]
+fn spill<const A: usize>(acc: &mut [[V; A]; UNROLL], sums: &mut [f64; A]) {
+    for (a, sum) in sums.iter_mut().enumerate() {
+        let v = acc.iter().fold(V::ZERO, |s, acc| s + acc[a]);
+        *sum += v.to_array().iter().map(|&x| f64::from(x)).sum::<f64>();
+    }
+    *acc = [[V::ZERO; A]; UNROLL];
+}
+
+/// Maps sample by sample: the runs of the band's channels lie back to back within a
+/// sample, so memory is read as one stream per sample, which prefetchers follow.
+pub(super) fn map<M: Map<I, K>, const I: usize, const K: usize, const IN_PLACE: bool>(
+    w: &Walk,
+    band: Band,
+    ins: [&[f32]; I],
+    out: &mut [f32],
+    k: &PerBand<[f32; K]>,
+) {
+    let (c, s) = (w.channels, w.spatial);
+    for n in 0..w.batch {
+        for (i, k) in k.iter().take(band.channels).enumerate() {
+            let at = (n * c + band.first + i) * s;
+            let run = at..at + s;
+            let kv = k.map(V::splat);
+            map_run::<M, I, K, IN_PLACE>(sub(&ins, run.clone()), &mut out[run], &kv);
+        }
+    }
+}
+
+/// `out = M(x)` over one run; with `IN_PLACE` the first input is `out` itself. A run
+/// that does not end on a whole vector ends with its last [`LANES`] values as one
+/// vector, overlapping the one before: computed before anything is stored (so also
+/// in place), stored last.
+#[inline(always)]
+pub(super) fn map_run<M: Map<I, K>, const I: usize, const K: usize, const IN_PLACE: bool>(
+    x: [&[f32]; I],
+    out: &mut [f32],
+    k: &[V; K],
+) {
+    let len = out.len();
+    let t = len % LANES;
+    let last: Option<Lanes> = if t != 0 && len >= LANES {
+        let v = core::array::from_fn(|j| {
+            let src = if IN_PLACE && j == 0 { &*out } else { x[j] };
+            V::new(*src.last_chunk::<LANES>().unwrap_or(&[0.0; LANES]))
+        });
+        Some(M::map(k, v).to_array())
+    } else {
+        None
+    };
+    let xs = x.map(|x| x.as_chunks::<LANES>().0);
+    let (outs, tail) = out.as_chunks_mut::<LANES>();
+    let whole = xs
+        .iter()
+        .skip(usize::from(IN_PLACE))
+        .fold(outs.len(), |n, x| n.min(x.len()));
+    for (v, o) in outs.iter_mut().enumerate().take(whole) {
+        let x = core::array::from_fn(|j| V::new(if IN_PLACE && j == 0 { *o } else { xs[j][v] }));
+        *o = M::map(k, x).to_array();
+    }
+    match last {
+        Some(y) => {
+            if let Some(o) = out.last_chunk_mut::<LANES>() {
+                *o = y;
+            }
+        }
+        None if t != 0 => {
+            let x = core::array::from_fn(|j| {
+                let src = if IN_PLACE && j == 0 {
+                    &*tail
+                } else {
+                    &x[j][len - t..]
+                };
+                load_tail(src, V::ZERO)
+            });
+            store_tail(tail, M::map(k, x));
+        }
+        None => {}
+    }
+}

@@ -1,0 +1,195 @@
+//! Every kernel of the crate: what one vector's place computes, with the per-channel
+//! constants `k` the entry points compute. The [`engine`](crate::engine) walks them
+//! over a tensor.
+
+use crate::engine::{Map, Reduce};
+use crate::lanes::V;
+
+/// `max(v, 0)` as PyTorch's ReLU: NaN stays NaN, −0 becomes +0.
+#[inline(always)]
+fn relu(v: V) -> V {
+    v.simd_le(V::ZERO).bitselect(V::ZERO, v)
+}
+
+/// `dy` where the ReLU's output `y` is positive, else 0 (PyTorch's
+/// `threshold_backward(dy, y, 0)`).
+#[inline(always)]
+fn relu_grad(dy: V, y: V) -> V {
+    y.simd_gt(V::ZERO) & dy
+}
+
+/// Moments around a shift: `Σd` and `Σd²` with `d = x − shift`; `k = [shift]`.
+#[derive(Clone, Copy)]
+pub(crate) struct Shifted;
+
+impl Reduce<1, 1, 2> for Shifted {
+    #[inline(always)]
+    fn pad(k: &[V; 1]) -> [V; 1] {
+        // x = shift adds 0 to both sums.
+        [k[0]]
+    }
+
+    #[inline(always)]
+    fn step(k: &[V; 1], [x]: [V; 1], acc: &mut [V; 2]) -> V {
+        let d = x - k[0];
+        acc[0] += d;
+        acc[1] = d.mul_add(d, acc[1]);
+        V::ZERO
+    }
+}
+
+/// `y = x·scale + shift`; `k = [scale, shift]`. The eval forward, and `dx = dy·scale`
+/// with `shift = −0` (which leaves every value, −0 included, as it is).
+#[derive(Clone, Copy)]
+pub(crate) struct Affine;
+
+impl Map<1, 2> for Affine {
+    #[inline(always)]
+    fn map(k: &[V; 2], [x]: [V; 1]) -> V {
+        x.mul_add(k[0], k[1])
+    }
+}
+
+/// `y = relu(x·scale + shift)`; `k = [scale, shift]`.
+#[derive(Clone, Copy)]
+pub(crate) struct AffineRelu;
+
+impl Map<1, 2> for AffineRelu {
+    #[inline(always)]
+    fn map(k: &[V; 2], x: [V; 1]) -> V {
+        relu(Affine::map(k, x))
+    }
+}
+
+/// `y = relu(x·scale + shift + z)`; `k = [scale, shift]`.
+#[derive(Clone, Copy)]
+pub(crate) struct AffineAddRelu;
+
+impl Map<2, 2> for AffineAddRelu {
+    #[inline(always)]
+    fn map(k: &[V; 2], [x, z]: [V; 2]) -> V {
+        relu(Affine::map(k, [x]) + z)
+    }
+}
+
+/// `y = (x − mean)·scale + shift`; `k = [mean, scale, shift]`. The train forward:
+/// `mean` is the f32 batch mean and `shift` carries what f32 misses of it.
+#[derive(Clone, Copy)]
+pub(crate) struct Centered;
+
+impl Map<1, 3> for Centered {
+    #[inline(always)]
+    fn map(k: &[V; 3], [x]: [V; 1]) -> V {
+        (x - k[0]).mul_add(k[1], k[2])
+    }
+}
+
+/// `relu` of [`Centered`].
+#[derive(Clone, Copy)]
+pub(crate) struct CenteredRelu;
+
+impl Map<1, 3> for CenteredRelu {
+    #[inline(always)]
+    fn map(k: &[V; 3], x: [V; 1]) -> V {
+        relu(Centered::map(k, x))
+    }
+}
+
+/// `relu(Centered(x) + z)`.
+#[derive(Clone, Copy)]
+pub(crate) struct CenteredAddRelu;
+
+impl Map<2, 3> for CenteredAddRelu {
+    #[inline(always)]
+    fn map(k: &[V; 3], [x, z]: [V; 2]) -> V {
+        relu(Centered::map(k, [x]) + z)
+    }
+}
+
+/// `Σdy` and `Σdy·(x − mean)`; inputs `[dy, x]`, `k = [mean]`.
+#[derive(Clone, Copy)]
+pub(crate) struct GradSums;
+
+impl Reduce<2, 1, 2> for GradSums {
+    #[inline(always)]
+    fn pad(k: &[V; 1]) -> [V; 2] {
+        // dy = 0 and x = mean add nothing to either sum.
+        [V::ZERO, k[0]]
+    }
+
+    #[inline(always)]
+    fn step(k: &[V; 1], [dy, x]: [V; 2], acc: &mut [V; 2]) -> V {
+        acc[0] += dy;
+        acc[1] = dy.mul_add(x - k[0], acc[1]);
+        V::ZERO
+    }
+}
+
+/// [`GradSums`] of `g = dy·[y > 0]`, the gradient behind a ReLU whose output is `y`;
+/// inputs `[dy, y, x]`. Writes `g` when `OUT` (the residual's gradient of
+/// BN + Add + ReLU).
+#[derive(Clone, Copy)]
+pub(crate) struct ReluGradSums<const OUT: bool>;
+
+impl<const OUT: bool> Reduce<3, 1, 2> for ReluGradSums<OUT> {
+    const WRITES: bool = OUT;
+
+    #[inline(always)]
+    fn pad(k: &[V; 1]) -> [V; 3] {
+        [V::ZERO, V::ZERO, k[0]]
+    }
+
+    #[inline(always)]
+    fn step(k: &[V; 1], [dy, y, x]: [V; 3], acc: &mut [V; 2]) -> V {
+        let g = relu_grad(dy, y);
+        GradSums::step(k, [g, x], acc);
+        g
+    }
+}
+
+/// `dx = (dy·k + (x − mean)·a + b)·p`, the train backward's input gradient; inputs
+/// `[dy, x]`, `k = [k, mean, a, b, p]` (`p` a power of two that keeps the others in
+/// f32's range).
+#[derive(Clone, Copy)]
+pub(crate) struct GradInput;
+
+impl Map<2, 5> for GradInput {
+    #[inline(always)]
+    fn map(k: &[V; 5], [dy, x]: [V; 2]) -> V {
+        dy.mul_add(k[0], (x - k[1]).mul_add(k[2], k[3])) * k[4]
+    }
+}
+
+/// [`GradInput`] behind a ReLU: inputs `[dy, y, x]`.
+#[derive(Clone, Copy)]
+pub(crate) struct ReluGradInput;
+
+impl Map<3, 5> for ReluGradInput {
+    #[inline(always)]
+    fn map(k: &[V; 5], [dy, y, x]: [V; 3]) -> V {
+        GradInput::map(k, [relu_grad(dy, y), x])
+    }
+}
+
+/// `dx = dy·[y > 0]·scale`, the eval backward behind a ReLU; inputs `[dy, y]`,
+/// `k = [scale]`.
+#[derive(Clone, Copy)]
+pub(crate) struct ReluScale;
+
+impl Map<2, 1> for ReluScale {
+    #[inline(always)]
+    fn map(k: &[V; 1], [dy, y]: [V; 2]) -> V {
+        relu_grad(dy, y) * k[0]
+    }
+}
+
+/// `dz = dy·[y > 0]`: the residual's gradient; inputs `[dy, y]`.
+#[derive(Clone, Copy)]
+pub(crate) struct ReluMask;
+
+impl Map<2, 0> for ReluMask {
+    #[inline(always)]
+    fn map(_: &[V; 0], [dy, y]: [V; 2]) -> V {
+        relu_grad(dy, y)
+    }
+}
