@@ -1,65 +1,72 @@
 //! What the criterion benches and the table printer (`examples/bench_table.rs`) share:
-//! the shapes of issue 6, one workspace per case, our kernels, a plain scalar
-//! implementation of each, and the copy that sets the bandwidth limit.
+//! the shapes, one workspace per case, our kernels, a plain scalar implementation of
+//! each, and the copy that sets the bandwidth limit.
 //!
 //! Limit: a kernel's *minimum traffic* (bytes that must cross the memory system per
-//! element, see `traffic`) is compared with `copy_from_slice` moving the same number
-//! of bytes (half read, half written) in the same process.
+//! element, see [`traffic_per_elem`]) is compared with `copy_from_slice` moving the same
+//! number of bytes (half read, half written) in the same process.
+//!
+//! Adding a kernel: one line in [`kernels!`] (variant, name, family), then the compiler
+//! asks for its arm in [`Kernel::traffic`], [`Work::run`] and [`Work::scalar`] (the
+//! matches are exhaustive); give [`Work`] whatever buffers it needs beyond these.
+//! `bench_table --list`, `benches/pytorch_compare.py` and `benches/readme_tables.py`
+//! pick it up from there (the PyTorch script needs its PyTorch call to fill that column).
 
 #![allow(dead_code)]
 
+use std::hint::black_box;
+
 use batchnorm::{moments, BatchNorm, Grads, Layout, Moments, Momentum, Running, Shape};
 
-/// Lower end of L2 per core on the machines we compare on; a channel whose values
-/// (times the tensors read) fit in half of it stays cached between the two passes.
+/// The L2 per core assumed by the traffic model: a channel whose values (times the
+/// tensors re-read) fit in half of it stays cached between two passes, so the second
+/// read is not counted. Generous on purpose (this machine kind has 0.5–1 MiB): assuming
+/// more reuse lowers the minimum traffic and makes the limit stricter, never looser.
 const L2_BYTES: usize = 2 << 20;
 
-/// One shape of the issue.
+/// eps of every kernel, ours and scalar.
+const EPS: f32 = 1e-5;
+/// Exponential momentum of the running statistics (PyTorch's default).
+const MOMENTUM: f32 = 0.1;
+
+/// One shape of the comparison.
 #[derive(Clone, Copy, Debug)]
 pub struct Case {
     pub name: &'static str,
     pub batch: usize,
     pub channels: usize,
     pub spatial: usize,
+    /// Tiny: what matters is the cost of a call, shown in µs per call.
+    pub per_call: bool,
 }
 
-pub const CASES: [Case; 6] = [
+const fn case(name: &'static str, batch: usize, channels: usize, spatial: usize) -> Case {
     Case {
-        name: "S1",
-        batch: 1,
-        channels: 64,
-        spatial: 56 * 56,
-    },
+        name,
+        batch,
+        channels,
+        spatial,
+        per_call: false,
+    }
+}
+
+const fn tiny(name: &'static str, batch: usize, channels: usize, spatial: usize) -> Case {
     Case {
-        name: "S2",
-        batch: 32,
-        channels: 64,
-        spatial: 56 * 56,
-    },
-    Case {
-        name: "S3",
-        batch: 32,
-        channels: 256,
-        spatial: 56 * 56,
-    },
-    Case {
-        name: "S4",
-        batch: 256,
-        channels: 1024,
-        spatial: 1,
-    },
-    Case {
-        name: "S5",
-        batch: 8,
-        channels: 512,
-        spatial: 7 * 7,
-    },
-    Case {
-        name: "S6",
-        batch: 16,
-        channels: 3,
-        spatial: 224 * 224,
-    },
+        per_call: true,
+        ..case(name, batch, channels, spatial)
+    }
+}
+
+/// The shapes of /work/shared/ANCHORS.md, in its order (`S*` sized, `T*` per call).
+pub const CASES: [Case; 8] = [
+    case("S1", 1, 64, 56 * 56),
+    case("S2", 32, 64, 56 * 56),
+    case("S3", 32, 256, 56 * 56),
+    case("S4", 256, 1024, 1),
+    case("S5", 8, 512, 7 * 7),
+    case("S6", 16, 3, 224 * 224),
+    tiny("T0", 1, 8, 2 * 2),
+    tiny("T1", 1, 64, 7 * 7),
 ];
 
 impl Case {
@@ -92,47 +99,86 @@ pub fn layout_name(case: &Case, layout: Layout) -> &'static str {
     }
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Kernel {
-    Moments,
-    Eval,
-    Train,
-    Backward,
+/// Defines [`Kernel`], [`KERNELS`] (in table order) and each kernel's name and family
+/// (the table of `benches/readme_tables.py` it goes into) from one line per kernel.
+macro_rules! kernels {
+    ($($(#[$doc:meta])* $variant:ident => $name:literal in $family:literal,)*) => {
+        #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+        pub enum Kernel {
+            $($(#[$doc])* $variant,)*
+        }
+
+        pub const KERNELS: &[Kernel] = &[$(Kernel::$variant,)*];
+
+        impl Kernel {
+            /// The name on the command line and in the CSV.
+            pub fn name(self) -> &'static str {
+                match self {
+                    $(Kernel::$variant => $name,)*
+                }
+            }
+
+            /// Kernels of one family share a table.
+            pub fn family(self) -> &'static str {
+                match self {
+                    $(Kernel::$variant => $family,)*
+                }
+            }
+        }
+    };
 }
 
-pub const KERNELS: [Kernel; 4] = [
-    Kernel::Moments,
-    Kernel::Eval,
-    Kernel::Train,
-    Kernel::Backward,
-];
+kernels! {
+    /// `moments`: per-channel (count, mean, M2) in one read of x.
+    Moments => "moments" in "forward",
+    /// `BatchNorm::eval`: y = x·scale + shift from the running statistics.
+    Eval => "eval" in "forward",
+    /// `BatchNorm::train`: batch statistics, y, saved mean/invstd, running statistics.
+    Train => "train" in "forward",
+    /// `BatchNorm::backward`: dx, dγ, dβ from the saved mean and invstd.
+    Backward => "backward" in "backward",
+    /// `BatchNorm::backward_eval`: dx = dy·γ/√(rv + eps), dγ = Σdy·x̂, dβ = Σdy.
+    BackwardEval => "backward_eval" in "backward",
+}
 
 impl Kernel {
-    pub fn name(self) -> &'static str {
-        match self {
-            Kernel::Moments => "moments",
-            Kernel::Eval => "eval",
-            Kernel::Train => "train",
-            Kernel::Backward => "backward",
-        }
+    pub fn from_name(name: &str) -> Option<Kernel> {
+        KERNELS.iter().copied().find(|k| k.name() == name)
+    }
+
+    /// Minimum traffic, in bytes per element (4 per f32 tensor read or written).
+    pub fn traffic(self) -> Traffic {
+        let (once, again) = match self {
+            Kernel::Moments => (4, 0),       // read x
+            Kernel::Eval => (8, 0),          // read x, write y
+            Kernel::Train => (8, 4),         // read x, write y; read x again
+            Kernel::Backward => (12, 8),     // read dy, x, write dx; read dy, x again
+            Kernel::BackwardEval => (12, 0), // read dy, x, write dx (dx needs no sums)
+        };
+        Traffic { once, again }
     }
 }
 
-/// Minimum bytes of memory traffic per element (issue 6): moments reads x once; eval
-/// reads x and writes y; train reads x twice and writes y, backward reads dy and x twice
-/// and writes dx — except channels-first where one channel's values fit in L2, so the
-/// second read hits the cache.
+/// A kernel's minimum traffic, bytes per element.
+#[derive(Clone, Copy, Debug)]
+pub struct Traffic {
+    /// Every tensor the kernel reads or writes, once.
+    pub once: usize,
+    /// A second read (after a per-channel reduction) of `again / 4` tensors, which is
+    /// free channels-first where one channel of them fits in half of [`L2_BYTES`].
+    pub again: usize,
+}
+
+/// Minimum bytes of memory traffic per element: [`Kernel::traffic`], without the second
+/// read where it hits the cache (channels-first, one channel of the re-read tensors in
+/// half of L2).
 pub fn traffic_per_elem(case: &Case, layout: Layout, kernel: Kernel) -> usize {
+    let Traffic { once, again } = kernel.traffic();
     let channel_bytes = case.batch * case.spatial * 4;
-    let reuse = layout == Layout::ChannelsFirst && case.spatial > 1;
-    match kernel {
-        Kernel::Moments => 4,
-        Kernel::Eval => 8,
-        Kernel::Train if reuse && channel_bytes <= L2_BYTES / 2 => 8,
-        Kernel::Train => 12,
-        Kernel::Backward if reuse && 2 * channel_bytes <= L2_BYTES / 2 => 12,
-        Kernel::Backward => 20,
-    }
+    let reuse = layout == Layout::ChannelsFirst
+        && case.spatial > 1
+        && again / 4 * channel_bytes <= L2_BYTES / 2;
+    once + if reuse { 0 } else { again }
 }
 
 pub fn traffic_bytes(case: &Case, layout: Layout, kernel: Kernel) -> usize {
@@ -154,16 +200,19 @@ fn fill(xs: &mut [f32], seed: u64, mean: f32) {
     }
 }
 
-/// Every buffer a case needs, allocated once and reused by every kernel.
+/// Every buffer a case needs, allocated once (here) and reused by every kernel, ours and
+/// scalar: nothing allocates inside [`Work::run`], [`Work::copy`] or [`Work::scalar`].
 pub struct Work {
     pub case: Case,
     pub layout: Layout,
     pub shape: Shape,
     pub x: Vec<f32>,
     pub dy: Vec<f32>,
+    /// y or dx.
     pub out: Vec<f32>,
     pub gamma: Vec<f32>,
     pub beta: Vec<f32>,
+    /// Saved (batch) mean and invstd: written by train, read by backward.
     pub mean: Vec<f32>,
     pub invstd: Vec<f32>,
     pub running_mean: Vec<f32>,
@@ -171,6 +220,13 @@ pub struct Work {
     pub dgamma: Vec<f32>,
     pub dbeta: Vec<f32>,
     pub parts: Vec<Moments>,
+    /// Per-channel scratch of the scalar kernels: batch variance, the affine's scale
+    /// and shift, backward's `k` and `a`.
+    pub var: Vec<f32>,
+    pub scale: Vec<f32>,
+    pub shift: Vec<f32>,
+    pub k: Vec<f32>,
+    pub a: Vec<f32>,
     /// Copy buffers, as long as the largest copy any kernel of the case needs.
     pub copy_src: Vec<f32>,
     pub copy_dst: Vec<f32>,
@@ -192,6 +248,7 @@ impl Work {
             .map(|&k| copy_floats(traffic_bytes(&case, layout, k)))
             .max()
             .unwrap_or(0);
+        let channel = || vec![0.0; c];
         let mut work = Work {
             case,
             layout,
@@ -201,13 +258,18 @@ impl Work {
             out: vec![0.0; len],
             gamma,
             beta,
-            mean: vec![0.0; c],
-            invstd: vec![0.0; c],
-            running_mean: vec![0.0; c],
+            mean: channel(),
+            invstd: channel(),
+            running_mean: channel(),
             running_var: vec![1.0; c],
-            dgamma: vec![0.0; c],
-            dbeta: vec![0.0; c],
+            dgamma: channel(),
+            dbeta: channel(),
             parts: vec![Moments::EMPTY; c],
+            var: channel(),
+            scale: channel(),
+            shift: channel(),
+            k: channel(),
+            a: channel(),
             copy_src: vec![1.0; copy_len],
             copy_dst: vec![0.0; copy_len],
         };
@@ -224,15 +286,20 @@ impl Work {
     /// Our kernel.
     pub fn run(&mut self, kernel: Kernel) {
         let bn = BatchNorm {
-            eps: 1e-5,
+            eps: EPS,
             gamma: Some(&self.gamma),
             beta: Some(&self.beta),
+        };
+        let grads = Grads {
+            dx: &mut self.out,
+            dgamma: Some(&mut self.dgamma),
+            dbeta: Some(&mut self.dbeta),
         };
         let r = match kernel {
             Kernel::Moments => moments(&self.x, self.shape, &mut self.parts),
             Kernel::Eval => bn.eval(
                 &self.x,
-                &mut self.out,
+                grads.dx,
                 self.shape,
                 &self.running_mean,
                 &self.running_var,
@@ -241,32 +308,33 @@ impl Work {
                 let running = Running {
                     mean: &mut self.running_mean,
                     var: &mut self.running_var,
-                    momentum: Momentum::Exponential(0.1),
+                    momentum: Momentum::Exponential(MOMENTUM),
                 };
                 bn.train(
                     &self.x,
-                    &mut self.out,
+                    grads.dx,
                     self.shape,
                     &mut self.mean,
                     &mut self.invstd,
                     Some(running),
                 )
             }
-            Kernel::Backward => {
-                let grads = Grads {
-                    dx: &mut self.out,
-                    dgamma: Some(&mut self.dgamma),
-                    dbeta: Some(&mut self.dbeta),
-                };
-                bn.backward(
-                    &self.dy,
-                    &self.x,
-                    self.shape,
-                    &self.mean,
-                    &self.invstd,
-                    grads,
-                )
-            }
+            Kernel::Backward => bn.backward(
+                &self.dy,
+                &self.x,
+                self.shape,
+                &self.mean,
+                &self.invstd,
+                grads,
+            ),
+            Kernel::BackwardEval => bn.backward_eval(
+                &self.dy,
+                &self.x,
+                self.shape,
+                &self.running_mean,
+                &self.running_var,
+                grads,
+            ),
         };
         r.expect("valid benchmark arguments");
     }
@@ -277,62 +345,84 @@ impl Work {
         self.copy_dst[..n].copy_from_slice(&self.copy_src[..n]);
     }
 
-    /// The straightforward scalar implementation.
+    /// The plain scalar implementation, composed as /work/shared/bench/scalar_baseline.rs
+    /// says: per-channel constants in f32 here, the loops in [`scalar`].
     pub fn scalar(&mut self, kernel: Kernel) {
-        let (n, c, s) = (self.case.batch, self.case.channels, self.case.spatial);
-        let idx = Index {
-            n,
-            c,
-            s,
-            last: self.layout == Layout::ChannelsLast,
+        // Rows (spatial 1) are walked channels-last whatever the layout: same memory.
+        let i = Idx {
+            n: self.case.batch,
+            c: self.case.channels,
+            s: self.case.spatial,
+            last: self.layout == Layout::ChannelsLast || self.case.spatial == 1,
         };
-        let eps = 1e-5;
         match kernel {
-            Kernel::Moments => {
-                let (mean, var) = scalar::moments(&self.x, idx);
-                self.mean.copy_from_slice(&mean);
-                self.invstd
-                    .iter_mut()
-                    .zip(&var)
-                    .for_each(|(o, v)| *o = 1.0 / (v + eps).sqrt());
-            }
+            Kernel::Moments => scalar::moments(&self.x, i, &mut self.mean, &mut self.var),
             Kernel::Eval => {
-                let (scale, shift): (Vec<f32>, Vec<f32>) = (0..c)
-                    .map(|i| {
-                        let sc = self.gamma[i] / (self.running_var[i] + eps).sqrt();
-                        (sc, self.beta[i] - self.running_mean[i] * sc)
-                    })
-                    .unzip();
-                scalar::affine(&self.x, &mut self.out, idx, &scale, &shift);
+                // a = γ/√(rv + eps), b = β − rm·a.
+                for c in 0..i.c {
+                    let a = self.gamma[c] / (self.running_var[c] + EPS).sqrt();
+                    self.scale[c] = a;
+                    self.shift[c] = self.beta[c] - self.running_mean[c] * a;
+                }
+                scalar::affine(&self.x, &mut self.out, i, &self.scale, &self.shift);
             }
             Kernel::Train => {
-                let (mean, var) = scalar::moments(&self.x, idx);
-                let (scale, shift): (Vec<f32>, Vec<f32>) = (0..c)
-                    .map(|i| {
-                        let inv = 1.0 / (var[i] + eps).sqrt();
-                        let sc = self.gamma[i] * inv;
-                        self.invstd[i] = inv;
-                        self.running_mean[i] = 0.9 * self.running_mean[i] + 0.1 * mean[i];
-                        let m = (n * s) as f32;
-                        self.running_var[i] =
-                            0.9 * self.running_var[i] + 0.1 * var[i] * m / (m - 1.0);
-                        (sc, self.beta[i] - mean[i] * sc)
-                    })
-                    .unzip();
-                self.mean.copy_from_slice(&mean);
-                scalar::affine(&self.x, &mut self.out, idx, &scale, &shift);
+                scalar::moments(&self.x, i, &mut self.mean, &mut self.var);
+                let m = (i.n * i.s) as f32;
+                for c in 0..i.c {
+                    let (mean, var) = (self.mean[c], self.var[c]);
+                    let invstd = 1.0 / (var + EPS).sqrt();
+                    self.invstd[c] = invstd;
+                    self.running_mean[c] =
+                        (1.0 - MOMENTUM) * self.running_mean[c] + MOMENTUM * mean;
+                    self.running_var[c] =
+                        (1.0 - MOMENTUM) * self.running_var[c] + MOMENTUM * var * m / (m - 1.0);
+                    let a = self.gamma[c] * invstd;
+                    self.scale[c] = a;
+                    self.shift[c] = self.beta[c] - mean * a;
+                }
+                scalar::affine(&self.x, &mut self.out, i, &self.scale, &self.shift);
             }
             Kernel::Backward => scalar::backward(
                 &self.dy,
                 &self.x,
                 &mut self.out,
-                idx,
+                i,
                 &self.mean,
                 &self.invstd,
                 &self.gamma,
                 &mut self.dgamma,
                 &mut self.dbeta,
+                &mut self.k,
+                &mut self.a,
             ),
+            Kernel::BackwardEval => {
+                // a = invstd = 1/√(rv + eps), k = γ·invstd.
+                for c in 0..i.c {
+                    let invstd = 1.0 / (self.running_var[c] + EPS).sqrt();
+                    self.a[c] = invstd;
+                    self.k[c] = self.gamma[c] * invstd;
+                }
+                scalar::backward_eval(
+                    &self.dy,
+                    &self.x,
+                    &mut self.out,
+                    i,
+                    &self.running_mean,
+                    &self.a,
+                    &self.k,
+                    &mut self.dgamma,
+                    &mut self.dbeta,
+                );
+            }
+        }
+    }
+
+    /// `reps` calls of our kernel, the copy or the scalar one (`what`), each through
+    /// `black_box` so that none of them can be merged or hoisted.
+    pub fn repeat(&mut self, what: fn(&mut Work, Kernel), kernel: Kernel, reps: usize) {
+        for _ in 0..reps {
+            what(black_box(&mut *self), black_box(kernel));
         }
     }
 }
@@ -342,150 +432,204 @@ fn copy_floats(bytes: usize) -> usize {
     bytes / 8
 }
 
-/// The shape, for the scalar loops.
+/// Scalar-reference shape: channels-last walk when `last` (NHWC, and rows: spatial 1).
 #[derive(Clone, Copy)]
-pub struct Index {
+struct Idx {
     n: usize,
     c: usize,
     s: usize,
     last: bool,
 }
 
-/// What a user would write: f32 loops, per-channel constants hoisted, no SIMD by hand
-/// (the compiler vectorizes what it can). Two passes for the variance, as a careful
-/// user does to keep it accurate.
+/// Plain f32 loops a careful user writes: two passes for the variance, per-channel
+/// constants hoisted, no SIMD by hand (LLVM vectorizes what strict f32 allows).
+/// `moments`, `affine` and `backward` are those of /work/shared/bench/scalar_baseline.rs
+/// as they stand there; `backward_eval` is written the same way.
 mod scalar {
-    use super::Index;
+    use super::Idx;
 
-    /// `f(channel, run)` over every contiguous run of a single channel's values (NCHW),
-    /// or `g(row)` over every row of all channels (NHWC).
-    pub fn moments(x: &[f32], i: Index) -> (Vec<f32>, Vec<f32>) {
+    #[inline(never)]
+    pub fn moments(x: &[f32], i: Idx, mean: &mut [f32], var: &mut [f32]) {
         let m = (i.n * i.s) as f32;
-        let mut mean = vec![0.0f32; i.c];
-        let mut var = vec![0.0f32; i.c];
         if i.last {
+            mean.fill(0.0);
+            var.fill(0.0);
             for row in x.chunks_exact(i.c) {
-                for (acc, &v) in mean.iter_mut().zip(row) {
-                    *acc += v;
+                for (a, &v) in mean.iter_mut().zip(row) {
+                    *a += v;
                 }
             }
             mean.iter_mut().for_each(|v| *v /= m);
             for row in x.chunks_exact(i.c) {
-                for ((acc, &v), &mu) in var.iter_mut().zip(row).zip(&mean) {
-                    *acc += (v - mu) * (v - mu);
+                for ((a, &v), &mu) in var.iter_mut().zip(row).zip(mean.iter()) {
+                    let d = v - mu;
+                    *a += d * d;
                 }
             }
+            var.iter_mut().for_each(|v| *v /= m);
         } else {
-            for c in 0..i.c {
+            for ch in 0..i.c {
                 let mut sum = 0.0f32;
-                for n in 0..i.n {
-                    for &v in &x[(n * i.c + c) * i.s..][..i.s] {
+                for b in 0..i.n {
+                    for &v in &x[(b * i.c + ch) * i.s..][..i.s] {
                         sum += v;
                     }
                 }
                 let mu = sum / m;
                 let mut sq = 0.0f32;
-                for n in 0..i.n {
-                    for &v in &x[(n * i.c + c) * i.s..][..i.s] {
-                        sq += (v - mu) * (v - mu);
+                for b in 0..i.n {
+                    for &v in &x[(b * i.c + ch) * i.s..][..i.s] {
+                        let d = v - mu;
+                        sq += d * d;
                     }
                 }
-                mean[c] = mu;
-                var[c] = sq;
+                mean[ch] = mu;
+                var[ch] = sq / m;
             }
         }
-        var.iter_mut().for_each(|v| *v /= m);
-        (mean, var)
     }
 
-    pub fn affine(x: &[f32], y: &mut [f32], i: Index, scale: &[f32], shift: &[f32]) {
+    #[inline(never)]
+    pub fn affine(x: &[f32], y: &mut [f32], i: Idx, scale: &[f32], shift: &[f32]) {
         if i.last {
             for (xr, yr) in x.chunks_exact(i.c).zip(y.chunks_exact_mut(i.c)) {
-                for c in 0..i.c {
-                    yr[c] = xr[c] * scale[c] + shift[c];
+                for (((yv, &xv), &a), &b) in yr.iter_mut().zip(xr).zip(scale).zip(shift) {
+                    *yv = xv * a + b;
                 }
             }
         } else {
-            for n in 0..i.n {
-                for c in 0..i.c {
-                    let at = (n * i.c + c) * i.s;
-                    for (yv, &xv) in y[at..][..i.s].iter_mut().zip(&x[at..][..i.s]) {
-                        *yv = xv * scale[c] + shift[c];
-                    }
+            for (k, (xr, yr)) in x.chunks_exact(i.s).zip(y.chunks_exact_mut(i.s)).enumerate() {
+                let ch = k % i.c;
+                let (a, b) = (scale[ch], shift[ch]);
+                for (yv, &xv) in yr.iter_mut().zip(xr) {
+                    *yv = xv * a + b;
                 }
             }
         }
     }
 
     #[allow(clippy::too_many_arguments)]
+    #[inline(never)]
     pub fn backward(
         dy: &[f32],
         x: &[f32],
         dx: &mut [f32],
-        i: Index,
+        i: Idx,
         mean: &[f32],
         invstd: &[f32],
         gamma: &[f32],
         dgamma: &mut [f32],
         dbeta: &mut [f32],
+        k: &mut [f32],
+        a: &mut [f32],
     ) {
         let m = (i.n * i.s) as f32;
-        let mut sum_dy = vec![0.0f32; i.c];
-        let mut sum_dyx = vec![0.0f32; i.c];
+        // Pass 1: Σdy and Σdy·(x − mean).
+        dbeta.fill(0.0);
+        dgamma.fill(0.0);
         if i.last {
             for (dr, xr) in dy.chunks_exact(i.c).zip(x.chunks_exact(i.c)) {
-                for c in 0..i.c {
-                    sum_dy[c] += dr[c];
-                    sum_dyx[c] += dr[c] * (xr[c] - mean[c]);
+                for ch in 0..i.c {
+                    dbeta[ch] += dr[ch];
+                    dgamma[ch] += dr[ch] * (xr[ch] - mean[ch]);
                 }
             }
         } else {
-            for c in 0..i.c {
-                let (mut a, mut b) = (0.0f32, 0.0f32);
-                for n in 0..i.n {
-                    let at = (n * i.c + c) * i.s;
-                    for (&d, &v) in dy[at..][..i.s].iter().zip(&x[at..][..i.s]) {
-                        a += d;
-                        b += d * (v - mean[c]);
-                    }
+            for (r, (dr, xr)) in dy.chunks_exact(i.s).zip(x.chunks_exact(i.s)).enumerate() {
+                let ch = r % i.c;
+                let (mut sd, mut sdx) = (0.0f32, 0.0f32);
+                let mu = mean[ch];
+                for (&d, &v) in dr.iter().zip(xr) {
+                    sd += d;
+                    sdx += d * (v - mu);
                 }
-                sum_dy[c] = a;
-                sum_dyx[c] = b;
+                dbeta[ch] += sd;
+                dgamma[ch] += sdx;
             }
         }
-        // dx = γ·invstd·(dy − Σdy/m − x̂·Σdy·x̂/m)
-        let k: Vec<f32> = (0..i.c).map(|c| gamma[c] * invstd[c]).collect();
-        let db: Vec<f32> = (0..i.c).map(|c| sum_dy[c] / m).collect();
-        let dg: Vec<f32> = (0..i.c)
-            .map(|c| sum_dyx[c] * invstd[c] * invstd[c] / m)
-            .collect();
-        for c in 0..i.c {
-            dbeta[c] = sum_dy[c];
-            dgamma[c] = sum_dyx[c] * invstd[c];
+        for ch in 0..i.c {
+            dgamma[ch] *= invstd[ch];
+            k[ch] = gamma[ch] * invstd[ch];
+            a[ch] = invstd[ch] * dgamma[ch] / m;
         }
+        // Pass 2: dx = γ·invstd·(dy − dβ/m − x̂·dγ/m).
         if i.last {
-            let rows = dy
+            for ((dr, xr), or) in dy
                 .chunks_exact(i.c)
                 .zip(x.chunks_exact(i.c))
-                .zip(dx.chunks_exact_mut(i.c));
-            for ((dr, xr), or) in rows {
-                for c in 0..i.c {
-                    or[c] = k[c] * (dr[c] - db[c] - (xr[c] - mean[c]) * dg[c]);
+                .zip(dx.chunks_exact_mut(i.c))
+            {
+                for ch in 0..i.c {
+                    or[ch] = k[ch] * (dr[ch] - dbeta[ch] / m - (xr[ch] - mean[ch]) * a[ch]);
                 }
             }
         } else {
-            for n in 0..i.n {
-                for c in 0..i.c {
-                    let at = (n * i.c + c) * i.s;
-                    let it = dy[at..][..i.s]
-                        .iter()
-                        .zip(&x[at..][..i.s])
-                        .zip(&mut dx[at..][..i.s]);
-                    for ((&d, &v), o) in it {
-                        *o = k[c] * (d - db[c] - (v - mean[c]) * dg[c]);
-                    }
+            for (r, ((dr, xr), or)) in dy
+                .chunks_exact(i.s)
+                .zip(x.chunks_exact(i.s))
+                .zip(dx.chunks_exact_mut(i.s))
+                .enumerate()
+            {
+                let ch = r % i.c;
+                let (kk, aa, bb, mu) = (k[ch], a[ch], dbeta[ch] / m, mean[ch]);
+                for ((o, &d), &v) in or.iter_mut().zip(dr).zip(xr) {
+                    *o = kk * (d - bb - (v - mu) * aa);
                 }
             }
+        }
+    }
+
+    /// Eval-mode backward, one pass: the statistics are constants, so dx = dy·k
+    /// (k = γ·invstd) needs no sums and is written while Σdy and Σdy·(x − mean)
+    /// accumulate; dγ = invstd·Σdy·(x − mean), dβ = Σdy.
+    #[allow(clippy::too_many_arguments)]
+    #[inline(never)]
+    pub fn backward_eval(
+        dy: &[f32],
+        x: &[f32],
+        dx: &mut [f32],
+        i: Idx,
+        mean: &[f32],
+        invstd: &[f32],
+        k: &[f32],
+        dgamma: &mut [f32],
+        dbeta: &mut [f32],
+    ) {
+        dbeta.fill(0.0);
+        dgamma.fill(0.0);
+        if i.last {
+            for ((dr, xr), or) in dy
+                .chunks_exact(i.c)
+                .zip(x.chunks_exact(i.c))
+                .zip(dx.chunks_exact_mut(i.c))
+            {
+                for ch in 0..i.c {
+                    dbeta[ch] += dr[ch];
+                    dgamma[ch] += dr[ch] * (xr[ch] - mean[ch]);
+                    or[ch] = k[ch] * dr[ch];
+                }
+            }
+        } else {
+            for (r, ((dr, xr), or)) in dy
+                .chunks_exact(i.s)
+                .zip(x.chunks_exact(i.s))
+                .zip(dx.chunks_exact_mut(i.s))
+                .enumerate()
+            {
+                let ch = r % i.c;
+                let (mut sd, mut sdx) = (0.0f32, 0.0f32);
+                let (kk, mu) = (k[ch], mean[ch]);
+                for ((o, &d), &v) in or.iter_mut().zip(dr).zip(xr) {
+                    sd += d;
+                    sdx += d * (v - mu);
+                    *o = kk * d;
+                }
+                dbeta[ch] += sd;
+                dgamma[ch] += sdx;
+            }
+        }
+        for ch in 0..i.c {
+            dgamma[ch] *= invstd[ch];
         }
     }
 }
