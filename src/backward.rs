@@ -1,6 +1,6 @@
 //! The backward pass, for train and for eval mode.
 
-use crate::engine::{self, Walk, MAX_BAND};
+use crate::engine::{self, Walk, MAX_BAND, SMALL};
 use crate::error::{check_len, Error};
 use crate::forward::BatchNorm;
 use crate::kernels::{
@@ -156,33 +156,56 @@ impl BatchNorm<'_> {
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn backward_kernel(
         &self,
-        mut through: Through<'_>,
+        through: Through<'_>,
         dy: &[f32],
         x: &[f32],
         shape: Shape,
-        [save_mean, save_invstd]: [&[f32]; 2],
+        saved: [&[f32]; 2],
         grads: Grads<'_>,
         renorm: Option<[&[f32]; 2]>,
+    ) {
+        let walk = Walk::new(shape);
+        let count = (shape.batch * shape.spatial) as f64;
+        let args = (through, dy, x, saved, grads, renorm);
+        if walk.small() {
+            self.backward_bands::<SMALL>(&walk, count, args)
+        } else {
+            self.backward_bands::<MAX_BAND>(&walk, count, args)
+        }
+    }
+
+    /// [`backward_kernel`](Self::backward_kernel) with per-channel arrays of `B`.
+    #[allow(clippy::type_complexity)]
+    fn backward_bands<const B: usize>(
+        &self,
+        walk: &Walk,
+        count: f64,
+        (mut through, dy, x, [save_mean, save_invstd], grads, renorm): (
+            Through<'_>,
+            &[f32],
+            &[f32],
+            [&[f32]; 2],
+            Grads<'_>,
+            Option<[&[f32]; 2]>,
+        ),
     ) {
         let Grads {
             dx,
             mut dgamma,
             mut dbeta,
         } = grads;
-        let walk = Walk::new(shape);
-        let count = (shape.batch * shape.spatial) as f64;
         let steps = 0..walk.steps();
         // Channels-first: the sums and dx of a band run back to back while it is cached.
         for band in walk.bands(2) {
-            let mut mu = [[0.0]; MAX_BAND];
+            let mut mu = [[0.0]; B];
             for (i, mu) in mu.iter_mut().enumerate().take(band.channels) {
                 *mu = [save_mean[band.first + i]];
             }
-            let mut sums = [[0.0; 2]; MAX_BAND];
+            let mut sums = [[0.0; 2]; B];
             match &mut through {
                 Through::Bn => engine::reduce(
                     GradSums,
-                    &walk,
+                    walk,
                     band,
                     [dy, x],
                     &mut [],
@@ -192,7 +215,7 @@ impl BatchNorm<'_> {
                 ),
                 Through::Relu { y } => engine::reduce(
                     ReluGradSums::<false>,
-                    &walk,
+                    walk,
                     band,
                     [dy, y, x],
                     &mut [],
@@ -202,7 +225,7 @@ impl BatchNorm<'_> {
                 ),
                 Through::AddRelu { y, dz } => engine::reduce(
                     ReluGradSums::<true>,
-                    &walk,
+                    walk,
                     band,
                     [dy, y, x],
                     dz,
@@ -211,7 +234,7 @@ impl BatchNorm<'_> {
                     &mut sums,
                 ),
             }
-            let mut k = [[0.0; 5]; MAX_BAND];
+            let mut k = [[0.0; 5]; B];
             for (i, (k, [sum_dy, sum_dyx])) in
                 k.iter_mut().zip(&sums).enumerate().take(band.channels)
             {
@@ -242,9 +265,9 @@ impl BatchNorm<'_> {
                 ];
             }
             match &through {
-                Through::Bn => engine::map(GradInput, &walk, band, [dy, x], dx, &k),
-                Through::Relu { y } => engine::map(ReluGradInput, &walk, band, [dy, y, x], dx, &k),
-                Through::AddRelu { dz, .. } => engine::map(GradInput, &walk, band, [dz, x], dx, &k),
+                Through::Bn => engine::map(GradInput, walk, band, [dy, x], dx, &k),
+                Through::Relu { y } => engine::map(ReluGradInput, walk, band, [dy, y, x], dx, &k),
+                Through::AddRelu { dz, .. } => engine::map(GradInput, walk, band, [dz, x], dx, &k),
             }
         }
     }
@@ -253,33 +276,55 @@ impl BatchNorm<'_> {
     /// for, then `dx = dy·γ/√(running_var + eps)` (`dy` masked by the ReLU).
     pub(crate) fn backward_eval_kernel(
         &self,
-        mut through: Through<'_>,
+        through: Through<'_>,
         dy: &[f32],
         x: &[f32],
         shape: Shape,
-        [running_mean, running_var]: [&[f32]; 2],
+        stats: [&[f32]; 2],
         grads: Grads<'_>,
+    ) {
+        let walk = Walk::new(shape);
+        let args = (through, dy, x, stats, grads);
+        if walk.small() {
+            self.backward_eval_bands::<SMALL>(&walk, args)
+        } else {
+            self.backward_eval_bands::<MAX_BAND>(&walk, args)
+        }
+    }
+
+    /// [`backward_eval_kernel`](Self::backward_eval_kernel) with per-channel arrays
+    /// of `B`.
+    #[allow(clippy::type_complexity)]
+    fn backward_eval_bands<const B: usize>(
+        &self,
+        walk: &Walk,
+        (mut through, dy, x, [running_mean, running_var], grads): (
+            Through<'_>,
+            &[f32],
+            &[f32],
+            [&[f32]; 2],
+            Grads<'_>,
+        ),
     ) {
         let Grads {
             dx,
             mut dgamma,
             mut dbeta,
         } = grads;
-        let walk = Walk::new(shape);
         let steps = 0..walk.steps();
         let invstd = |c: usize| self.invstd(f64::from(running_var[c]));
         let sums_wanted = dgamma.is_some() || dbeta.is_some();
         for band in walk.bands(usize::from(sums_wanted)) {
             if sums_wanted {
-                let mut mu = [[0.0]; MAX_BAND];
+                let mut mu = [[0.0]; B];
                 for (i, mu) in mu.iter_mut().enumerate().take(band.channels) {
                     *mu = [running_mean[band.first + i]];
                 }
-                let mut sums = [[0.0; 2]; MAX_BAND];
+                let mut sums = [[0.0; 2]; B];
                 match &mut through {
                     Through::Bn => engine::reduce(
                         GradSums,
-                        &walk,
+                        walk,
                         band,
                         [dy, x],
                         &mut [],
@@ -289,7 +334,7 @@ impl BatchNorm<'_> {
                     ),
                     Through::Relu { y } => engine::reduce(
                         ReluGradSums::<false>,
-                        &walk,
+                        walk,
                         band,
                         [dy, y, x],
                         &mut [],
@@ -299,7 +344,7 @@ impl BatchNorm<'_> {
                     ),
                     Through::AddRelu { y, dz } => engine::reduce(
                         ReluGradSums::<true>,
-                        &walk,
+                        walk,
                         band,
                         [dy, y, x],
                         dz,
@@ -314,23 +359,23 @@ impl BatchNorm<'_> {
                     write(&mut dgamma, c, sum_dyx * invstd(c));
                 }
             }
-            let mut k = [[0.0; 2]; MAX_BAND];
+            let mut k = [[0.0; 2]; B];
             for (i, k) in k.iter_mut().enumerate().take(band.channels) {
                 let c = band.first + i;
                 // dx = dy·scale + (−0): adding −0 leaves every value, −0 included, unchanged.
                 *k = [(self.gamma(c) * invstd(c)) as f32, -0.0];
             }
             match &mut through {
-                Through::Bn => engine::map(Affine, &walk, band, [dy], dx, &k),
+                Through::Bn => engine::map(Affine, walk, band, [dy], dx, &k),
                 Through::Relu { y } => {
                     let scale = k.map(|[s, _]| [s]);
-                    engine::map(ReluScale, &walk, band, [dy, y], dx, &scale)
+                    engine::map(ReluScale, walk, band, [dy, y], dx, &scale)
                 }
                 Through::AddRelu { y, dz } => {
                     if !sums_wanted {
-                        engine::map(ReluMask, &walk, band, [dy, y], dz, &[[]; MAX_BAND]);
+                        engine::map(ReluMask, walk, band, [dy, y], dz, &[[]; B]);
                     }
-                    engine::map(Affine, &walk, band, [dz], dx, &k)
+                    engine::map(Affine, walk, band, [dz], dx, &k)
                 }
             }
         }

@@ -1,6 +1,6 @@
 //! The layer: eval and train forward.
 
-use crate::engine::{self, Map, Walk, MAX_BAND};
+use crate::engine::{self, Map, Walk, MAX_BAND, SMALL};
 use crate::error::{check_eps, check_len, Error};
 use crate::kernels::{Affine, Centered};
 use crate::moments::{band_moments, Moments};
@@ -231,14 +231,31 @@ impl BatchNorm<'_> {
         var: &[f32],
     ) {
         let walk = Walk::new(shape);
+        if walk.small() {
+            self.eval_bands::<M, I, SMALL>(m, &walk, ins, y, mean, var)
+        } else {
+            self.eval_bands::<M, I, MAX_BAND>(m, &walk, ins, y, mean, var)
+        }
+    }
+
+    /// [`eval_kernel`](Self::eval_kernel) with per-channel arrays of `B`.
+    fn eval_bands<M: Map<I, 2> + Copy, const I: usize, const B: usize>(
+        &self,
+        m: M,
+        walk: &Walk,
+        ins: [&[f32]; I],
+        y: &mut [f32],
+        mean: &[f32],
+        var: &[f32],
+    ) {
         for band in walk.bands(0) {
-            let mut k = [[0.0; 2]; MAX_BAND];
+            let mut k = [[0.0; 2]; B];
             for (i, k) in k.iter_mut().enumerate().take(band.channels) {
                 let c = band.first + i;
                 let s = self.gamma(c) * self.invstd(f64::from(var[c]));
                 *k = [s as f32, (self.beta(c) - f64::from(mean[c]) * s) as f32];
             }
-            engine::map(m, &walk, band, ins, y, &k);
+            engine::map(m, walk, band, ins, y, &k);
         }
     }
 
@@ -387,12 +404,35 @@ impl BatchNorm<'_> {
         ins: [&[f32]; I],
         y: &mut [f32],
         shape: Shape,
-        [save_mean, save_invstd]: [&mut [f32]; 2],
-        mut running: Option<Running<'_>>,
-        mut renorm: Option<(Renorm, [&mut [f32]; 2])>,
+        saved: [&mut [f32]; 2],
+        running: Option<Running<'_>>,
+        renorm: Option<(Renorm, [&mut [f32]; 2])>,
     ) {
         let walk = Walk::new(shape);
         let count = (shape.batch * shape.spatial) as f64;
+        let args = (m, ins, y, saved, running, renorm);
+        if walk.small() {
+            self.train_bands::<M, I, SMALL>(&walk, count, args)
+        } else {
+            self.train_bands::<M, I, MAX_BAND>(&walk, count, args)
+        }
+    }
+
+    /// [`train_kernel`](Self::train_kernel) with per-channel arrays of `B`.
+    #[allow(clippy::type_complexity)]
+    fn train_bands<M: Map<I, 3> + Copy, const I: usize, const B: usize>(
+        &self,
+        walk: &Walk,
+        count: f64,
+        (m, ins, y, [save_mean, save_invstd], mut running, mut renorm): (
+            M,
+            [&[f32]; I],
+            &mut [f32],
+            [&mut [f32]; 2],
+            Option<Running<'_>>,
+            Option<(Renorm, [&mut [f32]; 2])>,
+        ),
+    ) {
         // Validated in `check_train`.
         let factor = running
             .as_ref()
@@ -400,10 +440,10 @@ impl BatchNorm<'_> {
         for band in walk.bands(1) {
             // Channels-first: the band's channels are normalized right after their
             // statistics, while they are cached.
-            let mut stats = [Moments::EMPTY; MAX_BAND];
+            let mut stats = [Moments::EMPTY; B];
             let x = if ins[0].is_empty() { &*y } else { ins[0] };
-            band_moments(&walk, band, x, &mut stats[..band.channels]);
-            let mut k = [[0.0; 3]; MAX_BAND];
+            band_moments::<B>(walk, band, x, &mut stats[..band.channels]);
+            let mut k = [[0.0; 3]; B];
             for (i, (k, st)) in k.iter_mut().zip(&stats).enumerate().take(band.channels) {
                 let c = band.first + i;
                 let var = st.var();
@@ -430,7 +470,7 @@ impl BatchNorm<'_> {
                     r.var[c] = ((1.0 - factor) * f64::from(r.var[c]) + factor * unbiased) as f32;
                 }
             }
-            engine::map(m, &walk, band, ins, y, &k);
+            engine::map(m, walk, band, ins, y, &k);
         }
     }
 }

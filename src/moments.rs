@@ -1,6 +1,6 @@
 //! Per-channel mean and variance in one read, as mergeable partial moments.
 
-use crate::engine::{self, Band, PerBand, Walk, MAX_BAND};
+use crate::engine::{self, Band, Walk, MAX_BAND, SMALL};
 use crate::error::{check_len, Error};
 use crate::kernels::Shifted;
 use crate::shape::Shape;
@@ -66,7 +66,7 @@ impl Moments {
         let walk = Walk::new(Shape::channels_first(1, 1, xs.len()));
         let mut out = [Moments::EMPTY];
         for band in walk.bands(0) {
-            band_moments(&walk, band, xs, &mut out);
+            band_moments::<SMALL>(&walk, band, xs, &mut out);
         }
         out[0]
     }
@@ -178,7 +178,12 @@ pub fn moments(x: &[f32], shape: Shape, out: &mut [Moments]) -> Result<(), Error
     check_len("out", out.len(), shape.channels)?;
     let walk = Walk::new(shape);
     for band in walk.bands(0) {
-        band_moments(&walk, band, x, &mut out[band.first..][..band.channels]);
+        let out = &mut out[band.first..][..band.channels];
+        if walk.small() {
+            band_moments::<SMALL>(&walk, band, x, out);
+        } else {
+            band_moments::<MAX_BAND>(&walk, band, x, out);
+        }
     }
     Ok(())
 }
@@ -192,8 +197,14 @@ pub fn moments(x: &[f32], shape: Shape, out: &mut [Moments]) -> Result<(), Error
 /// the others (an outlier) makes the first block's `Σd²` large against its `m2`, so
 /// that `m2 = Σd² − (Σd)²/n` would cancel: past a factor 16, the first block is summed
 /// again around its own mean (it is in cache).
-pub(crate) fn band_moments(walk: &Walk, band: Band, x: &[f32], out: &mut [Moments]) {
-    let mut shift: PerBand<[f32; 1]> = [[0.0]; MAX_BAND];
+/// `B` is the band capacity of the walk (see [`Walk::small`]).
+pub(crate) fn band_moments<const B: usize>(
+    walk: &Walk,
+    band: Band,
+    x: &[f32],
+    out: &mut [Moments],
+) {
+    let mut shift = [[0.0]; B];
     for (i, k) in shift.iter_mut().enumerate().take(band.channels) {
         let v = walk
             .first_index(band.first + i)
@@ -203,7 +214,7 @@ pub(crate) fn band_moments(walk: &Walk, band: Band, x: &[f32], out: &mut [Moment
     }
     let first = walk.first_block();
     let n = walk.count(first.clone());
-    let mut sums = [[0.0; 2]; MAX_BAND];
+    let mut sums = [[0.0; 2]; B];
     engine::reduce(
         Shifted,
         walk,
@@ -240,6 +251,9 @@ pub(crate) fn band_moments(walk: &Walk, band: Band, x: &[f32], out: &mut [Moment
         *s = [0.0; 2];
     }
     let rest = first.end..walk.steps();
+    if rest.is_empty() {
+        return;
+    }
     let n = walk.count(rest.clone());
     engine::reduce(Shifted, walk, band, [x], &mut [], &shift, rest, &mut sums);
     for ((out, k), s) in out.iter_mut().zip(&shift).zip(&sums) {

@@ -3,7 +3,7 @@
 
 use core::ops::Range;
 
-use super::{sub, Band, Map, PerBand, Reduce, Walk, BLOCK, MAX_SLOTS};
+use super::{sub, Band, Kind, Map, Reduce, Walk, BLOCK};
 use crate::lanes::{load_tail, mask_overlap, store_tail, Lanes, LANES, V};
 
 /// Where a band's lines are and which channel each lane holds.
@@ -16,56 +16,88 @@ pub(super) struct Lines {
     /// The end of the tensor.
     end: usize,
     steps: usize,
-    /// Channels of the band; in a packed line, lane `l` holds channel `l % channels`.
+    /// Channels of the band; in a packed line, lane `p` holds channel
+    /// `p / spatial % channels`.
     channels: usize,
+    spatial: usize,
     packed: bool,
 }
 
 impl Walk {
-    pub(super) fn lines(&self, band: Band, period: usize) -> Lines {
-        let packed = period > 0;
+    pub(super) fn lines(&self, band: Band) -> Lines {
+        let (packed, period, spatial) = match self.kind {
+            Kind::Packed { period, spatial } => (true, period, spatial),
+            _ => (false, 0, 1),
+        };
         Lines {
             start: if packed { 0 } else { band.first },
             stride: if packed { period } else { self.channels },
-            len: if packed { period } else { band.channels },
+            // A packed tensor shorter than a line is one short line.
+            len: if packed {
+                period.min(self.len)
+            } else {
+                band.channels
+            },
             end: self.len,
             steps: self.steps(),
             channels: band.channels,
+            spatial,
             packed,
         }
     }
 }
 
 impl Lines {
-    /// The band offset of the channel in lane `l` of slot `j`. A banded line that
-    /// does not end on a whole vector ends with an overlapping slot: its last
-    /// [`LANES`] values.
-    fn offset(&self, j: usize, l: usize) -> usize {
-        let at = j * LANES + l;
-        if self.packed {
-            at % self.channels.max(1)
-        } else if self.len >= LANES && (j + 1) * LANES > self.len {
-            self.len - LANES + l
+    /// The band offset of the channel in every lane of a line's first `S` slots,
+    /// counted without a division per lane. A banded line that does not end on a
+    /// whole vector ends with an overlapping slot: its last [`LANES`] values.
+    fn offsets<const S: usize>(&self) -> [[u16; LANES]; S] {
+        let mut at = [[0; LANES]; S];
+        let (mut c, mut s) = (0, 0);
+        let overlap_from = if self.packed || self.len < LANES {
+            usize::MAX
         } else {
-            at
+            self.len / LANES
+        };
+        for (j, at) in at.iter_mut().enumerate().take(self.slots::<S>()) {
+            for (l, at) in at.iter_mut().enumerate() {
+                *at = if j >= overlap_from {
+                    self.len - LANES + l
+                } else {
+                    c
+                } as u16;
+                s += 1;
+                if s >= self.spatial {
+                    (c, s) = (c + 1, 0);
+                    if c >= self.channels {
+                        c = 0;
+                    }
+                }
+            }
         }
+        at
     }
 
-    fn slots(&self) -> usize {
-        self.len.div_ceil(LANES).min(MAX_SLOTS)
+    fn slots<const S: usize>(&self) -> usize {
+        self.len.div_ceil(LANES).min(S)
     }
 
-    /// The constants of every slot's lanes.
-    fn constants<const K: usize>(&self, k: &PerBand<[f32; K]>) -> [[V; K]; MAX_SLOTS] {
-        let mut kv = [[V::ZERO; K]; MAX_SLOTS];
-        for (j, kv) in kv.iter_mut().enumerate().take(self.slots()) {
-            *kv = core::array::from_fn(|q| {
-                V::new(core::array::from_fn(|l| {
-                    k.get(self.offset(j, l)).map_or(0.0, |k| k[q])
-                }))
-            });
+    /// Writes the constants of every slot's lanes to `kv`.
+    fn constants<const K: usize, const S: usize>(
+        &self,
+        offsets: &[[u16; LANES]; S],
+        k: &[[f32; K]],
+        kv: &mut [[V; K]; S],
+    ) {
+        for (kv, at) in kv.iter_mut().zip(offsets).take(self.slots::<S>()) {
+            for (q, kv) in kv.iter_mut().enumerate() {
+                let mut lanes = [0.0; LANES];
+                for (lane, &at) in lanes.iter_mut().zip(at) {
+                    *lane = k.get(usize::from(at)).map_or(0.0, |k| k[q]);
+                }
+                *kv = V::new(lanes);
+            }
         }
-        kv
     }
 
     /// The values of line `r`.
@@ -81,11 +113,16 @@ impl Lines {
     }
 
     /// Adds every lane of `acc` to its channel's sums in f64 and zeroes it.
-    fn spill<const A: usize>(&self, acc: &mut [[V; A]; MAX_SLOTS], sums: &mut PerBand<[f64; A]>) {
-        for (j, acc) in acc.iter_mut().enumerate().take(self.slots()) {
+    fn spill<const A: usize, const S: usize>(
+        &self,
+        offsets: &[[u16; LANES]; S],
+        acc: &mut [[V; A]; S],
+        sums: &mut [[f64; A]],
+    ) {
+        for (acc, at) in acc.iter_mut().zip(offsets).take(self.slots::<S>()) {
             for (a, v) in acc.iter().enumerate() {
-                for (l, &x) in v.as_array().iter().enumerate() {
-                    if let Some(s) = sums.get_mut(self.offset(j, l)) {
+                for (&at, &x) in at.iter().zip(v.as_array()) {
+                    if let Some(s) = sums.get_mut(usize::from(at)) {
                         s[a] += f64::from(x);
                     }
                 }
@@ -95,16 +132,24 @@ impl Lines {
     }
 }
 
-pub(super) fn reduce<R: Reduce<I, K, A>, const I: usize, const K: usize, const A: usize>(
+pub(super) fn reduce<
+    R: Reduce<I, K, A>,
+    const I: usize,
+    const K: usize,
+    const A: usize,
+    const S: usize,
+>(
     g: &Lines,
     ins: [&[f32]; I],
     out: &mut [f32],
-    k: &PerBand<[f32; K]>,
+    k: &[[f32; K]],
     steps: Range<usize>,
-    sums: &mut PerBand<[f64; A]>,
+    sums: &mut [[f64; A]],
 ) {
-    let kv = g.constants(k);
-    let mut acc = [[V::ZERO; A]; MAX_SLOTS];
+    let offsets = g.offsets::<S>();
+    let mut kv = [[V::ZERO; K]; S];
+    g.constants(&offsets, k, &mut kv);
+    let mut acc = [[V::ZERO; A]; S];
     let mut rows = 0;
     for r in steps {
         let line = g.line(r);
@@ -151,20 +196,29 @@ pub(super) fn reduce<R: Reduce<I, K, A>, const I: usize, const K: usize, const A
         }
         rows += 1;
         if rows == BLOCK {
-            g.spill(&mut acc, sums);
+            g.spill(&offsets, &mut acc, sums);
             rows = 0;
         }
     }
-    g.spill(&mut acc, sums);
+    if rows > 0 {
+        g.spill(&offsets, &mut acc, sums);
+    }
 }
 
-pub(super) fn map<M: Map<I, K>, const I: usize, const K: usize, const IN_PLACE: bool>(
+pub(super) fn map<
+    M: Map<I, K>,
+    const I: usize,
+    const K: usize,
+    const IN_PLACE: bool,
+    const S: usize,
+>(
     g: &Lines,
     ins: [&[f32]; I],
     out: &mut [f32],
-    k: &PerBand<[f32; K]>,
+    k: &[[f32; K]],
 ) {
-    let kv = g.constants(k);
+    let mut kv = [[V::ZERO; K]; S];
+    g.constants(&g.offsets::<S>(), k, &mut kv);
     for r in 0..g.steps {
         let line = g.line(r);
         let x = sub(&ins, line.clone());

@@ -13,8 +13,8 @@
 //! | layout | walk | one step | lanes |
 //! |---|---|---|---|
 //! | channels-first, `S > 1` | [`runs`] | one sample: a run of `S` values per channel | all one channel, splat constants |
-//! | channels-last, `[N, C]` rows (`S = 1`) | [`lines`], banded | one row's slice of the band's channels | lane `l` is channel `first + l` |
-//! | the same with `lcm(C, LANES)` ≤ [`MAX_BAND`] | [`lines`], packed | `P` consecutive values, `P` a multiple of `lcm(C, LANES)` | lane `l` is channel `l % C` |
+//! | channels-last, `[N, C]` rows (`S = 1`) | [`lines`], rows | one row's slice of the band's channels | lane `l` is channel `first + l` |
+//! | either, when `lcm(C·S, LANES)` fits a band (`S` = 1 channels-last) | [`lines`], packed | `P` consecutive values, `P` a multiple of `lcm(C·S, LANES)` | lane `p` is channel `p / S % C` |
 //!
 //! Runs keep their accumulators in registers ([`UNROLL`](crate::lanes::UNROLL) per
 //! sum) across a channel's runs; lines keep one accumulator vector per lane slot on
@@ -34,20 +34,23 @@ use crate::shape::{Layout, Shape};
 mod lines;
 mod runs;
 
-/// Most channels in a band: the size of the per-channel arrays the entry points keep
-/// on the stack. 64-bit targets: 256 (a channels-last row of up to 256 channels is
-/// read once, in memory order); 32-bit targets (microcontrollers: little stack) 64.
+/// Most channels in a band. 64-bit targets: 256, so that a channels-last row of up
+/// to 256 channels is read once, in memory order; 32-bit targets (microcontrollers:
+/// little stack) 64.
 pub(crate) const MAX_BAND: usize = if cfg!(target_pointer_width = "64") {
     256
 } else {
     64
 };
 
-/// Per-channel values of a band, indexed by the channel's offset in the band.
-pub(crate) type PerBand<T> = [T; MAX_BAND];
+/// The band capacity of every walk but channels-last with more channels than this:
+/// per-channel arrays of a band, and a line's per-lane ones, that are cheap to set up
+/// on every call of a tiny tensor (one size on 32-bit targets).
+pub(crate) const SMALL: usize = if MAX_BAND > 64 { 64 } else { MAX_BAND };
 
 /// Vector slots of a line: lanes of a band, in vectors.
 const MAX_SLOTS: usize = MAX_BAND / LANES;
+const SMALL_SLOTS: usize = SMALL / LANES;
 
 /// Adds per accumulator lane before its f32 sums spill into f64: a lane's f32 sum
 /// carries at most ~64 roundings.
@@ -85,6 +88,8 @@ pub(crate) trait Reduce<const I: usize, const K: usize, const A: usize> {
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Walk {
     kind: Kind,
+    /// Most channels in a band, [`SMALL`] or [`MAX_BAND`].
+    cap: usize,
     batch: usize,
     channels: usize,
     spatial: usize,
@@ -94,9 +99,13 @@ pub(crate) struct Walk {
 #[derive(Clone, Copy, Debug, PartialEq)]
 enum Kind {
     Runs,
-    /// Rows of `channels` values; `period` > 0 when packed into lines of `period`.
-    Lines {
+    /// Lines of a band's slice of each row of `channels` values.
+    Rows,
+    /// The flat tensor in lines of `period` values, a multiple of `lcm(C·S, LANES)`
+    /// (`S` = `spatial`: 1 for channels-last): lane `p` holds channel `p / S % C`.
+    Packed {
         period: usize,
+        spatial: usize,
     },
 }
 
@@ -113,19 +122,33 @@ impl Walk {
     /// The walk of `shape`, whose element count must already be known to fit.
     pub(crate) fn new(shape: Shape) -> Walk {
         let c = shape.channels;
-        let kind = match shape.walk() {
-            Layout::ChannelsFirst => Kind::Runs,
-            Layout::ChannelsLast => Kind::Lines {
-                period: packed_period(c),
-            },
+        let first = shape.walk() == Layout::ChannelsFirst;
+        let cap = if first || c <= SMALL { SMALL } else { MAX_BAND };
+        // Channels-first samples small enough to pack (a tiny tensor, or short runs of
+        // few channels) go the packed way too: no run is shorter than a vector then.
+        let spatial = if first { shape.spatial } else { 1 };
+        let period = c
+            .checked_mul(spatial)
+            .map_or(0, |values| packed_period(values, cap));
+        let kind = match (first, period) {
+            (_, 1..) => Kind::Packed { period, spatial },
+            (true, 0) => Kind::Runs,
+            (false, 0) => Kind::Rows,
         };
         Walk {
             kind,
+            cap,
             batch: shape.batch,
             channels: c,
             spatial: shape.spatial,
             len: shape.batch * c * shape.spatial,
         }
+    }
+
+    /// Whether bands hold at most [`SMALL`] channels (else [`MAX_BAND`]): the length
+    /// of the per-channel arrays the callers of [`reduce`] and [`map`] pass.
+    pub(crate) fn small(&self) -> bool {
+        self.cap == SMALL
     }
 
     /// The bands, in channel order, for a kernel that reads `reread` tensors again
@@ -139,13 +162,13 @@ impl Walk {
                     .batch
                     .saturating_mul(self.spatial)
                     .saturating_mul(4 * reread);
-                (REUSE_BYTES / bytes.max(1)).clamp(1, MAX_BAND)
+                (REUSE_BYTES / bytes.max(1)).clamp(1, self.cap)
             }
-            Kind::Runs => MAX_BAND,
-            Kind::Lines { period } if period > 0 => c,
+            Kind::Runs => self.cap,
+            Kind::Packed { .. } => c,
             // Bands of equal width (whole vectors but the last), none narrower than
             // a vector when C is at least one.
-            Kind::Lines { .. } => {
+            Kind::Rows => {
                 let bands = c.div_ceil(MAX_BAND);
                 c.div_ceil(bands.max(1))
                     .next_multiple_of(LANES)
@@ -164,8 +187,8 @@ impl Walk {
             // No values: nothing to walk, however large the batch.
             _ if self.len == 0 => 0,
             Kind::Runs => self.batch,
-            Kind::Lines { period: 0 } => self.batch * self.spatial,
-            Kind::Lines { period } => self.len.div_ceil(period),
+            Kind::Rows => self.batch * self.spatial,
+            Kind::Packed { period, .. } => self.len.div_ceil(period),
         }
     }
 
@@ -174,7 +197,7 @@ impl Walk {
     pub(crate) fn first_block(&self) -> Range<usize> {
         let first = match self.kind {
             Kind::Runs => 1,
-            Kind::Lines { .. } => BLOCK,
+            Kind::Rows | Kind::Packed { .. } => BLOCK,
         };
         0..self.steps().min(first)
     }
@@ -183,8 +206,8 @@ impl Walk {
     pub(crate) fn count(&self, steps: Range<usize>) -> usize {
         match self.kind {
             Kind::Runs => steps.len() * self.spatial,
-            Kind::Lines { period: 0 } => steps.len(),
-            Kind::Lines { period } => {
+            Kind::Rows => steps.len(),
+            Kind::Packed { period, .. } => {
                 let end = (steps.end * period).min(self.len);
                 (end - (steps.start * period).min(end)) / self.channels
             }
@@ -196,23 +219,24 @@ impl Walk {
         match self.kind {
             _ if self.len == 0 => None,
             Kind::Runs => Some(c * self.spatial),
-            Kind::Lines { .. } => Some(c),
+            Kind::Packed { spatial, .. } => Some(c * spatial),
+            Kind::Rows => Some(c),
         }
     }
 }
 
-/// The line length of the packed channels-last walk for `c` channels: the smallest
+/// The line length of the packed walk for samples of `c` values: the smallest
 /// multiple of `lcm(c, LANES)` of at least [`MIN_LINE`] lanes, or 0 when that does not
-/// fit in [`MAX_BAND`] lanes.
-fn packed_period(c: usize) -> usize {
-    if c == 0 {
+/// fit in `cap` lanes.
+fn packed_period(c: usize, cap: usize) -> usize {
+    if c == 0 || c > cap {
         return 0;
     }
     let lcm = c / gcd(c, LANES) * LANES;
     let period = lcm * MIN_LINE.div_ceil(lcm);
-    if period <= MAX_BAND {
+    if period <= cap {
         period
-    } else if lcm <= MAX_BAND {
+    } else if lcm <= cap {
         lcm
     } else {
         0
@@ -229,7 +253,8 @@ fn gcd(a: usize, b: usize) -> usize {
 
 /// Adds the `A` sums of `R` over `steps` of `band` to `sums` (per channel of the
 /// band), reading `ins` with the constants `k` of each channel; stores `R`'s output
-/// into `out` where it [writes](Reduce::WRITES) (else `out` is unused).
+/// into `out` where it [writes](Reduce::WRITES) (else `out` is unused). `k` and `sums`
+/// hold [`SMALL`] channels when the walk is [`small`](Walk::small), else [`MAX_BAND`].
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn reduce<R: Reduce<I, K, A>, const I: usize, const K: usize, const A: usize>(
     _: R,
@@ -237,41 +262,49 @@ pub(crate) fn reduce<R: Reduce<I, K, A>, const I: usize, const K: usize, const A
     band: Band,
     ins: [&[f32]; I],
     out: &mut [f32],
-    k: &PerBand<[f32; K]>,
+    k: &[[f32; K]],
     steps: Range<usize>,
-    sums: &mut PerBand<[f64; A]>,
+    sums: &mut [[f64; A]],
 ) {
     match walk.kind {
         Kind::Runs => runs::reduce::<R, I, K, A>(walk, band, ins, out, k, steps, sums),
-        Kind::Lines { period } => {
-            lines::reduce::<R, I, K, A>(&walk.lines(band, period), ins, out, k, steps, sums)
+        Kind::Rows | Kind::Packed { .. } => {
+            let g = walk.lines(band);
+            if walk.small() {
+                lines::reduce::<R, I, K, A, SMALL_SLOTS>(&g, ins, out, k, steps, sums)
+            } else {
+                lines::reduce::<R, I, K, A, MAX_SLOTS>(&g, ins, out, k, steps, sums)
+            }
         }
     }
 }
 
-/// `out = M(ins)` over `band`, with the constants `k` of each channel. An empty
-/// `ins[0]` means the first input is `out` itself (in place).
+/// `out = M(ins)` over `band`, with the constants `k` of each channel (as in
+/// [`reduce`]). An empty `ins[0]` means the first input is `out` itself (in place).
 pub(crate) fn map<M: Map<I, K>, const I: usize, const K: usize>(
     _: M,
     walk: &Walk,
     band: Band,
     ins: [&[f32]; I],
     out: &mut [f32],
-    k: &PerBand<[f32; K]>,
+    k: &[[f32; K]],
 ) {
     if walk.len == 0 {
         return;
     }
     let in_place = ins[0].is_empty();
-    match (walk.kind, in_place) {
-        (Kind::Runs, false) => runs::map::<M, I, K, false>(walk, band, ins, out, k),
-        (Kind::Runs, true) => runs::map::<M, I, K, true>(walk, band, ins, out, k),
-        (Kind::Lines { period }, false) => {
-            lines::map::<M, I, K, false>(&walk.lines(band, period), ins, out, k)
-        }
-        (Kind::Lines { period }, true) => {
-            lines::map::<M, I, K, true>(&walk.lines(band, period), ins, out, k)
-        }
+    if walk.kind == Kind::Runs {
+        return match in_place {
+            false => runs::map::<M, I, K, false>(walk, band, ins, out, k),
+            true => runs::map::<M, I, K, true>(walk, band, ins, out, k),
+        };
+    }
+    let g = walk.lines(band);
+    match (walk.small(), in_place) {
+        (true, false) => lines::map::<M, I, K, false, SMALL_SLOTS>(&g, ins, out, k),
+        (true, true) => lines::map::<M, I, K, true, SMALL_SLOTS>(&g, ins, out, k),
+        (false, false) => lines::map::<M, I, K, false, MAX_SLOTS>(&g, ins, out, k),
+        (false, true) => lines::map::<M, I, K, true, MAX_SLOTS>(&g, ins, out, k),
     }
 }
 

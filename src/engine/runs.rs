@@ -3,7 +3,7 @@
 
 use core::ops::Range;
 
-use super::{sub, Band, Map, PerBand, Reduce, Walk, BLOCK};
+use super::{sub, Band, Map, Reduce, Walk, BLOCK};
 use crate::lanes::{load_tail, mask_overlap, store_tail, Lanes, LANES, UNROLL, V};
 
 /// Reduces channel by channel: each channel's runs in turn, into accumulators that
@@ -13,9 +13,9 @@ pub(super) fn reduce<R: Reduce<I, K, A>, const I: usize, const K: usize, const A
     band: Band,
     ins: [&[f32]; I],
     out: &mut [f32],
-    k: &PerBand<[f32; K]>,
+    k: &[[f32; K]],
     steps: Range<usize>,
-    sums: &mut PerBand<[f64; A]>,
+    sums: &mut [[f64; A]],
 ) {
     let (c, s) = (w.channels, w.spatial);
     for (i, (k, sums)) in k
@@ -37,7 +37,9 @@ pub(super) fn reduce<R: Reduce<I, K, A>, const I: usize, const K: usize, const A
             };
             reduce_run::<R, I, K, A>(sub(&ins, run), out, &kv, &mut acc, &mut adds, sums);
         }
-        spill(&mut acc, sums);
+        if adds > 0 {
+            spill(&mut acc, sums);
+        }
     }
 }
 
@@ -122,8 +124,17 @@ fn reduce_run<R: Reduce<I, K, A>, const I: usize, const K: usize, const A: usize
 #[inline(always)]
 fn spill<const A: usize>(acc: &mut [[V; A]; UNROLL], sums: &mut [f64; A]) {
     for (a, sum) in sums.iter_mut().enumerate() {
-        let v = acc.iter().fold(V::ZERO, |s, acc| s + acc[a]);
-        *sum += v.to_array().iter().map(|&x| f64::from(x)).sum::<f64>();
+        let v = acc.iter().fold(V::ZERO, |s, acc| s + acc[a]).to_array();
+        // A tree, not a chain: short channels spill once each.
+        let mut lanes = v.map(f64::from);
+        let mut n = LANES;
+        while n > 1 {
+            n /= 2;
+            for l in 0..n {
+                lanes[l] += lanes[l + n];
+            }
+        }
+        *sum += lanes[0];
     }
     *acc = [[V::ZERO; A]; UNROLL];
 }
@@ -135,7 +146,7 @@ pub(super) fn map<M: Map<I, K>, const I: usize, const K: usize, const IN_PLACE: 
     band: Band,
     ins: [&[f32]; I],
     out: &mut [f32],
-    k: &PerBand<[f32; K]>,
+    k: &[[f32; K]],
 ) {
     let (c, s) = (w.channels, w.spatial);
     for n in 0..w.batch {
