@@ -4,7 +4,8 @@ use crate::engine::{self, Walk, MAX_BAND, SMALL};
 use crate::error::{check_len, Error};
 use crate::forward::BatchNorm;
 use crate::kernels::{
-    Affine, GradInput, GradSums, ReluGradInput, ReluGradSums, ReluMask, ReluScale,
+    GradInput, GradSums, ReluGradInput, ReluGradSums, ReluMask, ReluScale, ReluScaledGradSums,
+    Scale, ScaledGradSums,
 };
 use crate::shape::Shape;
 
@@ -315,68 +316,55 @@ impl BatchNorm<'_> {
         let invstd = |c: usize| self.invstd(f64::from(running_var[c]));
         let sums_wanted = dgamma.is_some() || dbeta.is_some();
         for band in walk.bands(usize::from(sums_wanted)) {
-            if sums_wanted {
-                let mut mu = [[0.0]; B];
-                for (i, mu) in mu.iter_mut().enumerate().take(band.channels) {
-                    *mu = [running_mean[band.first + i]];
-                }
-                let mut sums = [[0.0; 2]; B];
-                match &mut through {
-                    Through::Bn => engine::reduce(
-                        GradSums,
-                        walk,
-                        band,
-                        [dy, x],
-                        &mut [],
-                        &mu,
-                        steps.clone(),
-                        &mut sums,
-                    ),
-                    Through::Relu { y } => engine::reduce(
-                        ReluGradSums::<false>,
-                        walk,
-                        band,
-                        [dy, y, x],
-                        &mut [],
-                        &mu,
-                        steps.clone(),
-                        &mut sums,
-                    ),
-                    Through::AddRelu { y, dz } => engine::reduce(
-                        ReluGradSums::<true>,
-                        walk,
-                        band,
-                        [dy, y, x],
-                        dz,
-                        &mu,
-                        steps.clone(),
-                        &mut sums,
-                    ),
-                }
-                for (i, [sum_dy, sum_dyx]) in sums.iter().enumerate().take(band.channels) {
-                    let c = band.first + i;
-                    write(&mut dbeta, c, *sum_dy);
-                    write(&mut dgamma, c, sum_dyx * invstd(c));
-                }
-            }
+            // [running mean, γ/√(running_var + eps)]
             let mut k = [[0.0; 2]; B];
             for (i, k) in k.iter_mut().enumerate().take(band.channels) {
                 let c = band.first + i;
-                // dx = dy·scale + (−0): adding −0 leaves every value, −0 included, unchanged.
-                *k = [(self.gamma(c) * invstd(c)) as f32, -0.0];
+                *k = [running_mean[c], (self.gamma(c) * invstd(c)) as f32];
             }
+            let scale = k.map(|[_, s]| [s]);
+            if !sums_wanted {
+                match &mut through {
+                    Through::Bn => engine::map(Scale, walk, band, [dy], dx, &scale),
+                    Through::Relu { y } => engine::map(ReluScale, walk, band, [dy, y], dx, &scale),
+                    Through::AddRelu { y, dz } => {
+                        engine::map(ReluMask, walk, band, [dy, y], dz, &[[]; B]);
+                        engine::map(Scale, walk, band, [dz], dx, &scale)
+                    }
+                }
+                continue;
+            }
+            // dx is written in the sums pass: one read of dy.
+            let mut sums = [[0.0; 2]; B];
+            let all = steps.clone();
             match &mut through {
-                Through::Bn => engine::map(Affine, walk, band, [dy], dx, &k),
+                Through::Bn => {
+                    engine::reduce(ScaledGradSums, walk, band, [dy, x], dx, &k, all, &mut sums)
+                }
                 Through::Relu { y } => {
-                    let scale = k.map(|[s, _]| [s]);
-                    engine::map(ReluScale, walk, band, [dy, y], dx, &scale)
+                    let ins = [dy, y, x];
+                    engine::reduce(ReluScaledGradSums, walk, band, ins, dx, &k, all, &mut sums)
                 }
                 Through::AddRelu { y, dz } => {
-                    if !sums_wanted {
-                        engine::map(ReluMask, walk, band, [dy, y], dz, &[[]; B]);
-                    }
-                    engine::map(Affine, walk, band, [dz], dx, &k)
+                    let mu = k.map(|[m, _]| [m]);
+                    let ins = [dy, y, x];
+                    engine::reduce(
+                        ReluGradSums::<true>,
+                        walk,
+                        band,
+                        ins,
+                        dz,
+                        &mu,
+                        all,
+                        &mut sums,
+                    );
+                    engine::map(Scale, walk, band, [dz], dx, &scale)
                 }
+            }
+            for (i, [sum_dy, sum_dyx]) in sums.iter().enumerate().take(band.channels) {
+                let c = band.first + i;
+                write(&mut dbeta, c, *sum_dy);
+                write(&mut dgamma, c, sum_dyx * invstd(c));
             }
         }
     }

@@ -38,8 +38,7 @@ impl Reduce<1, 1, 2> for Shifted {
     }
 }
 
-/// `y = x·scale + shift`; `k = [scale, shift]`. The eval forward, and `dx = dy·scale`
-/// with `shift = −0` (which leaves every value, −0 included, as it is).
+/// `y = x·scale + shift`; `k = [scale, shift]`: the eval forward.
 #[derive(Clone, Copy)]
 pub(crate) struct Affine;
 
@@ -168,6 +167,55 @@ impl Map<3, 5> for ReluGradInput {
     #[inline(always)]
     fn map(k: &[V; 5], [dy, y, x]: [V; 3]) -> V {
         GradInput::map(k, [relu_grad(dy, y), x])
+    }
+}
+
+/// `dx = dy·scale`, the eval backward's input gradient; `k = [scale]`.
+#[derive(Clone, Copy)]
+pub(crate) struct Scale;
+
+impl Map<1, 1> for Scale {
+    #[inline(always)]
+    fn map(k: &[V; 1], [dy]: [V; 1]) -> V {
+        dy * k[0]
+    }
+}
+
+/// [`GradSums`] that also writes the eval backward's `dx = dy·scale`; inputs
+/// `[dy, x]`, `k = [mean, scale]`.
+#[derive(Clone, Copy)]
+pub(crate) struct ScaledGradSums;
+
+impl Reduce<2, 2, 2> for ScaledGradSums {
+    const WRITES: bool = true;
+
+    #[inline(always)]
+    fn pad(k: &[V; 2]) -> [V; 2] {
+        GradSums::pad(&[k[0]])
+    }
+
+    #[inline(always)]
+    fn step(k: &[V; 2], x: [V; 2], acc: &mut [V; 2]) -> V {
+        GradSums::step(&[k[0]], x, acc);
+        x[0] * k[1]
+    }
+}
+
+/// [`ScaledGradSums`] behind a ReLU: inputs `[dy, y, x]`, `dx = dy·[y > 0]·scale`.
+#[derive(Clone, Copy)]
+pub(crate) struct ReluScaledGradSums;
+
+impl Reduce<3, 2, 2> for ReluScaledGradSums {
+    const WRITES: bool = true;
+
+    #[inline(always)]
+    fn pad(k: &[V; 2]) -> [V; 3] {
+        ReluGradSums::<false>::pad(&[k[0]])
+    }
+
+    #[inline(always)]
+    fn step(k: &[V; 2], x: [V; 3], acc: &mut [V; 2]) -> V {
+        ReluGradSums::<false>::step(&[k[0]], x, acc) * k[1]
     }
 }
 

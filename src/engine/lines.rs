@@ -1,5 +1,10 @@
-//! Channels-last and `[N, C]` rows: the tensor as lines of a band's channels, walked
-//! in memory order with one accumulator vector per lane slot of a line.
+//! Channels-last, `[N, C]` rows, and packed small samples: the tensor as lines, walked
+//! in memory order with one accumulator vector per lane slot.
+//!
+//! A rows line is one row's slice of the band's channels, one slot per vector. A
+//! packed line is many periods of the lane pattern back to back, so that the few
+//! instructions a line costs are spread over thousands of values; vector `v` of it
+//! uses slot `v % slots`.
 
 use core::ops::Range;
 
@@ -13,6 +18,9 @@ pub(super) struct Lines {
     stride: usize,
     /// Values in a line (the last line of a packed walk may hold fewer).
     len: usize,
+    /// Vector slots of the lane pattern: a rows line has as many, a packed line a
+    /// whole number of periods of them.
+    slots: usize,
     /// The end of the tensor.
     end: usize,
     steps: usize,
@@ -25,19 +33,22 @@ pub(super) struct Lines {
 
 impl Walk {
     pub(super) fn lines(&self, band: Band) -> Lines {
-        let (packed, period, spatial) = match self.kind {
-            Kind::Packed { period, spatial } => (true, period, spatial),
-            _ => (false, 0, 1),
+        let (start, stride, len, slots, spatial, packed) = match self.kind {
+            Kind::Packed {
+                period,
+                spatial,
+                line,
+            } => (0, line, line.min(self.len), period / LANES, spatial, true),
+            _ => {
+                let slots = band.channels.div_ceil(LANES);
+                (band.first, self.channels, band.channels, slots, 1, false)
+            }
         };
         Lines {
-            start: if packed { 0 } else { band.first },
-            stride: if packed { period } else { self.channels },
-            // A packed tensor shorter than a line is one short line.
-            len: if packed {
-                period.min(self.len)
-            } else {
-                band.channels
-            },
+            start,
+            stride,
+            len,
+            slots,
             end: self.len,
             steps: self.steps(),
             channels: band.channels,
@@ -48,9 +59,9 @@ impl Walk {
 }
 
 impl Lines {
-    /// The band offset of the channel in every lane of a line's first `S` slots,
-    /// counted without a division per lane. A banded line that does not end on a
-    /// whole vector ends with an overlapping slot: its last [`LANES`] values.
+    /// The band offset of the channel in every lane of the first `S` slots, counted
+    /// without a division per lane. A rows line that does not end on a whole vector
+    /// ends with an overlapping slot: its last [`LANES`] values.
     fn offsets<const S: usize>(&self) -> [[u16; LANES]; S] {
         let mut at = [[0; LANES]; S];
         let (mut c, mut s) = (0, 0);
@@ -59,7 +70,7 @@ impl Lines {
         } else {
             self.len / LANES
         };
-        for (j, at) in at.iter_mut().enumerate().take(self.slots::<S>()) {
+        for (j, at) in at.iter_mut().enumerate().take(self.slots) {
             for (l, at) in at.iter_mut().enumerate() {
                 *at = if j >= overlap_from {
                     self.len - LANES + l
@@ -78,10 +89,6 @@ impl Lines {
         at
     }
 
-    fn slots<const S: usize>(&self) -> usize {
-        self.len.div_ceil(LANES).min(S)
-    }
-
     /// Writes the constants of every slot's lanes to `kv`.
     fn constants<const K: usize, const S: usize>(
         &self,
@@ -89,7 +96,7 @@ impl Lines {
         k: &[[f32; K]],
         kv: &mut [[V; K]; S],
     ) {
-        for (kv, at) in kv.iter_mut().zip(offsets).take(self.slots::<S>()) {
+        for (kv, at) in kv.iter_mut().zip(offsets).take(self.slots) {
             for (q, kv) in kv.iter_mut().enumerate() {
                 let mut lanes = [0.0; LANES];
                 for (lane, &at) in lanes.iter_mut().zip(at) {
@@ -107,7 +114,7 @@ impl Lines {
     }
 
     /// Whether a line of `n` values that does not end on a whole vector ends with an
-    /// overlapping vector (banded lines of at least a vector) rather than a padded one.
+    /// overlapping vector (rows lines of at least a vector) rather than a padded one.
     fn overlaps(&self, n: usize) -> bool {
         !self.packed && n >= LANES
     }
@@ -119,7 +126,7 @@ impl Lines {
         acc: &mut [[V; A]; S],
         sums: &mut [[f64; A]],
     ) {
-        for (acc, at) in acc.iter_mut().zip(offsets).take(self.slots::<S>()) {
+        for (acc, at) in acc.iter_mut().zip(offsets).take(self.slots) {
             for (a, v) in acc.iter().enumerate() {
                 for (&at, &x) in at.iter().zip(v.as_array()) {
                     if let Some(s) = sums.get_mut(usize::from(at)) {
@@ -130,6 +137,12 @@ impl Lines {
             *acc = [V::ZERO; A];
         }
     }
+}
+
+/// The `I` inputs' vectors at place `v`, where every input has one.
+#[inline(always)]
+fn load<const I: usize>(xs: &[&[Lanes]; I], v: usize) -> [V; I] {
+    core::array::from_fn(|j| V::new(xs[j].get(v).copied().unwrap_or_default()))
 }
 
 pub(super) fn reduce<
@@ -150,7 +163,9 @@ pub(super) fn reduce<
     let mut kv = [[V::ZERO; K]; S];
     g.constants(&offsets, k, &mut kv);
     let mut acc = [[V::ZERO; A]; S];
-    let mut rows = 0;
+    let slots = g.slots.clamp(1, S);
+    // Adds per accumulator since the last spill.
+    let mut adds = 0;
     for r in steps {
         let line = g.line(r);
         let out = if R::WRITES {
@@ -163,17 +178,27 @@ pub(super) fn reduce<
         let xs = x.map(|x| x.as_chunks::<LANES>().0);
         let whole = xs.iter().fold(n / LANES, |w, x| w.min(x.len()));
         let (outs, _) = out.as_chunks_mut::<LANES>();
-        let slots = acc.iter_mut().zip(&kv).enumerate();
-        for (v, (acc, kv)) in slots.take(whole) {
-            let y = R::step(kv, core::array::from_fn(|j| V::new(xs[j][v])), acc);
-            if R::WRITES {
-                if let Some(o) = outs.get_mut(v) {
-                    *o = y.to_array();
+        let mut v = 0;
+        while v < whole {
+            let period = acc.iter_mut().zip(&kv).take(slots.min(whole - v));
+            for (j, (acc, kv)) in period.enumerate() {
+                let y = R::step(kv, load(&xs, v + j), acc);
+                if R::WRITES {
+                    if let Some(o) = outs.get_mut(v + j) {
+                        *o = y.to_array();
+                    }
                 }
+            }
+            v += slots;
+            adds += 1;
+            if adds == BLOCK {
+                g.spill(&offsets, &mut acc, sums);
+                adds = 0;
             }
         }
         let t = n % LANES;
-        if let (true, Some(acc), Some(kv)) = (t != 0, acc.get_mut(whole), kv.get(whole)) {
+        let j = whole % slots;
+        if let (true, Some(acc), Some(kv)) = (t != 0, acc.get_mut(j), kv.get(j)) {
             let pad = R::pad(kv);
             if g.overlaps(n) {
                 let last: [V; I] = core::array::from_fn(|j| {
@@ -193,16 +218,18 @@ pub(super) fn reduce<
                     store_tail(&mut out[n - t..], y);
                 }
             }
+            if whole % slots == 0 {
+                // The tail began a period of its own.
+                adds += 1;
+            }
         }
-        rows += 1;
-        if rows == BLOCK {
+        if adds >= BLOCK {
             g.spill(&offsets, &mut acc, sums);
-            rows = 0;
+            adds = 0;
         }
     }
-    if rows > 0 {
-        g.spill(&offsets, &mut acc, sums);
-    }
+    // Unconditional: a tail may have been added after a spill within its line.
+    g.spill(&offsets, &mut acc, sums);
 }
 
 pub(super) fn map<
@@ -219,6 +246,7 @@ pub(super) fn map<
 ) {
     let mut kv = [[V::ZERO; K]; S];
     g.constants(&g.offsets::<S>(), k, &mut kv);
+    let slots = g.slots.clamp(1, S);
     for r in 0..g.steps {
         let line = g.line(r);
         let x = sub(&ins, line.clone());
@@ -242,12 +270,21 @@ pub(super) fn map<
             .iter()
             .skip(usize::from(IN_PLACE))
             .fold(outs.len(), |w, x| w.min(x.len()));
-        for (v, (o, kv)) in outs.iter_mut().zip(&kv).enumerate().take(whole) {
-            let x =
-                core::array::from_fn(|j| V::new(if IN_PLACE && j == 0 { *o } else { xs[j][v] }));
-            *o = M::map(kv, x).to_array();
+        let (outs, _) = outs.split_at_mut(whole);
+        for (v0, outs) in outs.chunks_mut(slots).enumerate() {
+            let v0 = v0 * slots;
+            for (j, (o, kv)) in outs.iter_mut().zip(&kv).enumerate() {
+                let x = core::array::from_fn(|i| {
+                    V::new(if IN_PLACE && i == 0 {
+                        *o
+                    } else {
+                        xs[i].get(v0 + j).copied().unwrap_or_default()
+                    })
+                });
+                *o = M::map(kv, x).to_array();
+            }
         }
-        match (last, kv.get(whole)) {
+        match (last, kv.get(whole % slots)) {
             (Some(y), _) => {
                 if let Some(o) = out.last_chunk_mut::<LANES>() {
                     *o = y;

@@ -56,9 +56,12 @@ const SMALL_SLOTS: usize = SMALL / LANES;
 /// carries at most ~64 roundings.
 const BLOCK: usize = 64;
 
-/// The least lanes of a packed line: enough independent slots to hide the latency of
-/// their load–add–store chains.
+/// The least lanes of a packed period: enough independent slots to hide the latency
+/// of their load–add–store chains.
 const MIN_LINE: usize = 8 * LANES;
+
+/// Values in a packed line: enough that its setup is spread thin.
+const PACKED_LINE: usize = 2048;
 
 /// Bytes of a channels-first band's tensors that a kernel reads twice (its reduction,
 /// then its elementwise pass): sized to stay in L2 and a little L3 between the two.
@@ -101,11 +104,13 @@ enum Kind {
     Runs,
     /// Lines of a band's slice of each row of `channels` values.
     Rows,
-    /// The flat tensor in lines of `period` values, a multiple of `lcm(C·S, LANES)`
-    /// (`S` = `spatial`: 1 for channels-last): lane `p` holds channel `p / S % C`.
+    /// The flat tensor in lines of `line` values, a whole number of periods of the
+    /// lane pattern, `period` a multiple of `lcm(C·S, LANES)` (`S` = `spatial`: 1 for
+    /// channels-last): lane `p` holds channel `p / S % C`.
     Packed {
         period: usize,
         spatial: usize,
+        line: usize,
     },
 }
 
@@ -131,7 +136,12 @@ impl Walk {
             .checked_mul(spatial)
             .map_or(0, |values| packed_period(values, cap));
         let kind = match (first, period) {
-            (_, 1..) => Kind::Packed { period, spatial },
+            (_, 1..) => Kind::Packed {
+                period,
+                spatial,
+                // At most BLOCK periods: a line adds at most that much to a lane.
+                line: period * (PACKED_LINE / period).clamp(1, BLOCK),
+            },
             (true, 0) => Kind::Runs,
             (false, 0) => Kind::Rows,
         };
@@ -188,16 +198,16 @@ impl Walk {
             _ if self.len == 0 => 0,
             Kind::Runs => self.batch,
             Kind::Rows => self.batch * self.spatial,
-            Kind::Packed { period, .. } => self.len.div_ceil(period),
+            Kind::Packed { line, .. } => self.len.div_ceil(line),
         }
     }
 
-    /// The steps of a band's first block: the first sample, or the first [`BLOCK`]
-    /// lines.
+    /// The steps of a band's first block: the first sample, the first [`BLOCK`] rows,
+    /// or the first packed line.
     pub(crate) fn first_block(&self) -> Range<usize> {
         let first = match self.kind {
-            Kind::Runs => 1,
-            Kind::Rows | Kind::Packed { .. } => BLOCK,
+            Kind::Runs | Kind::Packed { .. } => 1,
+            Kind::Rows => BLOCK,
         };
         0..self.steps().min(first)
     }
@@ -207,9 +217,9 @@ impl Walk {
         match self.kind {
             Kind::Runs => steps.len() * self.spatial,
             Kind::Rows => steps.len(),
-            Kind::Packed { period, .. } => {
-                let end = (steps.end * period).min(self.len);
-                (end - (steps.start * period).min(end)) / self.channels
+            Kind::Packed { line, .. } => {
+                let end = (steps.end * line).min(self.len);
+                (end - (steps.start * line).min(end)) / self.channels
             }
         }
     }
