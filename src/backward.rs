@@ -313,14 +313,20 @@ impl BatchNorm<'_> {
             mut dbeta,
         } = grads;
         let steps = 0..walk.steps();
-        let invstd = |c: usize| self.invstd(f64::from(running_var[c]));
+
         let sums_wanted = dgamma.is_some() || dbeta.is_some();
         for band in walk.bands(usize::from(sums_wanted)) {
             // [running mean, γ/√(running_var + eps)]
             let mut k = [[0.0; 2]; B];
-            for (i, k) in k.iter_mut().enumerate().take(band.channels) {
+            let at = |i: usize| {
+                running_var
+                    .get(band.first + i)
+                    .map_or(1.0, |&v| f64::from(v))
+            };
+            let invstd = self.invstds::<B>(band.channels, at);
+            for (i, (k, invstd)) in k.iter_mut().zip(invstd).enumerate().take(band.channels) {
                 let c = band.first + i;
-                *k = [running_mean[c], (self.gamma(c) * invstd(c)) as f32];
+                *k = [running_mean[c], (self.gamma(c) * invstd) as f32];
             }
             let scale = k.map(|[_, s]| [s]);
             if !sums_wanted {
@@ -361,10 +367,12 @@ impl BatchNorm<'_> {
                     engine::map(Scale, walk, band, [dz], dx, &scale)
                 }
             }
-            for (i, [sum_dy, sum_dyx]) in sums.iter().enumerate().take(band.channels) {
+            for (i, ([sum_dy, sum_dyx], invstd)) in
+                sums.iter().zip(invstd).enumerate().take(band.channels)
+            {
                 let c = band.first + i;
                 write(&mut dbeta, c, *sum_dy);
-                write(&mut dgamma, c, sum_dyx * invstd(c));
+                write(&mut dgamma, c, sum_dyx * invstd);
             }
         }
     }

@@ -133,9 +133,28 @@ impl BatchNorm<'_> {
             .map_or(0.0, |&b| f64::from(b))
     }
 
-    /// `1/√(var + eps)` in f64.
-    pub(crate) fn invstd(&self, var: f64) -> f64 {
-        1.0 / libm::sqrt(var + f64::from(self.eps))
+    /// `1/√(var(i) + eps)` in f64 for the `n` channels of a band: four at a time
+    /// where there is SIMD (a square root and a division per channel cost more than a
+    /// tiny tensor's elementwise pass), one by one elsewhere.
+    pub(crate) fn invstds<const B: usize>(&self, n: usize, var: impl Fn(usize) -> f64) -> [f64; B] {
+        let mut out = [0.0; B];
+        let eps = f64::from(self.eps);
+        #[cfg(any(target_arch = "x86", target_arch = "x86_64", target_arch = "aarch64"))]
+        for (i, out) in out
+            .as_chunks_mut::<4>()
+            .0
+            .iter_mut()
+            .enumerate()
+            .take(n.div_ceil(4))
+        {
+            let v = wide::f64x4::new(core::array::from_fn(|l| var(4 * i + l) + eps));
+            *out = (wide::f64x4::ONE / v.sqrt()).to_array();
+        }
+        #[cfg(not(any(target_arch = "x86", target_arch = "x86_64", target_arch = "aarch64")))]
+        for (i, out) in out.iter_mut().enumerate().take(n) {
+            *out = 1.0 / libm::sqrt(var(i) + eps);
+        }
+        out
     }
 
     /// Eval forward: `y = (x − running_mean)/√(running_var + eps)·γ + β`.
@@ -250,9 +269,11 @@ impl BatchNorm<'_> {
     ) {
         for band in walk.bands(0) {
             let mut k = [[0.0; 2]; B];
-            for (i, k) in k.iter_mut().enumerate().take(band.channels) {
+            let at = |i: usize| var.get(band.first + i).map_or(1.0, |&v| f64::from(v));
+            let invstd = self.invstds::<B>(band.channels, at);
+            for (i, (k, invstd)) in k.iter_mut().zip(invstd).enumerate().take(band.channels) {
                 let c = band.first + i;
-                let s = self.gamma(c) * self.invstd(f64::from(var[c]));
+                let s = self.gamma(c) * invstd;
                 *k = [s as f32, (self.beta(c) - f64::from(mean[c]) * s) as f32];
             }
             engine::map(m, walk, band, ins, y, &k);
@@ -444,10 +465,12 @@ impl BatchNorm<'_> {
             let x = if ins[0].is_empty() { &*y } else { ins[0] };
             band_moments::<B>(walk, band, x, &mut stats[..band.channels]);
             let mut k = [[0.0; 3]; B];
-            for (i, (k, st)) in k.iter_mut().zip(&stats).enumerate().take(band.channels) {
+            let invstd =
+                self.invstds::<B>(band.channels, |i| stats.get(i).map_or(1.0, Moments::var));
+            let consts = k.iter_mut().zip(&stats).zip(invstd);
+            for (i, ((k, st), invstd)) in consts.enumerate().take(band.channels) {
                 let c = band.first + i;
                 let var = st.var();
-                let invstd = self.invstd(var);
                 let mut s = self.gamma(c) * invstd;
                 let mut beta = self.beta(c);
                 if let (Some((rn, [r_out, d_out])), Some(run)) = (renorm.as_mut(), running.as_ref())
