@@ -139,10 +139,17 @@ impl Lines {
     }
 }
 
-/// The `I` inputs' vectors at place `v`, where every input has one.
+/// The inputs' `n` vectors from place `v` on, and how many every input has (`n`
+/// unless a slice is short): indexing below that needs no bounds check.
 #[inline(always)]
-fn load<const I: usize>(xs: &[&[Lanes]; I], v: usize) -> [V; I] {
-    core::array::from_fn(|j| V::new(xs[j].get(v).copied().unwrap_or_default()))
+fn period<'a, const I: usize>(
+    xs: &[&'a [Lanes]; I],
+    v: usize,
+    n: usize,
+) -> ([&'a [Lanes]; I], usize) {
+    let xp: [&[Lanes]; I] = core::array::from_fn(|i| xs[i].get(v..v + n).unwrap_or(&[]));
+    let n = xp.iter().fold(n, |n, x| n.min(x.len()));
+    (xp, n)
 }
 
 pub(super) fn reduce<
@@ -180,13 +187,21 @@ pub(super) fn reduce<
         let (outs, _) = out.as_chunks_mut::<LANES>();
         let mut v = 0;
         while v < whole {
-            let period = acc.iter_mut().zip(&kv).take(slots.min(whole - v));
-            for (j, (acc, kv)) in period.enumerate() {
-                let y = R::step(kv, load(&xs, v + j), acc);
-                if R::WRITES {
-                    if let Some(o) = outs.get_mut(v + j) {
-                        *o = y.to_array();
-                    }
+            let (xp, n) = period(&xs, v, slots.min(whole - v));
+            let op = match outs.get_mut(v..v + n) {
+                Some(op) if R::WRITES => op,
+                _ => &mut [],
+            };
+            // Plain indices below bounds the compiler knows: iterator adaptors over
+            // the slot arrays compiled to twice the instructions per vector.
+            for j in 0..n.min(S) {
+                let y = R::step(
+                    &kv[j],
+                    core::array::from_fn(|i| V::new(xp[i][j])),
+                    &mut acc[j],
+                );
+                if let Some(o) = op.get_mut(j) {
+                    *o = y.to_array();
                 }
             }
             v += slots;
@@ -271,17 +286,19 @@ pub(super) fn map<
             .skip(usize::from(IN_PLACE))
             .fold(outs.len(), |w, x| w.min(x.len()));
         let (outs, _) = outs.split_at_mut(whole);
-        for (v0, outs) in outs.chunks_mut(slots).enumerate() {
-            let v0 = v0 * slots;
-            for (j, (o, kv)) in outs.iter_mut().zip(&kv).enumerate() {
+        for (p, outs) in outs.chunks_mut(slots).enumerate() {
+            // In place, input 0 is `outs` itself: leave it out of the length check.
+            let (xp, n) = period(&xs, p * slots, outs.len());
+            let n = if IN_PLACE { outs.len() } else { n };
+            for j in 0..n.min(S).min(outs.len()) {
                 let x = core::array::from_fn(|i| {
                     V::new(if IN_PLACE && i == 0 {
-                        *o
+                        outs[j]
                     } else {
-                        xs[i].get(v0 + j).copied().unwrap_or_default()
+                        xp[i].get(j).copied().unwrap_or_default()
                     })
                 });
-                *o = M::map(kv, x).to_array();
+                outs[j] = M::map(&kv[j], x).to_array();
             }
         }
         match (last, kv.get(whole % slots)) {

@@ -163,50 +163,51 @@ pub(super) fn map<M: Map<I, K>, const I: usize, const K: usize, const IN_PLACE: 
 /// that does not end on a whole vector ends with its last [`LANES`] values as one
 /// vector, overlapping the one before: computed before anything is stored (so also
 /// in place), stored last.
+///
+/// Written with plain indices into slices cut to one length, which the compiler
+/// proves in range: per run this costs a few instructions, where iterator adaptors
+/// cost as much as a short run's values.
 #[inline(always)]
 pub(super) fn map_run<M: Map<I, K>, const I: usize, const K: usize, const IN_PLACE: bool>(
     x: [&[f32]; I],
     out: &mut [f32],
     k: &[V; K],
 ) {
-    let len = out.len();
-    let t = len % LANES;
-    let last: Option<Lanes> = if t != 0 && len >= LANES {
-        let v = core::array::from_fn(|j| {
-            let src = if IN_PLACE && j == 0 { &*out } else { x[j] };
-            V::new(*src.last_chunk::<LANES>().unwrap_or(&[0.0; LANES]))
-        });
-        Some(M::map(k, v).to_array())
-    } else {
-        None
-    };
-    let xs = x.map(|x| x.as_chunks::<LANES>().0);
-    let (outs, tail) = out.as_chunks_mut::<LANES>();
-    let whole = xs
+    let n = x
         .iter()
         .skip(usize::from(IN_PLACE))
-        .fold(outs.len(), |n, x| n.min(x.len()));
-    for (v, o) in outs.iter_mut().enumerate().take(whole) {
-        let x = core::array::from_fn(|j| V::new(if IN_PLACE && j == 0 { *o } else { xs[j][v] }));
-        *o = M::map(k, x).to_array();
+        .fold(out.len(), |n, x| n.min(x.len()));
+    let x: [&[f32]; I] = core::array::from_fn(|j| x[j].get(..n).unwrap_or(&[]));
+    let Some(out) = out.get_mut(..n) else {
+        return;
+    };
+    let at = |out: &[f32], v: usize| -> [V; I] {
+        core::array::from_fn(|j| {
+            let src = if IN_PLACE && j == 0 { out } else { x[j] };
+            let lanes = src
+                .get(v..v + LANES)
+                .and_then(|s| <Lanes>::try_from(s).ok());
+            V::new(lanes.unwrap_or_default())
+        })
+    };
+    if n < LANES {
+        let v = core::array::from_fn(|j| {
+            let src = if IN_PLACE && j == 0 { &*out } else { x[j] };
+            load_tail(src, V::ZERO)
+        });
+        store_tail(out, M::map(k, v));
+        return;
     }
-    match last {
-        Some(y) => {
-            if let Some(o) = out.last_chunk_mut::<LANES>() {
-                *o = y;
-            }
+    let last = M::map(k, at(out, n - LANES)).to_array();
+    let mut v = 0;
+    while v + LANES <= n {
+        let y = M::map(k, at(out, v)).to_array();
+        if let Some(o) = out.get_mut(v..v + LANES) {
+            o.copy_from_slice(&y);
         }
-        None if t != 0 => {
-            let x = core::array::from_fn(|j| {
-                let src = if IN_PLACE && j == 0 {
-                    &*tail
-                } else {
-                    &x[j][len - t..]
-                };
-                load_tail(src, V::ZERO)
-            });
-            store_tail(tail, M::map(k, x));
-        }
-        None => {}
+        v += LANES;
+    }
+    if let Some(o) = out.last_chunk_mut::<LANES>() {
+        *o = last;
     }
 }
