@@ -910,3 +910,53 @@ fn wide_channels_last_matches_oracle() {
         check_moments(&case, &[3]);
     }
 }
+
+// ----------------------------------------------------------------------------------
+// walk boundaries: block spills, packed lines, overlapping tails
+// ----------------------------------------------------------------------------------
+
+/// Fixed shapes at the engine's boundaries, which random small shapes rarely reach:
+/// row counts around the 64-row spill block (a rows tail once went missing when the
+/// last row of a block ended on an overlapping vector), channel counts around the
+/// 64- and 256-channel bands and the packed limit (`lcm(C·S, 8)` lanes), spatial sizes
+/// around a vector, and packed lines of several periods.
+#[test]
+fn walk_boundaries_match_oracle() {
+    let mut shapes = Vec::new();
+    for rows in [63, 64, 65, 128, 129, 4097] {
+        for c in [1, 3, 9, 65, 130, 257] {
+            shapes.push(Shape::rows(rows, c));
+        }
+    }
+    for (n, c, s) in [(3, 8, 8), (2, 9, 7), (5, 16, 4), (1, 64, 1), (2, 33, 2), (3, 7, 9)] {
+        shapes.push(Shape::channels_first(n, c, s));
+        shapes.push(Shape::channels_last(n, c, s));
+    }
+    for (n, c, s) in [(1, 5, 2049), (2, 3, 4096), (70, 3, 1), (130, 2, 3)] {
+        shapes.push(Shape::channels_first(n, c, s));
+        shapes.push(Shape::channels_last(n, c, s));
+    }
+    for (i, shape) in shapes.into_iter().enumerate() {
+        let mut rng = Rng::new(0xb10c ^ i as u64);
+        let profiles = (0..shape.channels)
+            .map(|_| Profile {
+                offset: [0.0, 1e4, -3.0][rng.below(3)],
+                spread: [1.0, 1e-3, 10.0][rng.below(3)],
+            })
+            .collect();
+        let case = Case {
+            shape,
+            profiles,
+            seed: rng.next_u64(),
+            eps: 1e-5,
+            gamma: i % 2 == 0,
+            beta: i % 3 != 0,
+            momentum: Some(Momentum::Exponential(0.1)),
+        };
+        check_train(&case, &[]);
+        check_eval(&case, &[]);
+        check_backward(&case, false, (true, true));
+        check_backward(&case, true, (true, true));
+        check_moments(&case, &[1]);
+    }
+}
