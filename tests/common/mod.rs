@@ -2,7 +2,9 @@
 //!
 //! - the one naive **f64 oracle** (straight loops over `(n, c, s)` with the index
 //!   formulas of both layouts), for moments, eval forward, train forward with the
-//!   running-statistics update, and both backward passes;
+//!   running-statistics update, and both backward passes; and, built on those, for
+//!   batch norm fused with ReLU / Add + ReLU (forward and backward) and for Batch
+//!   Renormalization (forward and backward);
 //! - the **tolerance model** every comparison uses (see [`tol`]);
 //! - a deterministic **tensor generator** (SplitMix64 + Box–Muller);
 //! - **guarded output buffers**: outputs start as a sentinel NaN with guard cells on
@@ -343,6 +345,186 @@ pub fn ref_backward_eval(
 }
 
 // ----------------------------------------------------------------------------------
+// The oracle for the fused and Batch Renormalization entry points
+// ----------------------------------------------------------------------------------
+//
+// Built on the batch-norm oracle above, not beside it: a fused forward is relu applied
+// to `ref_train`'s or `ref_eval`'s y (plus z), a fused backward is `ref_backward` or
+// `ref_backward_eval` on the masked gradient, and Batch Renormalization is `ref_train`
+// (statistics, invstd, running update) with r and d folded in, and `ref_backward` with
+// γ·r for γ.
+
+/// ReLU as the crate defines it: `max(v, 0)` with NaN kept and −0 made +0.
+/// (`torch.relu` keeps −0; the two are equal as numbers, and the crate's outputs are
+/// held to +0 by the fused tests.)
+pub fn ref_relu(v: f64) -> f64 {
+    if v > 0.0 || v.is_nan() {
+        v
+    } else {
+        0.0
+    }
+}
+
+/// A fused forward in f64: `pre` = batch norm's output (+ z), `y = relu(pre)`.
+#[derive(Clone, Debug)]
+pub struct RefFused {
+    /// The pre-activation: bn, or bn + z.
+    pub pre: Vec<f64>,
+    pub y: Vec<f64>,
+}
+
+/// `relu(bn)` (z = None) or `relu(bn + z)`, from a batch-norm output `bn` of the oracle
+/// ([`ref_eval`]'s result, or [`RefTrain::y`]).
+pub fn ref_fuse(bn: &[f64], z: Option<&[f32]>) -> RefFused {
+    let pre: Vec<f64> = match z {
+        None => bn.to_vec(),
+        Some(z) => bn.iter().zip(z).map(|(&b, &z)| b + z as f64).collect(),
+    };
+    let y = pre.iter().map(|&v| ref_relu(v)).collect();
+    RefFused { pre, y }
+}
+
+/// The gradient behind a ReLU whose output is `y` (PyTorch's
+/// `threshold_backward(dy, y, 0)`): `dy` where `y > 0`, else +0. A selection, so the
+/// result is exact in f32 (and is what `dz` of BN + Add + ReLU must hold bit for bit);
+/// a NaN or ±inf `dy` where `y ≤ 0` gives 0, not NaN.
+///
+/// Where `y` is NaN this follows the crate's `[y > 0]` (0); PyTorch's
+/// `threshold_backward` passes `dy` there (`y <= 0` is false). The property tests draw
+/// no NaN `y` for the backward pass, so they hold under either convention.
+pub fn ref_relu_grad(dy: &[f32], y: &[f32]) -> Vec<f32> {
+    dy.iter()
+        .zip(y)
+        .map(|(&d, &y)| if y > 0.0 { d } else { 0.0 })
+        .collect()
+}
+
+/// `v` within `[lo, hi]`, NaN kept (`torch.clamp`).
+pub fn ref_clip(v: f64, lo: f64, hi: f64) -> f64 {
+    if v < lo {
+        lo
+    } else if v > hi {
+        hi
+    } else {
+        v
+    }
+}
+
+/// Everything Batch Renormalization's train forward produces, in f64.
+#[derive(Clone, Debug)]
+pub struct RefRenorm {
+    /// Plain train forward on the same input, with β = 0: stats, invstd and the
+    /// running update (Batch Renormalization updates them exactly as batch norm does);
+    /// its `y` is `(x − μ_B)·invstd·γ`, not Batch Renormalization's output.
+    pub train: RefTrain,
+    /// σ = √(running_var + eps), from the running variance *before* the update.
+    pub sigma: Vec<f64>,
+    /// σ_B/σ before clipping, σ_B = √(var_B + eps).
+    pub ratio: Vec<f64>,
+    /// (μ_B − μ)/σ before clipping.
+    pub dev: Vec<f64>,
+    /// clip(ratio, 1/rmax, rmax).
+    pub r: Vec<f64>,
+    /// clip(dev, −dmax, dmax).
+    pub d: Vec<f64>,
+    /// y = (x − μ_B)·invstd·r·γ + d·γ + β.
+    pub y: Vec<f64>,
+}
+
+/// Batch Renormalization (Ioffe 2017), train forward, with the running statistics
+/// `(rm, rv)` before the step.
+#[allow(clippy::too_many_arguments)]
+pub fn ref_train_renorm(
+    x: &[f32],
+    shape: &Shape,
+    gamma: Option<&[f32]>,
+    beta: Option<&[f32]>,
+    eps: f32,
+    (rm, rv, momentum): (&[f32], &[f32], Momentum),
+    rmax: f32,
+    dmax: f32,
+) -> RefRenorm {
+    let train = ref_train(x, shape, gamma, None, eps, Some((rm, rv, momentum)));
+    let cs = shape.channels;
+    let eps = eps as f64;
+    let (rmax, dmax) = (rmax as f64, dmax as f64);
+    let sigma: Vec<f64> = (0..cs).map(|c| (rv[c] as f64 + eps).sqrt()).collect();
+    let ratio: Vec<f64> = (0..cs)
+        .map(|c| (train.stats[c].var + eps).sqrt() / sigma[c])
+        .collect();
+    let dev: Vec<f64> = (0..cs)
+        .map(|c| (train.stats[c].mean - rm[c] as f64) / sigma[c])
+        .collect();
+    let r: Vec<f64> = ratio
+        .iter()
+        .map(|&v| ref_clip(v, 1.0 / rmax, rmax))
+        .collect();
+    let d: Vec<f64> = dev.iter().map(|&v| ref_clip(v, -dmax, dmax)).collect();
+    // (x − μ_B)·invstd·γ from the train oracle (β = None), times r, plus γ·d + β.
+    let mut y = train.y.clone();
+    for c in 0..cs {
+        let (g, b) = (gamma_of(gamma, c), beta_of(beta, c));
+        for i in channel_indices(shape, c) {
+            y[i] = y[i] * r[c] + g * d[c] + b;
+        }
+    }
+    RefRenorm {
+        train,
+        sigma,
+        ratio,
+        dev,
+        r,
+        d,
+        y,
+    }
+}
+
+/// Batch Renormalization's backward in f64, with r and d constants.
+#[derive(Clone, Debug)]
+pub struct RefRenormGrads {
+    /// Batch norm's backward on the same inputs (with γ, not γ·r): its `dgamma` is
+    /// Σdy·x̂ and its `dx` lacks the factor r; the tolerance model is built on it.
+    pub bn: RefGrads,
+    /// r·bn.dx = γ·r·invstd·(dy − Σdy/m − x̂·Σdy·x̂/m).
+    pub dx: Vec<f64>,
+    /// r·Σdy·x̂ + d·Σdy.
+    pub dgamma: Vec<f64>,
+    /// Σdy.
+    pub dbeta: Vec<f64>,
+}
+
+/// Batch Renormalization's backward from the saved f32 `mean`, `invstd`, `r`, `d`.
+#[allow(clippy::too_many_arguments)]
+pub fn ref_backward_renorm(
+    dy: &[f32],
+    x: &[f32],
+    shape: &Shape,
+    gamma: Option<&[f32]>,
+    mean: &[f32],
+    invstd: &[f32],
+    r: &[f32],
+    d: &[f32],
+) -> RefRenormGrads {
+    let bn = ref_backward(dy, x, shape, gamma, mean, invstd);
+    let mut dx = bn.dx.clone();
+    for c in 0..shape.channels {
+        for i in channel_indices(shape, c) {
+            dx[i] *= r[c] as f64;
+        }
+    }
+    let dgamma = (0..shape.channels)
+        .map(|c| r[c] as f64 * bn.dgamma[c] + d[c] as f64 * bn.dbeta[c])
+        .collect();
+    let dbeta = bn.dbeta.clone();
+    RefRenormGrads {
+        bn,
+        dx,
+        dgamma,
+        dbeta,
+    }
+}
+
+// ----------------------------------------------------------------------------------
 // Tolerance model
 // ----------------------------------------------------------------------------------
 
@@ -399,10 +581,32 @@ pub fn ref_backward_eval(
 /// - backward eval dx = dy·γ·s: 4·EPS32·|dx|; its dγ takes x̂ with the eval-forward
 ///   bound (x̂ *is* eval forward with γ = 1, β = 0) on top of the sum bound.
 ///
+/// **Fused ReLU / Add + ReLU** ([`tol::relu`], [`tol::add`]): the add `bn + z` is one more
+/// rounding of the pre-activation (8u·|bn + z| on top of bn's bound), and relu is
+/// 1-Lipschitz, |relu(a) − relu(b)| ≤ |a − b|, so y = relu(pre) gets pre's bound against
+/// relu(pre_ref). That is the honest treatment of the boundary: where the reference
+/// pre-activation lies within its bound of 0, the kernel's y may be 0 or that small
+/// positive value, and both pass; anywhere else the sign must agree. (y is also held
+/// to be NaN or +0 or positive, never −0 or negative, exactly.) A non-finite
+/// pre-activation must give relu of it exactly (−inf → 0). The backward's mask is not
+/// a tolerance question: it is taken from the `y` the backward is given, as PyTorch
+/// does, so kernel and oracle mask the same elements, and the masked gradient is exact.
+///
+/// **Batch Renormalization** ([`tol::renorm_ratio`], [`tol::renorm_dev`],
+/// [`tol::clipped`], [`tol::renorm_y`]): the kernel computes r and d in f64 from its
+/// batch statistics, so σ_B/σ carries invstd's relative bound (½·Δvar/(var + eps) +
+/// 4·EPS32) and (μ_B − μ)/σ the mean's bound over σ (+ 4·EPS32·|dev|). Clipping is
+/// 1-Lipschitz too, and where the whole interval `v ± bound` lies beyond a limit both
+/// sides give the limit itself: then the bound is 0 (plus the f32 rounding of the
+/// saved value, EPS32·|v|). y = (x − μ_B)·(γ·invstd·r) + (β + γ·d) adds to the train
+/// bound |x − μ_B|·|γ|·invstd·Δr and |γ|·Δd, and 8u per term of the shift (|γ·d|).
+/// Its backward is batch norm's backward with γ·r for γ, so dx gets r times the train
+/// bound, and dγ = r·Σdy·x̂ + d·Σdy gets |r|·tol(Σdy·x̂) + |d|·tol(Σdy) + 8u per term.
+///
 /// **Non-finite** expected values must be matched exactly in kind: NaN by NaN, +inf by
 /// +inf, −inf by −inf.
 pub mod tol {
-    use super::RefMoments;
+    use super::{channel_indices, per_channel, RefGrads, RefMoments, Shape};
 
     /// f32 machine epsilon, 2⁻²³.
     pub const EPS32: f64 = f32::EPSILON as f64;
@@ -441,6 +645,130 @@ pub mod tol {
     /// Elementwise output: 4·EPS32 times the sum of the magnitudes of its terms.
     pub fn elementwise(terms: &[f64]) -> f64 {
         4.0 * EPS32 * terms.iter().map(|t| t.abs()).sum::<f64>()
+    }
+
+    /// Train forward `y = (x − mean)·γ·invstd + β` at an element with `dev = x − mean`
+    /// (f64 mean), against the oracle's `y`.
+    pub fn train_y(dev: f64, s: &RefMoments, eps: f32, g: f64, invstd: f64, b: f64, y: f64) -> f64 {
+        let scale = g * invstd;
+        (dev * g).abs() * self::invstd(s, eps)
+            + scale.abs() * REDUCTION_REL * s.max_dev
+            + elementwise(&[dev * scale, b, y])
+    }
+
+    /// Eval forward `y = x·scale + shift` with `scale = γ/√(rv + eps)`.
+    pub fn eval_y(x: f64, scale: f64, rm: f64, b: f64, y: f64) -> f64 {
+        elementwise(&[x * scale, rm * scale, b, y])
+    }
+
+    /// What the add of BN + Add + ReLU costs on top of bn's bound: one rounding of
+    /// `pre = bn + z`.
+    pub fn add(pre: f64) -> f64 {
+        elementwise(&[pre])
+    }
+
+    /// `y = relu(pre)`, compared with `relu(pre_ref)`: pre's bound (relu is
+    /// 1-Lipschitz), or 0 when `pre_ref` is not finite (relu of ±inf or NaN is exact).
+    pub fn relu(pre: f64, pre_tol: f64) -> f64 {
+        if pre.is_finite() {
+            pre_tol
+        } else {
+            0.0
+        }
+    }
+
+    /// `clip(v, lo, hi)` where `v` is known to within `t`: `t`, or 0 when every value
+    /// within `t` of `v` clips to the same limit.
+    pub fn clipped(v: f64, t: f64, lo: f64, hi: f64) -> f64 {
+        if v + t < lo || v - t > hi {
+            0.0
+        } else {
+            t
+        }
+    }
+
+    /// σ_B/σ (= `ratio`) before clipping: invstd's relative bound.
+    pub fn renorm_ratio(s: &RefMoments, eps: f32, ratio: f64) -> f64 {
+        ratio.abs() * (0.5 * var(s) / (s.var + eps as f64) + 4.0 * EPS32)
+    }
+
+    /// (μ_B − μ)/σ (= `dev`) before clipping.
+    pub fn renorm_dev(s: &RefMoments, sigma: f64, dev: f64) -> f64 {
+        mean(s) / sigma + 4.0 * EPS32 * dev.abs()
+    }
+
+    /// Batch Renormalization's `y = (x − mean)·γ·invstd·r + γ·d + β` at an element with
+    /// `dev = x − mean`, with r and d known to within `tol_r` and `tol_d`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn renorm_y(
+        dev: f64,
+        s: &RefMoments,
+        eps: f32,
+        g: f64,
+        invstd: f64,
+        (r, tol_r): (f64, f64),
+        (d, tol_d): (f64, f64),
+        b: f64,
+        y: f64,
+    ) -> f64 {
+        let scale = g * invstd * r;
+        (dev * g).abs() * (self::invstd(s, eps) * r.abs() + invstd * tol_r)
+            + scale.abs() * REDUCTION_REL * s.max_dev
+            + g.abs() * tol_d
+            + elementwise(&[dev * scale, b, g * d, y])
+    }
+
+    /// Bounds of one backward pass: per channel for dβ and dγ, per element for dx.
+    #[derive(Clone, Debug)]
+    pub struct Grads {
+        pub dbeta: Vec<f64>,
+        pub dgamma: Vec<f64>,
+        pub dx: Vec<f64>,
+    }
+
+    /// Train-mode backward from the oracle's `r` on the gradient `dy` it was given:
+    /// sums within [`sum`], and dx = a·(dy − dβ/m − x̂·dγ/m) with those sums' errors
+    /// (over m, times |a| and |x̂|) and 8u of each term.
+    pub fn backward(r: &RefGrads, dy: &[f32], shape: &Shape) -> Grads {
+        let m = per_channel(shape) as f64;
+        let dbeta: Vec<f64> = r.sum_abs_dy.iter().map(|&s| sum(s)).collect();
+        let dgamma: Vec<f64> = r.sum_abs_dy_xhat.iter().map(|&s| sum(s)).collect();
+        let mut dx = vec![f64::NAN; dy.len()];
+        for c in 0..shape.channels {
+            let a = r.a[c];
+            let (k1, k2) = (r.dbeta[c] / m, r.dgamma[c] / m);
+            for i in channel_indices(shape, c) {
+                dx[i] = a.abs() * (dbeta[c] / m + r.xhat[i].abs() * dgamma[c] / m)
+                    + elementwise(&[a * dy[i] as f64, a * k1, a * r.xhat[i] * k2, r.dx[i]]);
+            }
+        }
+        Grads { dbeta, dgamma, dx }
+    }
+
+    /// Eval-mode backward: dx = dy·γ·s within 8u, the sums within [`sum`], and dγ's x̂
+    /// within the eval forward's bound (x̂ is eval forward with γ = 1, β = 0).
+    pub fn backward_eval(
+        r: &RefGrads,
+        dy: &[f32],
+        x: &[f32],
+        shape: &Shape,
+        running_mean: &[f32],
+        running_var: &[f32],
+        eps: f32,
+    ) -> Grads {
+        let dbeta: Vec<f64> = r.sum_abs_dy.iter().map(|&s| sum(s)).collect();
+        let dgamma: Vec<f64> = (0..shape.channels)
+            .map(|c| {
+                let s = 1.0 / (running_var[c] as f64 + eps as f64).sqrt();
+                let rm = running_mean[c] as f64;
+                sum(r.sum_abs_dy_xhat[c])
+                    + channel_indices(shape, c)
+                        .map(|i| (dy[i] as f64).abs() * eval_y(x[i] as f64, s, rm, 0.0, r.xhat[i]))
+                        .sum::<f64>()
+            })
+            .collect();
+        let dx = r.dx.iter().map(|&v| elementwise(&[v])).collect();
+        Grads { dbeta, dgamma, dx }
     }
 }
 
