@@ -1,6 +1,6 @@
 //! The layer: eval and train forward.
 
-use crate::engine::{self, Map, Walk, MAX_BAND, SMALL};
+use crate::engine::{self, Band, Map, Walk, MAX_BAND, SMALL};
 use crate::error::{check_eps, check_len, Error};
 use crate::kernels::{Affine, Centered};
 use crate::moments::{band_moments, Moments};
@@ -105,6 +105,9 @@ pub struct Running<'a> {
     /// How far each update moves them.
     pub momentum: Momentum,
 }
+
+/// The saved statistics as the train calls name them, for errors.
+pub(crate) const SAVED: [&str; 2] = ["save_mean", "save_invstd"];
 
 impl BatchNorm<'_> {
     /// Checks eps and the lengths of γ and β against `channels`.
@@ -268,16 +271,50 @@ impl BatchNorm<'_> {
         var: &[f32],
     ) {
         for band in walk.bands(0) {
-            let mut k = [[0.0; 2]; B];
-            let at = |i: usize| var.get(band.first + i).map_or(1.0, |&v| f64::from(v));
-            let invstd = self.invstds::<B>(band.channels, at);
-            for (i, (k, invstd)) in k.iter_mut().zip(invstd).enumerate().take(band.channels) {
-                let c = band.first + i;
-                let s = self.gamma(c) * invstd;
-                *k = [s as f32, (self.beta(c) - f64::from(mean[c]) * s) as f32];
-            }
+            let k = self.eval_consts::<B>(band, mean, var);
             engine::map(m, walk, band, ins, y, &k);
         }
+    }
+
+    /// `[scale, shift]` of the eval forward for the channels of `band`:
+    /// `scale = γ/√(var + eps)`, `shift = β − mean·scale`, in f64, four channels at a
+    /// time where there is SIMD.
+    fn eval_consts<const B: usize>(&self, band: Band, mean: &[f32], var: &[f32]) -> [[f32; 2]; B] {
+        let at = |xs: &[f32], i: usize, none: f64| {
+            xs.get(band.first + i).map_or(none, |&v| f64::from(v))
+        };
+        let of = |xs: Option<&[f32]>, i: usize, none: f64| xs.map_or(none, |xs| at(xs, i, none));
+        let invstd = self.invstds::<B>(band.channels, |i| at(var, i, 1.0));
+        let mut k = [[0.0; 2]; B];
+        #[cfg(any(target_arch = "x86", target_arch = "x86_64", target_arch = "aarch64"))]
+        {
+            use wide::f64x4;
+            let (ks, inv) = (k.as_chunks_mut::<4>().0, invstd.as_chunks::<4>().0);
+            for (q, (k, inv)) in ks
+                .iter_mut()
+                .zip(inv)
+                .enumerate()
+                .take(band.channels.div_ceil(4))
+            {
+                fn lanes(q: usize, f: impl Fn(usize) -> f64) -> f64x4 {
+                    f64x4::new(core::array::from_fn(|l| f(4 * q + l)))
+                }
+                let s = lanes(q, |i| of(self.gamma, i, 1.0)) * f64x4::new(*inv);
+                let shift =
+                    lanes(q, |i| of(self.beta, i, 0.0)) - lanes(q, |i| at(mean, i, 0.0)) * s;
+                let (s, shift) = (s.to_array(), shift.to_array());
+                *k = core::array::from_fn(|l| [s[l] as f32, shift[l] as f32]);
+            }
+        }
+        #[cfg(not(any(target_arch = "x86", target_arch = "x86_64", target_arch = "aarch64")))]
+        for (i, (k, invstd)) in k.iter_mut().zip(invstd).enumerate().take(band.channels) {
+            let s = of(self.gamma, i, 1.0) * invstd;
+            *k = [
+                s as f32,
+                (of(self.beta, i, 0.0) - at(mean, i, 0.0) * s) as f32,
+            ];
+        }
+        k
     }
 
     /// Train forward: normalizes with the batch statistics of each channel,
@@ -334,7 +371,7 @@ impl BatchNorm<'_> {
         save_invstd: &mut [f32],
         running: Option<Running<'_>>,
     ) -> Result<(), Error> {
-        let len = self.check_train(shape, save_mean, save_invstd, &running)?;
+        let len = self.check_train(shape, SAVED, [save_mean, save_invstd], &running)?;
         check_len("x", x.len(), len)?;
         check_len("y", y.len(), len)?;
         self.train_kernel(
@@ -372,7 +409,7 @@ impl BatchNorm<'_> {
         save_invstd: &mut [f32],
         running: Option<Running<'_>>,
     ) -> Result<(), Error> {
-        let len = self.check_train(shape, save_mean, save_invstd, &running)?;
+        let len = self.check_train(shape, SAVED, [save_mean, save_invstd], &running)?;
         check_len("x", x.len(), len)?;
         self.train_kernel(
             Centered,
@@ -386,17 +423,19 @@ impl BatchNorm<'_> {
         Ok(())
     }
 
+    /// Checks a train call; the saved statistics are `saved` (named `names`).
     pub(crate) fn check_train(
         &self,
         shape: Shape,
-        save_mean: &[f32],
-        save_invstd: &[f32],
+        names: [&'static str; 2],
+        saved: [&[f32]; 2],
         running: &Option<Running<'_>>,
     ) -> Result<usize, Error> {
         let len = shape.len()?;
         self.check(shape.channels)?;
-        check_len("save_mean", save_mean.len(), shape.channels)?;
-        check_len("save_invstd", save_invstd.len(), shape.channels)?;
+        for (name, saved) in names.into_iter().zip(saved) {
+            check_len(name, saved.len(), shape.channels)?;
+        }
         let m = shape.per_channel()?;
         let needed = match running {
             Some(r) => {

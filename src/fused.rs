@@ -4,7 +4,7 @@
 
 use crate::backward::{Grads, Through};
 use crate::error::{check_len, Error};
-use crate::forward::{BatchNorm, Running};
+use crate::forward::{BatchNorm, Running, SAVED};
 use crate::kernels::{AffineAddRelu, AffineRelu, CenteredAddRelu, CenteredRelu};
 use crate::shape::Shape;
 
@@ -15,7 +15,7 @@ use crate::shape::Shape;
 /// | [`Relu`](Fusion::Relu) | `relu(bn)` | `F.relu(bn(x))` |
 /// | [`AddRelu`](Fusion::AddRelu) | `relu(bn + z)` | `F.relu(bn(x) + z)`, the residual of a ResNet block |
 ///
-/// `relu` is `max(v, 0)` with NaN kept (and −0 made +0), as `torch.relu`.
+/// `relu` is `torch.relu`: negative values become +0, NaN and −0 stay.
 ///
 /// ```
 /// let z = [0.0f32; 8];
@@ -35,8 +35,9 @@ pub enum Fusion<'a> {
 
 /// The backward counterpart of [`Fusion`]: which fused forward produced `y`.
 ///
-/// Both mask the incoming gradient by the output's sign, `g = dy·[y > 0]` (PyTorch's
-/// `threshold_backward(dy, y, 0)`), and run batch norm's backward on `g`;
+/// Both mask the incoming gradient by the output: `g` is 0 where `y ≤ 0` and `dy`
+/// elsewhere, a NaN `y` included (PyTorch's `threshold_backward(dy, y, 0)`); then they
+/// run batch norm's backward on `g`;
 /// [`AddRelu`](FusionGrad::AddRelu) also writes the residual's gradient `dz = g`.
 ///
 /// ```
@@ -150,7 +151,7 @@ impl BatchNorm<'_> {
         save_invstd: &mut [f32],
         running: Option<Running<'_>>,
     ) -> Result<(), Error> {
-        let len = self.check_train(shape, save_mean, save_invstd, &running)?;
+        let len = self.check_train(shape, SAVED, [save_mean, save_invstd], &running)?;
         check_len("x", x.len(), len)?;
         check_len("y", y.len(), len)?;
         fusion.check(len)?;
@@ -165,7 +166,7 @@ impl BatchNorm<'_> {
     }
 
     /// Backward pass of [`train_fused`](Self::train_fused), from its input `x` and
-    /// output `y`: `g = dy·[y > 0]`, then [`backward`](Self::backward) on `g`, in the
+    /// output `y`: `g` (0 where `y ≤ 0`, else `dy`), then [`backward`](Self::backward) on `g`, in the
     /// same two passes (the mask costs a read of `y`, not a pass of its own). With
     /// [`FusionGrad::AddRelu`] the residual's gradient `dz = g` is written in the
     /// first pass, and the second reads it instead of `dy` and `y`.
@@ -208,7 +209,7 @@ impl BatchNorm<'_> {
     }
 
     /// Backward pass of [`eval_fused`](Self::eval_fused) (the statistics are
-    /// constants): `g = dy·[y > 0]`, `dx = g·γ/√(running_var + eps)`, `dγ = Σg·x̂`,
+    /// constants): `g` (0 where `y ≤ 0`, else `dy`), `dx = g·γ/√(running_var + eps)`, `dγ = Σg·x̂`,
     /// `dβ = Σg`, and `dz = g` with [`FusionGrad::AddRelu`]. `x` is read only when
     /// `dgamma` or `dbeta` is asked for.
     ///

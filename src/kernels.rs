@@ -5,17 +5,17 @@
 use crate::engine::{Map, Reduce};
 use crate::lanes::V;
 
-/// `max(v, 0)` as PyTorch's ReLU: NaN stays NaN, −0 becomes +0.
+/// `max(v, 0)` as PyTorch's ReLU: negative values become +0, NaN and −0 stay.
 #[inline(always)]
 fn relu(v: V) -> V {
-    v.simd_le(V::ZERO).bitselect(V::ZERO, v)
+    v.simd_lt(V::ZERO).bitselect(V::ZERO, v)
 }
 
-/// `dy` where the ReLU's output `y` is positive, else 0 (PyTorch's
-/// `threshold_backward(dy, y, 0)`).
+/// 0 where the ReLU's output `y` is at most 0, else `dy` (PyTorch's
+/// `threshold_backward(dy, y, 0)`: a NaN `y` lets `dy` through).
 #[inline(always)]
 fn relu_grad(dy: V, y: V) -> V {
-    y.simd_gt(V::ZERO) & dy
+    y.simd_le(V::ZERO).bitselect(V::ZERO, dy)
 }
 
 /// Moments around a shift: `Σd` and `Σd²` with `d = x − shift`; `k = [shift]`.
@@ -124,7 +124,8 @@ impl Reduce<2, 1, 2> for GradSums {
     }
 }
 
-/// [`GradSums`] of `g = dy·[y > 0]`, the gradient behind a ReLU whose output is `y`;
+/// [`GradSums`] of `g` (0 where `y ≤ 0`, else `dy`), the gradient behind a ReLU whose
+/// output is `y`;
 /// inputs `[dy, y, x]`. Writes `g` when `OUT` (the residual's gradient of
 /// BN + Add + ReLU).
 #[derive(Clone, Copy)]
@@ -201,7 +202,7 @@ impl Reduce<2, 2, 2> for ScaledGradSums {
     }
 }
 
-/// [`ScaledGradSums`] behind a ReLU: inputs `[dy, y, x]`, `dx = dy·[y > 0]·scale`.
+/// [`ScaledGradSums`] behind a ReLU: inputs `[dy, y, x]`, `dx = g·scale`.
 #[derive(Clone, Copy)]
 pub(crate) struct ReluScaledGradSums;
 
@@ -219,7 +220,7 @@ impl Reduce<3, 2, 2> for ReluScaledGradSums {
     }
 }
 
-/// `dx = dy·[y > 0]·scale`, the eval backward behind a ReLU; inputs `[dy, y]`,
+/// `dx = g·scale`, the eval backward behind a ReLU; inputs `[dy, y]`,
 /// `k = [scale]`.
 #[derive(Clone, Copy)]
 pub(crate) struct ReluScale;
@@ -231,7 +232,7 @@ impl Map<2, 1> for ReluScale {
     }
 }
 
-/// `dz = dy·[y > 0]`: the residual's gradient; inputs `[dy, y]`.
+/// `dz = g`: the residual's gradient; inputs `[dy, y]`.
 #[derive(Clone, Copy)]
 pub(crate) struct ReluMask;
 

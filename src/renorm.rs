@@ -76,9 +76,12 @@ impl Renorm {
     }
 }
 
-/// `v` within `[lo, hi]`; NaN stays NaN.
+/// `v` within `[lo, hi]`; NaN stays NaN, except in a range of one point (`rmax = 1`,
+/// `dmax = 0`: plain batch norm, also where `σ = 0` makes the ratio undefined).
 fn clip(v: f64, lo: f64, hi: f64) -> f64 {
-    if v < lo {
+    if lo == hi {
+        lo
+    } else if v < lo {
         lo
     } else if v > hi {
         hi
@@ -131,7 +134,12 @@ impl BatchNorm<'_> {
     ) -> Result<(), Error> {
         renorm.check()?;
         let running = Some(running);
-        let len = self.check_train(shape, saved.mean, saved.invstd, &running)?;
+        let len = self.check_train(
+            shape,
+            ["saved.mean", "saved.invstd"],
+            [saved.mean, saved.invstd],
+            &running,
+        )?;
         check_len("saved.r", saved.r.len(), shape.channels)?;
         check_len("saved.d", saved.d.len(), shape.channels)?;
         check_len("x", x.len(), len)?;

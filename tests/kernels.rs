@@ -928,7 +928,14 @@ fn walk_boundaries_match_oracle() {
             shapes.push(Shape::rows(rows, c));
         }
     }
-    for (n, c, s) in [(3, 8, 8), (2, 9, 7), (5, 16, 4), (1, 64, 1), (2, 33, 2), (3, 7, 9)] {
+    for (n, c, s) in [
+        (3, 8, 8),
+        (2, 9, 7),
+        (5, 16, 4),
+        (1, 64, 1),
+        (2, 33, 2),
+        (3, 7, 9),
+    ] {
         shapes.push(Shape::channels_first(n, c, s));
         shapes.push(Shape::channels_last(n, c, s));
     }

@@ -38,7 +38,11 @@ impl Walk {
                 period,
                 spatial,
                 line,
-            } => (0, line, line.min(self.len), period / LANES, spatial, true),
+            } => {
+                // A tensor shorter than one period uses only its slots.
+                let slots = (period / LANES).min(self.len.div_ceil(LANES));
+                (0, line, line.min(self.len), slots, spatial, true)
+            }
             _ => {
                 let slots = band.channels.div_ceil(LANES);
                 (band.first, self.channels, band.channels, slots, 1, false)
@@ -146,9 +150,14 @@ fn period<'a, const I: usize>(
     xs: &[&'a [Lanes]; I],
     v: usize,
     n: usize,
+    in_place: bool,
 ) -> ([&'a [Lanes]; I], usize) {
     let xp: [&[Lanes]; I] = core::array::from_fn(|i| xs[i].get(v..v + n).unwrap_or(&[]));
-    let n = xp.iter().fold(n, |n, x| n.min(x.len()));
+    // In place, input 0 is the output itself and has no slice of its own.
+    let n = xp
+        .iter()
+        .skip(usize::from(in_place))
+        .fold(n, |n, x| n.min(x.len()));
     (xp, n)
 }
 
@@ -187,7 +196,7 @@ pub(super) fn reduce<
         let (outs, _) = out.as_chunks_mut::<LANES>();
         let mut v = 0;
         while v < whole {
-            let (xp, n) = period(&xs, v, slots.min(whole - v));
+            let (xp, n) = period(&xs, v, slots.min(whole - v), false);
             let op = match outs.get_mut(v..v + n) {
                 Some(op) if R::WRITES => op,
                 _ => &mut [],
@@ -287,15 +296,13 @@ pub(super) fn map<
             .fold(outs.len(), |w, x| w.min(x.len()));
         let (outs, _) = outs.split_at_mut(whole);
         for (p, outs) in outs.chunks_mut(slots).enumerate() {
-            // In place, input 0 is `outs` itself: leave it out of the length check.
-            let (xp, n) = period(&xs, p * slots, outs.len());
-            let n = if IN_PLACE { outs.len() } else { n };
+            let (xp, n) = period(&xs, p * slots, outs.len(), IN_PLACE);
             for j in 0..n.min(S).min(outs.len()) {
                 let x = core::array::from_fn(|i| {
                     V::new(if IN_PLACE && i == 0 {
                         outs[j]
                     } else {
-                        xp[i].get(j).copied().unwrap_or_default()
+                        xp[i][j]
                     })
                 });
                 outs[j] = M::map(&kv[j], x).to_array();

@@ -354,14 +354,12 @@ pub fn ref_backward_eval(
 // (statistics, invstd, running update) with r and d folded in, and `ref_backward` with
 // γ·r for γ.
 
-/// ReLU as the crate defines it: `max(v, 0)` with NaN kept and −0 made +0.
-/// (`torch.relu` keeps −0; the two are equal as numbers, and the crate's outputs are
-/// held to +0 by the fused tests.)
+/// ReLU as `torch.relu`: negative values become +0; NaN and −0 stay as they are.
 pub fn ref_relu(v: f64) -> f64 {
-    if v > 0.0 || v.is_nan() {
-        v
-    } else {
+    if v < 0.0 {
         0.0
+    } else {
+        v
     }
 }
 
@@ -385,23 +383,22 @@ pub fn ref_fuse(bn: &[f64], z: Option<&[f32]>) -> RefFused {
 }
 
 /// The gradient behind a ReLU whose output is `y` (PyTorch's
-/// `threshold_backward(dy, y, 0)`): `dy` where `y > 0`, else +0. A selection, so the
-/// result is exact in f32 (and is what `dz` of BN + Add + ReLU must hold bit for bit);
-/// a NaN or ±inf `dy` where `y ≤ 0` gives 0, not NaN.
-///
-/// Where `y` is NaN this follows the crate's `[y > 0]` (0); PyTorch's
-/// `threshold_backward` passes `dy` there (`y <= 0` is false). The property tests draw
-/// no NaN `y` for the backward pass, so they hold under either convention.
+/// `threshold_backward(dy, y, 0)`): +0 where `y ≤ 0`, else `dy` (also where `y` is NaN).
+/// A selection, so the result is exact in f32 (and is what `dz` of BN + Add + ReLU must
+/// hold bit for bit); a NaN or ±inf `dy` where `y ≤ 0` gives 0, not NaN.
 pub fn ref_relu_grad(dy: &[f32], y: &[f32]) -> Vec<f32> {
     dy.iter()
         .zip(y)
-        .map(|(&d, &y)| if y > 0.0 { d } else { 0.0 })
+        .map(|(&d, &y)| if y <= 0.0 { 0.0 } else { d })
         .collect()
 }
 
-/// `v` within `[lo, hi]`, NaN kept (`torch.clamp`).
+/// `v` within `[lo, hi]`, NaN kept (`torch.clamp`) but in a one-point range.
 pub fn ref_clip(v: f64, lo: f64, hi: f64) -> f64 {
-    if v < lo {
+    // A one-point range (rmax = 1, dmax = 0) is that point, NaN included: plain BN.
+    if lo == hi {
+        lo
+    } else if v < lo {
         lo
     } else if v > hi {
         hi
@@ -587,7 +584,7 @@ pub fn ref_backward_renorm(
 /// relu(pre_ref). That is the honest treatment of the boundary: where the reference
 /// pre-activation lies within its bound of 0, the kernel's y may be 0 or that small
 /// positive value, and both pass; anywhere else the sign must agree. (y is also held
-/// to be NaN or +0 or positive, never −0 or negative, exactly.) A non-finite
+/// to be NaN, ±0 or positive, never negative, exactly.) A non-finite
 /// pre-activation must give relu of it exactly (−inf → 0). The backward's mask is not
 /// a tolerance question: it is taken from the `y` the backward is given, as PyTorch
 /// does, so kernel and oracle mask the same elements, and the masked gradient is exact.
