@@ -79,9 +79,7 @@ impl Renorm {
 /// `v` within `[lo, hi]`; NaN stays NaN, except in a range of one point (`rmax = 1`,
 /// `dmax = 0`: plain batch norm, also where `σ = 0` makes the ratio undefined).
 fn clip(v: f64, lo: f64, hi: f64) -> f64 {
-    if lo == hi {
-        lo
-    } else if v < lo {
+    if lo == hi || v < lo {
         lo
     } else if v > hi {
         hi

@@ -396,9 +396,7 @@ pub fn ref_relu_grad(dy: &[f32], y: &[f32]) -> Vec<f32> {
 /// `v` within `[lo, hi]`, NaN kept (`torch.clamp`) but in a one-point range.
 pub fn ref_clip(v: f64, lo: f64, hi: f64) -> f64 {
     // A one-point range (rmax = 1, dmax = 0) is that point, NaN included: plain BN.
-    if lo == hi {
-        lo
-    } else if v < lo {
+    if lo == hi || v < lo {
         lo
     } else if v > hi {
         hi
