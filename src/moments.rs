@@ -215,47 +215,35 @@ pub(crate) fn band_moments<const B: usize>(
     let first = walk.first_block();
     let n = walk.count(first.clone());
     let mut sums = [[0.0; 2]; B];
-    engine::reduce(
-        Shifted,
-        walk,
-        band,
-        [x],
-        &mut [],
-        &shift,
-        first.clone(),
-        &mut sums,
-    );
-    let far = (0..band.channels).any(|i| {
-        let part = part(shift[i][0], sums[i], n);
-        sums[i][1] > 16.0 * part.m2
-    });
+    let reduce = |shift: &[[f32; 1]; B], steps, sums: &mut [[f64; 2]; B]| {
+        engine::reduce(Shifted, walk, band, [x], &mut [], shift, steps, sums)
+    };
+    reduce(&shift, first.clone(), &mut sums);
+    let mut far = false;
+    for ((out, k), s) in out.iter_mut().zip(&shift).zip(&sums) {
+        *out = part(k[0], *s, n);
+        far |= s[1] > 16.0 * out.m2;
+    }
     if far {
-        for (k, s) in shift.iter_mut().zip(&mut sums).take(band.channels) {
-            reshift(k, part(k[0], *s, n));
+        for ((k, s), out) in shift.iter_mut().zip(&mut sums).zip(&*out) {
+            reshift(k, *out);
             *s = [0.0; 2];
         }
-        engine::reduce(
-            Shifted,
-            walk,
-            band,
-            [x],
-            &mut [],
-            &shift,
-            first.clone(),
-            &mut sums,
-        );
-    }
-    for ((out, k), s) in out.iter_mut().zip(&mut shift).zip(&mut sums) {
-        *out = part(k[0], *s, n);
-        reshift(k, *out);
-        *s = [0.0; 2];
+        reduce(&shift, first.clone(), &mut sums);
+        for ((out, k), s) in out.iter_mut().zip(&shift).zip(&sums) {
+            *out = part(k[0], *s, n);
+        }
     }
     let rest = first.end..walk.steps();
     if rest.is_empty() {
         return;
     }
+    for ((k, s), out) in shift.iter_mut().zip(&mut sums).zip(&*out) {
+        reshift(k, *out);
+        *s = [0.0; 2];
+    }
     let n = walk.count(rest.clone());
-    engine::reduce(Shifted, walk, band, [x], &mut [], &shift, rest, &mut sums);
+    reduce(&shift, rest, &mut sums);
     for ((out, k), s) in out.iter_mut().zip(&shift).zip(&sums) {
         *out = out.merge(part(k[0], *s, n));
     }
@@ -267,10 +255,11 @@ fn part(shift: f32, [sd, sq]: [f64; 2], n: usize) -> Moments {
         return Moments::EMPTY;
     }
     let count = n as f64;
+    let d = sd / count;
     Moments {
         count: n as u64,
-        mean: f64::from(shift) + sd / count,
-        m2: sq - sd * sd / count,
+        mean: f64::from(shift) + d,
+        m2: sq - sd * d,
     }
 }
 

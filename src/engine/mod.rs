@@ -61,7 +61,7 @@ const BLOCK: usize = 64;
 const MIN_LINE: usize = 8 * LANES;
 
 /// Values in a packed line: enough that its setup is spread thin.
-const PACKED_LINE: usize = 2048;
+const PACKED_LINE: usize = 4096;
 
 /// Bytes of a channels-first band's tensors that a kernel reads twice (its reduction,
 /// then its elementwise pass): sized to stay in L2 and a little L3 between the two.
