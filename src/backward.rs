@@ -198,10 +198,7 @@ impl BatchNorm<'_> {
         let steps = 0..walk.steps();
         // Channels-first: the sums and dx of a band run back to back while it is cached.
         for band in walk.bands(2) {
-            let mut mu = [[0.0]; B];
-            for (i, mu) in mu.iter_mut().enumerate().take(band.channels) {
-                *mu = [save_mean[band.first + i]];
-            }
+            let mu = [band.of(save_mean)];
             let mut sums = [[0.0; 2]; B];
             match &mut through {
                 Through::Bn => engine::reduce(
@@ -210,7 +207,7 @@ impl BatchNorm<'_> {
                     band,
                     [dy, x],
                     &mut [],
-                    &mu,
+                    mu,
                     steps.clone(),
                     &mut sums,
                 ),
@@ -220,7 +217,7 @@ impl BatchNorm<'_> {
                     band,
                     [dy, y, x],
                     &mut [],
-                    &mu,
+                    mu,
                     steps.clone(),
                     &mut sums,
                 ),
@@ -230,15 +227,14 @@ impl BatchNorm<'_> {
                     band,
                     [dy, y, x],
                     dz,
-                    &mu,
+                    mu,
                     steps.clone(),
                     &mut sums,
                 ),
             }
-            let mut k = [[0.0; 5]; B];
-            for (i, (k, [sum_dy, sum_dyx])) in
-                k.iter_mut().zip(&sums).enumerate().take(band.channels)
-            {
+            // [k, a, b, p] of every channel
+            let mut k = [[0.0; B]; 4];
+            for (i, [sum_dy, sum_dyx]) in sums.iter().enumerate().take(band.channels) {
                 let c = band.first + i;
                 let invstd = f64::from(save_invstd[c]);
                 let (db, dg) = (*sum_dy, sum_dyx * invstd);
@@ -257,18 +253,16 @@ impl BatchNorm<'_> {
                 let kk = gamma * invstd;
                 let (aa, bb) = (-kk * invstd * dg / count, -kk * db / count);
                 let p = out_of_range(kk.abs().max(aa.abs()).max(bb.abs()));
-                *k = [
-                    (kk / p) as f32,
-                    mu[i][0],
-                    (aa / p) as f32,
-                    (bb / p) as f32,
-                    p as f32,
-                ];
+                let v = [kk / p, aa / p, bb / p, p];
+                for (k, v) in k.iter_mut().zip(v) {
+                    k[i] = v as f32;
+                }
             }
+            let k = [&k[0][..], mu[0], &k[1][..], &k[2][..], &k[3][..]];
             match &through {
-                Through::Bn => engine::map(GradInput, walk, band, [dy, x], dx, &k),
-                Through::Relu { y } => engine::map(ReluGradInput, walk, band, [dy, y, x], dx, &k),
-                Through::AddRelu { dz, .. } => engine::map(GradInput, walk, band, [dz, x], dx, &k),
+                Through::Bn => engine::map(GradInput, walk, band, [dy, x], dx, k),
+                Through::Relu { y } => engine::map(ReluGradInput, walk, band, [dy, y, x], dx, k),
+                Through::AddRelu { dz, .. } => engine::map(GradInput, walk, band, [dz, x], dx, k),
             }
         }
     }
@@ -317,25 +311,26 @@ impl BatchNorm<'_> {
         let sums_wanted = dgamma.is_some() || dbeta.is_some();
         for band in walk.bands(usize::from(sums_wanted)) {
             // [running mean, γ/√(running_var + eps)]
-            let mut k = [[0.0; 2]; B];
             let at = |i: usize| {
                 running_var
                     .get(band.first + i)
                     .map_or(1.0, |&v| f64::from(v))
             };
             let invstd = self.invstds::<B>(band.channels, at);
-            for (i, (k, invstd)) in k.iter_mut().zip(invstd).enumerate().take(band.channels) {
-                let c = band.first + i;
-                *k = [running_mean[c], (self.gamma(c) * invstd) as f32];
+            let mut scale = [0.0; B];
+            for (i, (s, invstd)) in scale.iter_mut().zip(invstd).enumerate().take(band.channels) {
+                *s = (self.gamma(band.first + i) * invstd) as f32;
             }
-            let scale = k.map(|[_, s]| [s]);
+            let mu = band.of(running_mean);
+            let k = [mu, &scale[..]];
+            let scale = [&scale[..]];
             if !sums_wanted {
                 match &mut through {
-                    Through::Bn => engine::map(Scale, walk, band, [dy], dx, &scale),
-                    Through::Relu { y } => engine::map(ReluScale, walk, band, [dy, y], dx, &scale),
+                    Through::Bn => engine::map(Scale, walk, band, [dy], dx, scale),
+                    Through::Relu { y } => engine::map(ReluScale, walk, band, [dy, y], dx, scale),
                     Through::AddRelu { y, dz } => {
-                        engine::map(ReluMask, walk, band, [dy, y], dz, &[[]; B]);
-                        engine::map(Scale, walk, band, [dz], dx, &scale)
+                        engine::map(ReluMask, walk, band, [dy, y], dz, []);
+                        engine::map(Scale, walk, band, [dz], dx, scale)
                     }
                 }
                 continue;
@@ -345,14 +340,13 @@ impl BatchNorm<'_> {
             let all = steps.clone();
             match &mut through {
                 Through::Bn => {
-                    engine::reduce(ScaledGradSums, walk, band, [dy, x], dx, &k, all, &mut sums)
+                    engine::reduce(ScaledGradSums, walk, band, [dy, x], dx, k, all, &mut sums)
                 }
                 Through::Relu { y } => {
                     let ins = [dy, y, x];
-                    engine::reduce(ReluScaledGradSums, walk, band, ins, dx, &k, all, &mut sums)
+                    engine::reduce(ReluScaledGradSums, walk, band, ins, dx, k, all, &mut sums)
                 }
                 Through::AddRelu { y, dz } => {
-                    let mu = k.map(|[m, _]| [m]);
                     let ins = [dy, y, x];
                     engine::reduce(
                         ReluGradSums::<true>,
@@ -360,11 +354,11 @@ impl BatchNorm<'_> {
                         band,
                         ins,
                         dz,
-                        &mu,
+                        [mu],
                         all,
                         &mut sums,
                     );
-                    engine::map(Scale, walk, band, [dz], dx, &scale)
+                    engine::map(Scale, walk, band, [dz], dx, scale)
                 }
             }
             for (i, ([sum_dy, sum_dyx], invstd)) in

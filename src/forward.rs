@@ -271,50 +271,45 @@ impl BatchNorm<'_> {
         var: &[f32],
     ) {
         for band in walk.bands(0) {
-            let k = self.eval_consts::<B>(band, mean, var);
-            engine::map(m, walk, band, ins, y, &k);
+            let [scale, shift] = self.eval_consts::<B>(band, mean, var);
+            engine::map(m, walk, band, ins, y, [&scale, &shift]);
         }
     }
 
     /// `[scale, shift]` of the eval forward for the channels of `band`:
     /// `scale = γ/√(var + eps)`, `shift = β − mean·scale`, in f64, four channels at a
     /// time where there is SIMD.
-    fn eval_consts<const B: usize>(&self, band: Band, mean: &[f32], var: &[f32]) -> [[f32; 2]; B] {
+    fn eval_consts<const B: usize>(&self, band: Band, mean: &[f32], var: &[f32]) -> [[f32; B]; 2] {
         let at = |xs: &[f32], i: usize, none: f64| {
             xs.get(band.first + i).map_or(none, |&v| f64::from(v))
         };
         let of = |xs: Option<&[f32]>, i: usize, none: f64| xs.map_or(none, |xs| at(xs, i, none));
         let invstd = self.invstds::<B>(band.channels, |i| at(var, i, 1.0));
-        let mut k = [[0.0; 2]; B];
+        let [mut scale, mut shift] = [[0.0; B]; 2];
         #[cfg(any(target_arch = "x86", target_arch = "x86_64", target_arch = "aarch64"))]
         {
             use wide::f64x4;
-            let (ks, inv) = (k.as_chunks_mut::<4>().0, invstd.as_chunks::<4>().0);
-            for (q, (k, inv)) in ks
-                .iter_mut()
-                .zip(inv)
-                .enumerate()
-                .take(band.channels.div_ceil(4))
-            {
-                fn lanes(q: usize, f: impl Fn(usize) -> f64) -> f64x4 {
-                    f64x4::new(core::array::from_fn(|l| f(4 * q + l)))
-                }
+            fn lanes(q: usize, f: impl Fn(usize) -> f64) -> f64x4 {
+                f64x4::new(core::array::from_fn(|l| f(4 * q + l)))
+            }
+            let quads = scale.as_chunks_mut::<4>().0.iter_mut();
+            let quads = quads
+                .zip(shift.as_chunks_mut::<4>().0)
+                .zip(invstd.as_chunks::<4>().0);
+            for (q, ((scale, shift), inv)) in quads.enumerate().take(band.channels.div_ceil(4)) {
                 let s = lanes(q, |i| of(self.gamma, i, 1.0)) * f64x4::new(*inv);
-                let shift =
-                    lanes(q, |i| of(self.beta, i, 0.0)) - lanes(q, |i| at(mean, i, 0.0)) * s;
-                let (s, shift) = (s.to_array(), shift.to_array());
-                *k = core::array::from_fn(|l| [s[l] as f32, shift[l] as f32]);
+                let b = lanes(q, |i| of(self.beta, i, 0.0)) - lanes(q, |i| at(mean, i, 0.0)) * s;
+                *scale = s.to_array().map(|v| v as f32);
+                *shift = b.to_array().map(|v| v as f32);
             }
         }
         #[cfg(not(any(target_arch = "x86", target_arch = "x86_64", target_arch = "aarch64")))]
-        for (i, (k, invstd)) in k.iter_mut().zip(invstd).enumerate().take(band.channels) {
+        for (i, invstd) in invstd.iter().enumerate().take(band.channels) {
             let s = of(self.gamma, i, 1.0) * invstd;
-            *k = [
-                s as f32,
-                (of(self.beta, i, 0.0) - at(mean, i, 0.0) * s) as f32,
-            ];
+            scale[i] = s as f32;
+            shift[i] = (of(self.beta, i, 0.0) - at(mean, i, 0.0) * s) as f32;
         }
-        k
+        [scale, shift]
     }
 
     /// Train forward: normalizes with the batch statistics of each channel,
@@ -503,11 +498,11 @@ impl BatchNorm<'_> {
             let mut stats = [Moments::EMPTY; B];
             let x = if ins[0].is_empty() { &*y } else { ins[0] };
             band_moments::<B>(walk, band, x, &mut stats[..band.channels]);
-            let mut k = [[0.0; 3]; B];
+            // [mean, scale, shift] of every channel
+            let mut k = [[0.0; B]; 3];
             let invstd =
                 self.invstds::<B>(band.channels, |i| stats.get(i).map_or(1.0, Moments::var));
-            let consts = k.iter_mut().zip(&stats).zip(invstd);
-            for (i, ((k, st), invstd)) in consts.enumerate().take(band.channels) {
+            for (i, (st, invstd)) in stats.iter().zip(invstd).enumerate().take(band.channels) {
                 let c = band.first + i;
                 let var = st.var();
                 let mut s = self.gamma(c) * invstd;
@@ -523,7 +518,10 @@ impl BatchNorm<'_> {
                 let mu = st.mean as f32;
                 // The part of the mean that f32 `mu` misses goes into the shift, so
                 // `(x − mu)·scale + shift` is as exact as if the mean were f64.
-                *k = [mu, s as f32, (beta - (st.mean - f64::from(mu)) * s) as f32];
+                let shift = (beta - (st.mean - f64::from(mu)) * s) as f32;
+                for (k, v) in k.iter_mut().zip([mu, s as f32, shift]) {
+                    k[i] = v;
+                }
                 save_mean[c] = mu;
                 save_invstd[c] = invstd as f32;
                 if let Some(r) = running.as_mut() {
@@ -532,7 +530,7 @@ impl BatchNorm<'_> {
                     r.var[c] = ((1.0 - factor) * f64::from(r.var[c]) + factor * unbiased) as f32;
                 }
             }
-            engine::map(m, walk, band, ins, y, &k);
+            engine::map(m, walk, band, ins, y, [&k[0], &k[1], &k[2]]);
         }
     }
 }

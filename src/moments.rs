@@ -204,24 +204,24 @@ pub(crate) fn band_moments<const B: usize>(
     x: &[f32],
     out: &mut [Moments],
 ) {
-    let mut shift = [[0.0]; B];
+    let mut shift = [0.0; B];
     for (i, k) in shift.iter_mut().enumerate().take(band.channels) {
         let v = walk
             .first_index(band.first + i)
             .and_then(|at| x.get(at))
             .copied();
-        *k = [v.filter(|v| v.is_finite()).unwrap_or(0.0)];
+        *k = v.filter(|v| v.is_finite()).unwrap_or(0.0);
     }
     let first = walk.first_block();
     let n = walk.count(first.clone());
     let mut sums = [[0.0; 2]; B];
-    let reduce = |shift: &[[f32; 1]; B], steps, sums: &mut [[f64; 2]; B]| {
-        engine::reduce(Shifted, walk, band, [x], &mut [], shift, steps, sums)
+    let reduce = |shift: &[f32; B], steps, sums: &mut [[f64; 2]; B]| {
+        engine::reduce(Shifted, walk, band, [x], &mut [], [shift], steps, sums)
     };
     reduce(&shift, first.clone(), &mut sums);
     let mut far = false;
     for ((out, k), s) in out.iter_mut().zip(&shift).zip(&sums) {
-        *out = part(k[0], *s, n);
+        *out = part(*k, *s, n);
         far |= s[1] > 16.0 * out.m2;
     }
     if far {
@@ -231,7 +231,7 @@ pub(crate) fn band_moments<const B: usize>(
         }
         reduce(&shift, first.clone(), &mut sums);
         for ((out, k), s) in out.iter_mut().zip(&shift).zip(&sums) {
-            *out = part(k[0], *s, n);
+            *out = part(*k, *s, n);
         }
     }
     let rest = first.end..walk.steps();
@@ -245,7 +245,7 @@ pub(crate) fn band_moments<const B: usize>(
     let n = walk.count(rest.clone());
     reduce(&shift, rest, &mut sums);
     for ((out, k), s) in out.iter_mut().zip(&shift).zip(&sums) {
-        *out = out.merge(part(k[0], *s, n));
+        *out = out.merge(part(*k, *s, n));
     }
 }
 
@@ -264,9 +264,9 @@ fn part(shift: f32, [sd, sq]: [f64; 2], n: usize) -> Moments {
 }
 
 /// Moves `shift` to the mean of `m`, where that is a finite f32.
-fn reshift(shift: &mut [f32; 1], m: Moments) {
+fn reshift(shift: &mut f32, m: Moments) {
     let mean = m.mean as f32;
     if m.count > 0 && mean.is_finite() {
-        *shift = [mean];
+        *shift = mean;
     }
 }

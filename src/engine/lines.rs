@@ -93,20 +93,28 @@ impl Lines {
         at
     }
 
-    /// Writes the constants of every slot's lanes to `kv`.
+    /// Writes the constants of every slot's lanes to `kv`: one load per slot where
+    /// its lanes are consecutive channels (rows, and packed lines of one lane per
+    /// channel), else lane by lane.
     fn constants<const K: usize, const S: usize>(
         &self,
         offsets: &[[u16; LANES]; S],
-        k: &[[f32; K]],
+        k: [&[f32]; K],
         kv: &mut [[V; K]; S],
     ) {
         for (kv, at) in kv.iter_mut().zip(offsets).take(self.slots) {
-            for (q, kv) in kv.iter_mut().enumerate() {
-                let mut lanes = [0.0; LANES];
-                for (lane, &at) in lanes.iter_mut().zip(at) {
-                    *lane = k.get(usize::from(at)).map_or(0.0, |k| k[q]);
-                }
-                *kv = V::new(lanes);
+            let first = usize::from(at[0]);
+            let consecutive = at
+                .iter()
+                .enumerate()
+                .all(|(l, &a)| usize::from(a) == first + l);
+            for (kv, k) in kv.iter_mut().zip(k) {
+                *kv = match k.get(first..first + LANES) {
+                    Some(lanes) if consecutive => V::from(lanes),
+                    _ => V::new(core::array::from_fn(|l| {
+                        k.get(usize::from(at[l])).copied().unwrap_or(0.0)
+                    })),
+                };
             }
         }
     }
@@ -171,7 +179,7 @@ pub(super) fn reduce<
     g: &Lines,
     ins: [&[f32]; I],
     out: &mut [f32],
-    k: &[[f32; K]],
+    k: [&[f32]; K],
     steps: Range<usize>,
     sums: &mut [[f64; A]],
 ) {
@@ -266,7 +274,7 @@ pub(super) fn map<
     g: &Lines,
     ins: [&[f32]; I],
     out: &mut [f32],
-    k: &[[f32; K]],
+    k: [&[f32]; K],
 ) {
     let mut kv = [[V::ZERO; K]; S];
     g.constants(&g.offsets::<S>(), k, &mut kv);

@@ -123,6 +123,14 @@ pub(crate) struct Band {
     pub(crate) channels: usize,
 }
 
+impl Band {
+    /// The band's part of the per-channel slice `xs` (empty if `xs` is too short).
+    pub(crate) fn of<T>(self, xs: &[T]) -> &[T] {
+        xs.get(self.first..self.first + self.channels)
+            .unwrap_or(&[])
+    }
+}
+
 impl Walk {
     /// The walk of `shape`, whose element count must already be known to fit.
     pub(crate) fn new(shape: Shape) -> Walk {
@@ -263,8 +271,8 @@ fn gcd(a: usize, b: usize) -> usize {
 
 /// Adds the `A` sums of `R` over `steps` of `band` to `sums` (per channel of the
 /// band), reading `ins` with the constants `k` of each channel; stores `R`'s output
-/// into `out` where it [writes](Reduce::WRITES) (else `out` is unused). `k` and `sums`
-/// hold [`SMALL`] channels when the walk is [`small`](Walk::small), else [`MAX_BAND`].
+/// into `out` where it [writes](Reduce::WRITES) (else `out` is unused). `k[q][i]` is
+/// constant `q` of the band's channel `i`; `sums[i]` its sums.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn reduce<R: Reduce<I, K, A>, const I: usize, const K: usize, const A: usize>(
     _: R,
@@ -272,7 +280,7 @@ pub(crate) fn reduce<R: Reduce<I, K, A>, const I: usize, const K: usize, const A
     band: Band,
     ins: [&[f32]; I],
     out: &mut [f32],
-    k: &[[f32; K]],
+    k: [&[f32]; K],
     steps: Range<usize>,
     sums: &mut [[f64; A]],
 ) {
@@ -297,7 +305,7 @@ pub(crate) fn map<M: Map<I, K>, const I: usize, const K: usize>(
     band: Band,
     ins: [&[f32]; I],
     out: &mut [f32],
-    k: &[[f32; K]],
+    k: [&[f32]; K],
 ) {
     if walk.len == 0 {
         return;

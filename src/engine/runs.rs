@@ -13,18 +13,13 @@ pub(super) fn reduce<R: Reduce<I, K, A>, const I: usize, const K: usize, const A
     band: Band,
     ins: [&[f32]; I],
     out: &mut [f32],
-    k: &[[f32; K]],
+    k: [&[f32]; K],
     steps: Range<usize>,
     sums: &mut [[f64; A]],
 ) {
     let (c, s) = (w.channels, w.spatial);
-    for (i, (k, sums)) in k
-        .iter()
-        .zip(sums.iter_mut())
-        .take(band.channels)
-        .enumerate()
-    {
-        let kv = k.map(V::splat);
+    for (i, sums) in sums.iter_mut().take(band.channels).enumerate() {
+        let kv = splat(&k, i);
         let mut acc = [[V::ZERO; A]; UNROLL];
         let mut adds = 0;
         for n in steps.clone() {
@@ -119,6 +114,12 @@ fn reduce_run<R: Reduce<I, K, A>, const I: usize, const K: usize, const A: usize
     }
 }
 
+/// The constants of channel `i` in every lane.
+#[inline(always)]
+fn splat<const K: usize>(k: &[&[f32]; K], i: usize) -> [V; K] {
+    core::array::from_fn(|q| V::splat(k[q].get(i).copied().unwrap_or(0.0)))
+}
+
 /// Adds the accumulators' lanes to `sums` in f64 and zeroes them: the `UNROLL`
 /// vectors of a sum are added in f32 first (a few more roundings against a block's 64).
 #[inline(always)]
@@ -146,14 +147,14 @@ pub(super) fn map<M: Map<I, K>, const I: usize, const K: usize, const IN_PLACE: 
     band: Band,
     ins: [&[f32]; I],
     out: &mut [f32],
-    k: &[[f32; K]],
+    k: [&[f32]; K],
 ) {
     let (c, s) = (w.channels, w.spatial);
     for n in 0..w.batch {
-        for (i, k) in k.iter().take(band.channels).enumerate() {
+        for i in 0..band.channels {
             let at = (n * c + band.first + i) * s;
             let run = at..at + s;
-            let kv = k.map(V::splat);
+            let kv = splat(&k, i);
             map_run::<M, I, K, IN_PLACE>(sub(&ins, run.clone()), &mut out[run], &kv);
         }
     }
