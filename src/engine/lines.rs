@@ -166,6 +166,15 @@ fn period<'a, const I: usize>(
         .iter()
         .skip(usize::from(in_place))
         .fold(n, |n, x| n.min(x.len()));
+    // Cut to exactly `n` (in range by the fold), so that `xp[i][j]` with `j < n`
+    // needs no check.
+    let xp = core::array::from_fn(|i| {
+        if in_place && i == 0 {
+            xp[i]
+        } else {
+            &xp[i][..n]
+        }
+    });
     (xp, n)
 }
 
@@ -211,7 +220,8 @@ pub(super) fn reduce<
             };
             // Plain indices below bounds the compiler knows: iterator adaptors over
             // the slot arrays compiled to twice the instructions per vector.
-            for j in 0..n.min(S) {
+            let n = n.min(S);
+            for j in 0..n {
                 let y = R::step(
                     &kv[j],
                     core::array::from_fn(|i| V::new(xp[i][j])),
@@ -305,7 +315,9 @@ pub(super) fn map<
         let (outs, _) = outs.split_at_mut(whole);
         for (p, outs) in outs.chunks_mut(slots).enumerate() {
             let (xp, n) = period(&xs, p * slots, outs.len(), IN_PLACE);
-            for j in 0..n.min(S).min(outs.len()) {
+            let n = n.min(S).min(outs.len());
+            let outs = &mut outs[..n];
+            for j in 0..n {
                 let x = core::array::from_fn(|i| {
                     V::new(if IN_PLACE && i == 0 {
                         outs[j]
