@@ -1,30 +1,35 @@
 //! The one place that knows how a tensor is walked.
 //!
-//! A kernel is a small definition: a [`Map`] (one output vector from its input
-//! vectors and per-channel constants) or a [`Reduce`] (per-channel sums, and maybe an
-//! output), written once over the SIMD vector `V`. The engine feeds it every vector of
-//! a [`Band`] of channels, whatever the layout, with the constants of each lane's
-//! channel, and turns its lanes' sums into per-channel f64 sums. The entry points
-//! only compute per-channel constants (in scalar code, once per channel) and pick the
-//! kernels.
+//! A kernel is a small definition (see `kernels.rs`): a [`Map`] (one output vector from
+//! its input vectors and per-channel constants) or a [`Reduce`] (per-channel sums, and
+//! maybe one output), written once over the SIMD vector `V`, with any number of input
+//! streams. The engine feeds it every vector of a [`Band`] of channels, whatever the
+//! layout, with the constants of each lane's channel, and turns its lanes' sums into
+//! per-channel f64 sums. The entry points only compute per-channel constants, once per
+//! channel, pass them as one slice per constant, and pick the kernel.
 //!
-//! Two walks cover every layout; [`Walk::new`] picks one per call:
+//! Three walks cover every layout; [`Walk::new`] picks one per call, and nothing
+//! below it branches on the layout per element:
 //!
-//! | layout | walk | one step | lanes |
+//! | tensor | walk | one step | lanes |
 //! |---|---|---|---|
-//! | channels-first, `S > 1` | [`runs`] | one sample: a run of `S` values per channel | all one channel, splat constants |
-//! | channels-last, `[N, C]` rows (`S = 1`) | [`lines`], rows | one row's slice of the band's channels | lane `l` is channel `first + l` |
-//! | either, when `lcm(C·S, LANES)` fits a band (`S` = 1 channels-last) | [`lines`], packed | `P` consecutive values, `P` a multiple of `lcm(C·S, LANES)` | lane `p` is channel `p / S % C` |
+//! | channels-first, `S > 1` | `runs` | one sample: a run of `S` values per channel | all one channel: splat constants |
+//! | channels-last, `[N, C]` rows (`S = 1`) | `lines`, rows | one row's slice of the band's channels | lane `l` is channel `first + l` |
+//! | either, when `lcm(C·S, LANES)` lanes fit a band (`S` = 1 channels-last) | `lines`, packed | thousands of consecutive values, in periods of `P`, a multiple of `lcm(C·S, LANES)` | lane `p` of a period is channel `p / S % C` |
 //!
 //! Runs keep their accumulators in registers ([`UNROLL`](crate::lanes::UNROLL) per
 //! sum) across a channel's runs; lines keep one accumulator vector per lane slot on
 //! the stack and stream the rows in memory order, as the plain loop a compiler
-//! vectorizes does. Tails go through the same arithmetic: a run or line that does not
-//! end on a whole vector ends with its last `LANES` values as one (overlapping)
-//! vector, whose lanes already seen are replaced by the kernel's neutral pad.
+//! vectorizes does. Tails go through the same arithmetic: a run or a rows line that
+//! does not end on a whole vector ends with its last `LANES` values as one
+//! (overlapping) vector, whose lanes already seen are replaced by the kernel's neutral
+//! pad; the one short line of a packed walk ends on a padded vector.
 //!
 //! Sums accumulate in f32 vectors for at most [`BLOCK`] adds per lane, then spill into
 //! the caller's f64 sums, so f32 rounding never builds up over a long channel.
+//!
+//! Per-call setup is sized to the tensor: bands hold at most [`SMALL`] channels (64)
+//! unless channels-last has more, so a tiny tensor does not pay for 256-channel arrays.
 
 use core::ops::Range;
 

@@ -1,7 +1,7 @@
 //! Calls every public entry point of `batchnorm` from a `#![no_std]` staticlib.
 #![no_std]
 
-use batchnorm::{fold, moments, BatchNorm, Grads, Momentum, Moments, Running, Shape};
+use batchnorm::{fold, moments, BatchNorm, Fusion, FusionGrad, Grads, Momentum, Moments, Renorm, RenormSaved, Running, Shape};
 
 #[panic_handler]
 fn panic(_: &core::panic::PanicInfo) -> ! {
@@ -35,6 +35,22 @@ pub extern "C" fn batchnorm_nostd_check() -> u32 {
     count(bn.backward(&y, &x, shape, &mean, &invstd, grads));
     let grads = Grads { dx: &mut dx, dgamma: None, dbeta: Some(&mut db) };
     count(bn.backward_eval(&y, &x, shape, &rm, &rv, grads));
+    // Fused BN + ReLU, BN + Add + ReLU, and Batch Renormalization.
+    let (mut z, mut dz) = ([0.25f32; 24], [0.0f32; 24]);
+    count(bn.eval_fused(&x, &mut y, shape, Fusion::AddRelu { z: &z }, &rm, &rv));
+    count(bn.train_fused(&x, &mut z, shape, Fusion::Relu, &mut mean, &mut invstd, None));
+    let grads = Grads { dx: &mut dx, dgamma: Some(&mut dg), dbeta: None };
+    count(bn.backward_fused(&y, &x, &z, shape, FusionGrad::Relu, &mean, &invstd, grads));
+    let grads = Grads { dx: &mut dx, dgamma: None, dbeta: Some(&mut db) };
+    count(bn.backward_eval_fused(&y, &x, &z, shape, FusionGrad::AddRelu { dz: &mut dz }, &rm, &rv, grads));
+    let (mut r, mut d) = ([0.0f32; 3], [0.0f32; 3]);
+    let saved = RenormSaved { mean: &mut mean, invstd: &mut invstd, r: &mut r, d: &mut d };
+    let running = Running { mean: &mut rm, var: &mut rv, momentum: Momentum::Exponential(0.1) };
+    let renorm = Renorm { rmax: 3.0, dmax: 5.0 };
+    count(bn.train_renorm(&x, &mut y, shape, renorm, saved, running));
+    let saved = RenormSaved { mean: &mut mean, invstd: &mut invstd, r: &mut r, d: &mut d };
+    let grads = Grads { dx: &mut dx, dgamma: Some(&mut dg), dbeta: Some(&mut db) };
+    count(bn.backward_renorm(&y, &x, shape, &saved, grads));
     // Folding: a grouped 1-D conv [out 4][in/groups 1][k 2] beside a 4- (after) or 2-channel (before) BN.
     let conv = fold::Layer { layout: fold::WeightLayout::Oihw, in_channels: 2, out_channels: 4, groups: 2, kernel: 2 };
     let (mut w, mut b, mut pad) = ([0.5f32; 8], [0.0f32; 4], [0.0f32; 2]);
