@@ -178,19 +178,11 @@ pub(super) fn map_run<M: Map<I, K>, const I: usize, const K: usize, const IN_PLA
         .iter()
         .skip(usize::from(IN_PLACE))
         .fold(out.len(), |n, x| n.min(x.len()));
-    let x: [&[f32]; I] = core::array::from_fn(|j| x[j].get(..n).unwrap_or(&[]));
-    let Some(out) = out.get_mut(..n) else {
-        return;
-    };
-    let at = |out: &[f32], v: usize| -> [V; I] {
-        core::array::from_fn(|j| {
-            let src = if IN_PLACE && j == 0 { out } else { x[j] };
-            let lanes = src
-                .get(v..v + LANES)
-                .and_then(|s| <Lanes>::try_from(s).ok());
-            V::new(lanes.unwrap_or_default())
-        })
-    };
+    // Cut to exactly `n` (in range by the fold): below, every index is provably in
+    // range and the loop carries no checks.
+    let x: [&[f32]; I] =
+        core::array::from_fn(|j| if IN_PLACE && j == 0 { x[j] } else { &x[j][..n] });
+    let out = &mut out[..n];
     if n < LANES {
         let v = core::array::from_fn(|j| {
             let src = if IN_PLACE && j == 0 { &*out } else { x[j] };
@@ -199,14 +191,22 @@ pub(super) fn map_run<M: Map<I, K>, const I: usize, const K: usize, const IN_PLA
         store_tail(out, M::map(k, v));
         return;
     }
-    let last = M::map(k, at(out, n - LANES)).to_array();
-    let mut v = 0;
-    while v + LANES <= n {
-        let y = M::map(k, at(out, v)).to_array();
-        if let Some(o) = out.get_mut(v..v + LANES) {
-            o.copy_from_slice(&y);
-        }
-        v += LANES;
+    let last = core::array::from_fn(|j| {
+        let src = if IN_PLACE && j == 0 { &*out } else { x[j] };
+        V::new(*src.last_chunk::<LANES>().unwrap_or(&[0.0; LANES]))
+    });
+    let last = M::map(k, last).to_array();
+    let xs = x.map(|x| x.as_chunks::<LANES>().0);
+    let (outs, _) = out.as_chunks_mut::<LANES>();
+    for v in 0..outs.len() {
+        let x = core::array::from_fn(|j| {
+            V::new(if IN_PLACE && j == 0 {
+                outs[v]
+            } else {
+                xs[j][v]
+            })
+        });
+        outs[v] = M::map(k, x).to_array();
     }
     if let Some(o) = out.last_chunk_mut::<LANES>() {
         *o = last;
