@@ -4,7 +4,7 @@
 use core::ops::Range;
 
 use super::{sub, Band, Map, Reduce, Walk, BLOCK};
-use crate::lanes::{load_tail, mask_overlap, store_tail, Lanes, LANES, UNROLL, V};
+use crate::lanes::{load_tail, mask_overlap, store_tail, LANES, UNROLL, V};
 
 /// Reduces channel by channel: each channel's runs in turn, into accumulators that
 /// stay in registers across them.
