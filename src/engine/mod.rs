@@ -142,12 +142,15 @@ impl Walk {
         let c = shape.channels;
         let first = shape.walk() == Layout::ChannelsFirst;
         let cap = if first || c <= SMALL { SMALL } else { MAX_BAND };
-        // Channels-first samples small enough to pack (a tiny tensor, or short runs of
-        // few channels) go the packed way too: no run is shorter than a vector then.
+        // Channels-first samples small enough to pack go the packed way too when they
+        // hold more runs than the lane pattern has lanes (many short runs of few
+        // channels): setting up the pattern then costs less than a run each.
         let spatial = if first { shape.spatial } else { 1 };
         let period = c
             .checked_mul(spatial)
             .map_or(0, |values| packed_period(values, cap));
+        let runs = shape.batch.saturating_mul(c);
+        let period = if first && runs <= period { 0 } else { period };
         let kind = match (first, period) {
             (_, 1..) => Kind::Packed {
                 period,
