@@ -32,10 +32,25 @@ PyTorch's calls are the functional `torch.native_batch_norm` (train and eval),
 `torch.ops.aten.native_batch_norm_backward` (train=True from the saved statistics, and
 train=False from the running ones for backward_eval; all three gradients) and, for
 moments, `torch.var_mean(correction=0)` over every dim but channels; NHWC is
-`memory_format=torch.channels_last`. ONNX Runtime: a one-node BatchNormalization model
-(opset 15, inference mode) built with `onnx.helper`, one intra-op and one inter-op
-thread, input and output preallocated numpy arrays bound with io_binding; eval only, and
-NCHW/NC only (its BatchNormalization is channels-first): '–' elsewhere.
+`memory_format=torch.channels_last`.
+
+The fused kernels are PyTorch's unfused composition as a user runs it, in place where
+ResNet is (`nn.ReLU(inplace=True)`, `out += identity`): `native_batch_norm(...)[0].relu_()`
+and `native_batch_norm(...)[0].add_(z).relu_()`; their backwards
+`g = threshold_backward(dy, y, 0)` and `native_batch_norm_backward` of g, with dz = g
+(the same tensor, as autograd hands it to both branches). PyTorch has no Batch
+Renormalization: `renorm_train` composes the paper's Algorithm 1 of PyTorch ops, x̂ and
+the batch statistics from `native_batch_norm` (no affine), r and d from the running
+statistics, then y = x̂·(γ·r) + (γ·d + β) in one in-place `addcmul`; `renorm_backward` is
+`native_batch_norm_backward` with γ·r as the weight, and dγ from its Σdy·x̂ and Σdy. That
+is the fastest composition we found: taking the batch statistics from `torch.var_mean`
+instead (the obvious way) was 1.9–6.6× slower on S2 and S5 (even on T0), most of it
+`var_mean` itself, which would have measured PyTorch's slow reduction, not its renorm.
+
+ONNX Runtime: a one-node BatchNormalization model (opset 15, inference mode) built with
+`onnx.helper`, one intra-op and one inter-op thread, input and output preallocated numpy
+arrays bound with io_binding; eval only, and NCHW/NC only (its BatchNormalization is
+channels-first): '–' elsewhere.
 
 PyTorch allocates its outputs, so the script re-executes itself with glibc's malloc told
 to keep freed memory (MALLOC_MMAP_MAX_=0, MALLOC_TRIM_THRESHOLD_=64 GiB): otherwise
@@ -135,15 +150,62 @@ class Tensors:
         self.x, self.dy = x, torch.randn_like(x)  # keeps x's memory format
         self.w, self.b = torch.rand(c) + 0.5, torch.randn(c)
         self.rm, self.rv = torch.zeros(c), torch.ones(c)
-        _, self.save_mean, self.save_invstd = torch.native_batch_norm(
+        y, self.save_mean, self.save_invstd = torch.native_batch_norm(
             x, self.w, self.b, self.rm, self.rv, True, MOMENTUM, EPS
         )
         self.dims = [0] + list(range(2, x.dim()))
+        self.view = (1, c) + (1,) * (x.dim() - 2)  # a per-channel tensor broadcast over x
+        self.m = x.numel() // c
+        # The fused kernels' residual, and the outputs their backwards mask dy with.
+        self.z = torch.randn_like(x)
+        self.y_relu, self.y_add_relu = torch.relu(y), torch.relu(y + self.z)
+        # Renorm's saved r and d, from a step with the statistics above.
+        _, _, _, self.r, self.d = renorm_train(self)
         self.ort = OrtEval(self) if ort is not None and layout in ("NCHW", "NC") else None
+
+
+RMAX, DMAX = 3.0, 5.0  # RENORM in benches/common/mod.rs
+
+
+def renorm_train(t):
+    """Batch Renormalization's train step composed of PyTorch ops, the paper's Algorithm 1
+    as written: batch statistics and x̂ = (x − μ_B)/σ_B from PyTorch's own batch norm
+    (no affine; it also updates the running statistics, after r and d have read them),
+    r = clip(σ_B/σ), d = clip((μ_B − μ)/σ), then y = x̂·(γ·r) + (γ·d + β) in place of x̂.
+    Returns (y, mean, invstd, r, d)."""
+    sigma = t.rv.add(EPS).sqrt_()  # running statistics before this step
+    rm = t.rm.clone()
+    xh, mean, invstd = torch.native_batch_norm(t.x, None, None, t.rm, t.rv, True, MOMENTUM, EPS)
+    r = invstd.mul(sigma).reciprocal_().clamp_(1 / RMAX, RMAX)
+    d = mean.sub(rm).div_(sigma).clamp_(-DMAX, DMAX)
+    scale, shift = (t.w * r).view(t.view), torch.addcmul(t.b, t.w, d).view(t.view)
+    return torch.addcmul(shift, xh, scale, out=xh), mean, invstd, r, d
+
+
+def renorm_backward(t):
+    """backward_renorm from PyTorch's batch-norm backward: with γ·r as its weight it
+    computes dx = γ·r·invstd·(dy − Σdy/m − x̂·Σdy·x̂/m), dβ = Σdy and Σdy·x̂, from which
+    dγ = r·Σdy·x̂ + d·Σdy."""
+    dx, sum_dy_xh, db = torch.ops.aten.native_batch_norm_backward(
+        t.dy, t.x, t.w * t.r, None, None, t.save_mean, t.save_invstd, True, EPS, [True] * 3
+    )
+    return dx, torch.addcmul(db * t.d, sum_dy_xh, t.r), db
+
+
+def relu_backward(t, y):
+    """backward through relu(bn): g = threshold_backward(dy, y, 0), which is also dz for
+    the Add+ReLU (the same tensor, as autograd hands it to both branches), then batch
+    norm's backward of g."""
+    g = torch.ops.aten.threshold_backward(t.dy, y, 0)
+    grads = torch.ops.aten.native_batch_norm_backward(
+        g, t.x, t.w, t.rm, t.rv, t.save_mean, t.save_invstd, True, EPS, [True] * 3
+    )
+    return grads, g
 
 
 def torch_calls(t):
     """PyTorch's call for each of our kernels (a kernel missing here: no PyTorch column)."""
+    bn = torch.native_batch_norm
     return {
         "moments": lambda: torch.var_mean(t.x, t.dims, correction=0),
         "eval": lambda: torch.native_batch_norm(t.x, t.w, t.b, t.rm, t.rv, False, MOMENTUM, EPS),
@@ -154,6 +216,20 @@ def torch_calls(t):
         "backward_eval": lambda: torch.ops.aten.native_batch_norm_backward(
             t.dy, t.x, t.w, t.rm, t.rv, None, None, False, EPS, [True] * 3
         ),
+        # The unfused composition, in place as ResNet's nn.ReLU(inplace=True) and
+        # `out += identity` are.
+        "eval_relu": lambda: bn(t.x, t.w, t.b, t.rm, t.rv, False, MOMENTUM, EPS)[0].relu_(),
+        "train_relu": lambda: bn(t.x, t.w, t.b, t.rm, t.rv, True, MOMENTUM, EPS)[0].relu_(),
+        "backward_relu": lambda: relu_backward(t, t.y_relu),
+        "eval_add_relu": lambda: (
+            bn(t.x, t.w, t.b, t.rm, t.rv, False, MOMENTUM, EPS)[0].add_(t.z).relu_()
+        ),
+        "train_add_relu": lambda: (
+            bn(t.x, t.w, t.b, t.rm, t.rv, True, MOMENTUM, EPS)[0].add_(t.z).relu_()
+        ),
+        "backward_add_relu": lambda: relu_backward(t, t.y_add_relu),
+        "train_renorm": lambda: renorm_train(t),
+        "backward_renorm": lambda: renorm_backward(t),
     }
 
 

@@ -19,7 +19,9 @@ a family are its columns), a row per shape × layout, each cell
 
 Per-call shapes (T0, T1) get a table of their own in µs per call: ours / scalar /
 PyTorch (/ ORT). Then the summary: the geometric mean of PyTorch / ours over the sized
-shapes (S1–S6) without moments, and the cells where we are more than 5 % slower than
+shapes (S1–S6) without moments, overall and per family (the fused kernels are compared
+with PyTorch's unfused composition, renorm with a composition of its ops: see
+`benches/pytorch_compare.py`), and the cells where we are more than 5 % slower than
 scalar or than PyTorch.
 """
 
@@ -164,18 +166,24 @@ def slower(rows, key):
 def summary(rows):
     sized = [r for r in rows if not r["per_call"]]
     tiny = [r for r in rows if r["per_call"]]
-    logs = [
-        math.log(r["torch_ms"] / r["ours_ms"])
-        for r in sized
-        if r["kernel"] != "moments" and r["torch_ms"] is not None
-    ]
+    compared = [r for r in sized if r["kernel"] != "moments" and r["torch_ms"] is not None]
+    logs = [math.log(r["torch_ms"] / r["ours_ms"]) for r in compared]
     out = []
     if logs:
         names = ", ".join(ordered(r["shape"] for r in sized))
-        out.append(
+        line = (
             f"- Geometric mean of PyTorch / ours over {names}, every kernel but moments "
-            f"({len(logs)} cells): **{math.exp(sum(logs) / len(logs)):.2f}×**."
+            f"({len(logs)} cells): **{math.exp(sum(logs) / len(logs)):.2f}×**"
         )
+        families = ordered(r["family"] for r in compared)
+        if len(families) > 1:
+            per = []
+            for family in families:
+                fam = [math.log(r["torch_ms"] / r["ours_ms"]) for r in compared
+                       if r["family"] == family]
+                per.append(f"{family} {math.exp(sum(fam) / len(fam)):.2f}× ({len(fam)})")
+            line += "; by family: " + ", ".join(per)
+        out.append(line + ".")
     for key, who in (("scalar_ms", "the scalar loop"), ("torch_ms", "PyTorch")):
         for group, label in ((sized, "sized"), (tiny, "per-call")):
             have = [r for r in group if r[key] is not None]

@@ -16,7 +16,10 @@
 
 use std::hint::black_box;
 
-use batchnorm::{moments, BatchNorm, Grads, Layout, Moments, Momentum, Running, Shape};
+use batchnorm::{
+    moments, BatchNorm, Fusion, FusionGrad, Grads, Layout, Moments, Momentum, Renorm, RenormSaved,
+    Running, Shape,
+};
 
 /// The L2 per core assumed by the traffic model: a channel whose values (times the
 /// tensors re-read) fit in half of it stays cached between two passes, so the second
@@ -28,6 +31,12 @@ const L2_BYTES: usize = 2 << 20;
 const EPS: f32 = 1e-5;
 /// Exponential momentum of the running statistics (PyTorch's default).
 const MOMENTUM: f32 = 0.1;
+/// Batch Renormalization's clipping limits: the relaxed end of the paper's schedule
+/// (`rmax = 1`, `dmax = 0` would be plain batch norm).
+pub const RENORM: Renorm = Renorm {
+    rmax: 3.0,
+    dmax: 5.0,
+};
 
 /// One shape of the comparison.
 #[derive(Clone, Copy, Debug)]
@@ -139,6 +148,26 @@ kernels! {
     Backward => "backward" in "backward",
     /// `BatchNorm::backward_eval`: dx = dy·γ/√(rv + eps), dγ = Σdy·x̂, dβ = Σdy.
     BackwardEval => "backward_eval" in "backward",
+    /// `BatchNorm::eval_fused` with `Fusion::Relu`: y = relu(x·scale + shift).
+    EvalRelu => "eval_relu" in "fused",
+    /// `BatchNorm::train_fused` with `Fusion::Relu`: train, y = relu(bn(x)).
+    TrainRelu => "train_relu" in "fused",
+    /// `BatchNorm::backward_fused` with `FusionGrad::Relu`: backward of g = dy masked by
+    /// y > 0, y the output of `train_relu`.
+    BackwardRelu => "backward_relu" in "fused",
+    /// `BatchNorm::eval_fused` with `Fusion::AddRelu`: y = relu(x·scale + shift + z).
+    EvalAddRelu => "eval_add_relu" in "fused",
+    /// `BatchNorm::train_fused` with `Fusion::AddRelu`: train, y = relu(bn(x) + z).
+    TrainAddRelu => "train_add_relu" in "fused",
+    /// `BatchNorm::backward_fused` with `FusionGrad::AddRelu`: backward of g (dy masked
+    /// by y > 0, y the output of `train_add_relu`), and dz = g.
+    BackwardAddRelu => "backward_add_relu" in "fused",
+    /// `BatchNorm::train_renorm` with [`RENORM`]: batch statistics, r and d from the
+    /// running ones, y = γ·(x̂·r + d) + β, saved mean/invstd/r/d, running statistics.
+    TrainRenorm => "train_renorm" in "renorm",
+    /// `BatchNorm::backward_renorm`: dx = γ·r·invstd·(dy − Σdy/m − x̂·Σdy·x̂/m),
+    /// dγ = r·Σdy·x̂ + d·Σdy, dβ = Σdy, from what `train_renorm` saved.
+    BackwardRenorm => "backward_renorm" in "renorm",
 }
 
 impl Kernel {
@@ -147,6 +176,15 @@ impl Kernel {
     }
 
     /// Minimum traffic, in bytes per element (4 per f32 tensor read or written).
+    ///
+    /// `again` is what a second pass re-reads after a per-channel reduction: the
+    /// inputs of the elementwise pass that the reduction pass read too. A tensor read
+    /// by the elementwise pass only (z of `train_add_relu`) is read once, in `once`;
+    /// a tensor written by the first pass and read by the second (dz of
+    /// `backward_add_relu`) counts its write in `once` and its read in `again`, so it
+    /// is free where it stays cached as x does. Only the re-read tensors count towards
+    /// a channel's fit in the cache, though the first pass streams others through it
+    /// too (dy and y of `backward_add_relu`): more reuse assumed, a stricter limit.
     pub fn traffic(self) -> Traffic {
         let (once, again) = match self {
             Kernel::Moments => (4, 0),       // read x
@@ -154,6 +192,16 @@ impl Kernel {
             Kernel::Train => (8, 4),         // read x, write y; read x again
             Kernel::Backward => (12, 8),     // read dy, x, write dx; read dy, x again
             Kernel::BackwardEval => (12, 0), // read dy, x, write dx (dx needs no sums)
+            Kernel::EvalRelu => (8, 0),      // read x, write y
+            Kernel::EvalAddRelu => (12, 0),  // read x, z, write y
+            Kernel::TrainRelu => (8, 4),     // read x, write y; read x again
+            Kernel::TrainAddRelu => (12, 4), // read x, z, write y; read x again
+            // Pass 1 (sums of g) reads dy, y, x; pass 2 reads them again, writes dx.
+            Kernel::BackwardRelu => (16, 12),
+            // Pass 1 reads dy, y, x and writes dz = g; pass 2 reads dz, x, writes dx.
+            Kernel::BackwardAddRelu => (20, 8),
+            Kernel::TrainRenorm => (8, 4), // as train: r, d are per channel
+            Kernel::BackwardRenorm => (12, 8), // as backward
         };
         Traffic { once, again }
     }
@@ -208,13 +256,25 @@ pub struct Work {
     pub shape: Shape,
     pub x: Vec<f32>,
     pub dy: Vec<f32>,
+    /// The residual z of the Add+ReLU kernels.
+    pub z: Vec<f32>,
+    /// The outputs of `train_relu` and `train_add_relu` on x (and z): the y that
+    /// `backward_relu` and `backward_add_relu` mask dy with.
+    pub y_relu: Vec<f32>,
+    pub y_add_relu: Vec<f32>,
     /// y or dx.
     pub out: Vec<f32>,
+    /// dz of `backward_add_relu`.
+    pub dz: Vec<f32>,
     pub gamma: Vec<f32>,
     pub beta: Vec<f32>,
     /// Saved (batch) mean and invstd: written by train, read by backward.
     pub mean: Vec<f32>,
     pub invstd: Vec<f32>,
+    /// Batch Renormalization's saved corrections: written by train_renorm, read by
+    /// backward_renorm (which also reads mean and invstd).
+    pub r: Vec<f32>,
+    pub d: Vec<f32>,
     pub running_mean: Vec<f32>,
     pub running_var: Vec<f32>,
     pub dgamma: Vec<f32>,
@@ -243,6 +303,8 @@ impl Work {
         fill(&mut gamma, 3, 1.0);
         let mut beta = vec![0.0; c];
         fill(&mut beta, 4, 0.0);
+        let mut z = vec![0.0; len];
+        fill(&mut z, 5, 0.0);
         let copy_len = KERNELS
             .iter()
             .map(|&k| copy_floats(traffic_bytes(&case, layout, k)))
@@ -255,11 +317,17 @@ impl Work {
             shape: case.shape(layout),
             x,
             dy,
+            z,
+            y_relu: vec![0.0; len],
+            y_add_relu: vec![0.0; len],
             out: vec![0.0; len],
+            dz: vec![0.0; len],
             gamma,
             beta,
             mean: channel(),
             invstd: channel(),
+            r: channel(),
+            d: channel(),
             running_mean: channel(),
             running_var: vec![1.0; c],
             dgamma: channel(),
@@ -273,13 +341,21 @@ impl Work {
             copy_src: vec![1.0; copy_len],
             copy_dst: vec![0.0; copy_len],
         };
-        // Real statistics, so backward and eval see the values they would in use.
+        // Real statistics and outputs, so backward and eval see the values they would in
+        // use: the fused outputs (about half of them 0) that the fused backwards mask dy
+        // with, the saved statistics, running statistics equal to the batch's, and r, d
+        // of renorm from them (r ≈ 1, d ≈ 0, as after the running statistics converged).
+        work.run(Kernel::TrainRelu);
+        work.y_relu.copy_from_slice(&work.out);
+        work.run(Kernel::TrainAddRelu);
+        work.y_add_relu.copy_from_slice(&work.out);
         work.run(Kernel::Train);
         work.running_mean.copy_from_slice(&work.mean);
         work.running_var
             .iter_mut()
             .zip(&work.invstd)
             .for_each(|(v, i)| *v = 1.0 / (i * i));
+        work.run(Kernel::TrainRenorm);
         work
     }
 
@@ -335,6 +411,83 @@ impl Work {
                 &self.running_var,
                 grads,
             ),
+            Kernel::EvalRelu | Kernel::EvalAddRelu => {
+                let fusion = match kernel {
+                    Kernel::EvalRelu => Fusion::Relu,
+                    _ => Fusion::AddRelu { z: &self.z },
+                };
+                bn.eval_fused(
+                    &self.x,
+                    grads.dx,
+                    self.shape,
+                    fusion,
+                    &self.running_mean,
+                    &self.running_var,
+                )
+            }
+            Kernel::TrainRelu | Kernel::TrainAddRelu => {
+                let fusion = match kernel {
+                    Kernel::TrainRelu => Fusion::Relu,
+                    _ => Fusion::AddRelu { z: &self.z },
+                };
+                let running = Running {
+                    mean: &mut self.running_mean,
+                    var: &mut self.running_var,
+                    momentum: Momentum::Exponential(MOMENTUM),
+                };
+                bn.train_fused(
+                    &self.x,
+                    grads.dx,
+                    self.shape,
+                    fusion,
+                    &mut self.mean,
+                    &mut self.invstd,
+                    Some(running),
+                )
+            }
+            Kernel::BackwardRelu => bn.backward_fused(
+                &self.dy,
+                &self.x,
+                &self.y_relu,
+                self.shape,
+                FusionGrad::Relu,
+                &self.mean,
+                &self.invstd,
+                grads,
+            ),
+            Kernel::BackwardAddRelu => bn.backward_fused(
+                &self.dy,
+                &self.x,
+                &self.y_add_relu,
+                self.shape,
+                FusionGrad::AddRelu { dz: &mut self.dz },
+                &self.mean,
+                &self.invstd,
+                grads,
+            ),
+            Kernel::TrainRenorm => {
+                let saved = RenormSaved {
+                    mean: &mut self.mean,
+                    invstd: &mut self.invstd,
+                    r: &mut self.r,
+                    d: &mut self.d,
+                };
+                let running = Running {
+                    mean: &mut self.running_mean,
+                    var: &mut self.running_var,
+                    momentum: Momentum::Exponential(MOMENTUM),
+                };
+                bn.train_renorm(&self.x, grads.dx, self.shape, RENORM, saved, running)
+            }
+            Kernel::BackwardRenorm => {
+                let saved = RenormSaved {
+                    mean: &mut self.mean,
+                    invstd: &mut self.invstd,
+                    r: &mut self.r,
+                    d: &mut self.d,
+                };
+                bn.backward_renorm(&self.dy, &self.x, self.shape, &saved, grads)
+            }
         };
         r.expect("valid benchmark arguments");
     }
@@ -347,6 +500,14 @@ impl Work {
 
     /// The plain scalar implementation, composed as /work/shared/bench/scalar_baseline.rs
     /// says: per-channel constants in f32 here, the loops in [`scalar`].
+    ///
+    /// The fused kernels' scalar versions are fused too: the ReLU (and the add of z)
+    /// goes into the affine's loop, the mask into both backward passes (and dz is
+    /// written in the first), as a careful user writes them. The unfused composition
+    /// (the BN loop, then a ReLU or add+ReLU loop; a masking loop, then backward)
+    /// does the same arithmetic with one or two more passes over the tensor: on S2 it
+    /// was 1.1–1.7× slower for each of eval and backward, ReLU and Add+ReLU, NCHW and
+    /// NHWC (train's loops are eval's after the statistics).
     pub fn scalar(&mut self, kernel: Kernel) {
         // Rows (spatial 1) are walked channels-last whatever the layout: same memory.
         let i = Idx {
@@ -358,29 +519,12 @@ impl Work {
         match kernel {
             Kernel::Moments => scalar::moments(&self.x, i, &mut self.mean, &mut self.var),
             Kernel::Eval => {
-                // a = γ/√(rv + eps), b = β − rm·a.
-                for c in 0..i.c {
-                    let a = self.gamma[c] / (self.running_var[c] + EPS).sqrt();
-                    self.scale[c] = a;
-                    self.shift[c] = self.beta[c] - self.running_mean[c] * a;
-                }
+                self.eval_constants();
                 scalar::affine(&self.x, &mut self.out, i, &self.scale, &self.shift);
             }
             Kernel::Train => {
                 scalar::moments(&self.x, i, &mut self.mean, &mut self.var);
-                let m = (i.n * i.s) as f32;
-                for c in 0..i.c {
-                    let (mean, var) = (self.mean[c], self.var[c]);
-                    let invstd = 1.0 / (var + EPS).sqrt();
-                    self.invstd[c] = invstd;
-                    self.running_mean[c] =
-                        (1.0 - MOMENTUM) * self.running_mean[c] + MOMENTUM * mean;
-                    self.running_var[c] =
-                        (1.0 - MOMENTUM) * self.running_var[c] + MOMENTUM * var * m / (m - 1.0);
-                    let a = self.gamma[c] * invstd;
-                    self.scale[c] = a;
-                    self.shift[c] = self.beta[c] - mean * a;
-                }
+                self.train_constants(i, None);
                 scalar::affine(&self.x, &mut self.out, i, &self.scale, &self.shift);
             }
             Kernel::Backward => scalar::backward(
@@ -415,6 +559,128 @@ impl Work {
                     &mut self.dbeta,
                 );
             }
+            Kernel::EvalRelu => {
+                self.eval_constants();
+                scalar::affine_relu(&self.x, &mut self.out, i, &self.scale, &self.shift);
+            }
+            Kernel::EvalAddRelu => {
+                self.eval_constants();
+                let (a, b) = (&self.scale, &self.shift);
+                scalar::affine_add_relu(&self.x, &self.z, &mut self.out, i, a, b);
+            }
+            Kernel::TrainRelu => {
+                scalar::moments(&self.x, i, &mut self.mean, &mut self.var);
+                self.train_constants(i, None);
+                scalar::affine_relu(&self.x, &mut self.out, i, &self.scale, &self.shift);
+            }
+            Kernel::TrainAddRelu => {
+                scalar::moments(&self.x, i, &mut self.mean, &mut self.var);
+                self.train_constants(i, None);
+                let (a, b) = (&self.scale, &self.shift);
+                scalar::affine_add_relu(&self.x, &self.z, &mut self.out, i, a, b);
+            }
+            Kernel::BackwardRelu => {
+                let (dg, db) = (&mut self.dgamma, &mut self.dbeta);
+                scalar::relu_grad_sums(&self.dy, &self.y_relu, &self.x, i, &self.mean, dg, db);
+                self.backward_constants(i, false);
+                scalar::relu_grad_input(
+                    &self.dy,
+                    &self.y_relu,
+                    &self.x,
+                    &mut self.out,
+                    i,
+                    &self.mean,
+                    &self.dbeta,
+                    &self.k,
+                    &self.a,
+                );
+            }
+            Kernel::BackwardAddRelu => {
+                scalar::add_relu_grad_sums(
+                    &self.dy,
+                    &self.y_add_relu,
+                    &self.x,
+                    &mut self.dz,
+                    i,
+                    &self.mean,
+                    &mut self.dgamma,
+                    &mut self.dbeta,
+                );
+                self.backward_constants(i, false);
+                let (mean, db, k, a) = (&self.mean, &self.dbeta, &self.k, &self.a);
+                scalar::grad_input(&self.dz, &self.x, &mut self.out, i, mean, db, k, a);
+            }
+            Kernel::TrainRenorm => {
+                scalar::moments(&self.x, i, &mut self.mean, &mut self.var);
+                self.train_constants(i, Some(RENORM));
+                scalar::affine(&self.x, &mut self.out, i, &self.scale, &self.shift);
+            }
+            Kernel::BackwardRenorm => {
+                let (dg, db) = (&mut self.dgamma, &mut self.dbeta);
+                scalar::grad_sums(&self.dy, &self.x, i, &self.mean, dg, db);
+                self.backward_constants(i, true);
+                let (mean, db, k, a) = (&self.mean, &self.dbeta, &self.k, &self.a);
+                scalar::grad_input(&self.dy, &self.x, &mut self.out, i, mean, db, k, a);
+            }
+        }
+    }
+
+    /// Eval's per-channel constants: scale a = γ/√(rv + eps), shift b = β − rm·a.
+    fn eval_constants(&mut self) {
+        for c in 0..self.case.channels {
+            let a = self.gamma[c] / (self.running_var[c] + EPS).sqrt();
+            self.scale[c] = a;
+            self.shift[c] = self.beta[c] - self.running_mean[c] * a;
+        }
+    }
+
+    /// Train's per-channel step after `scalar::moments`: invstd, the running statistics'
+    /// update, and the affine's scale a = γ·invstd, shift b = β − mean·a. With `renorm`,
+    /// first r = clip(σ_B/σ, 1/rmax, rmax) and d = clip((mean − rm)/σ, −dmax, dmax)
+    /// from the running statistics before the update (σ = √(rv + eps)), saved, and
+    /// y = γ·(x̂·r + d) + β folded into a = γ·invstd·r, b = β + γ·d − mean·a.
+    fn train_constants(&mut self, i: Idx, renorm: Option<Renorm>) {
+        let m = (i.n * i.s) as f32;
+        for c in 0..i.c {
+            let (mean, var) = (self.mean[c], self.var[c]);
+            let invstd = 1.0 / (var + EPS).sqrt();
+            let (mut a, mut b) = (self.gamma[c] * invstd, 0.0);
+            if let Some(Renorm { rmax, dmax }) = renorm {
+                let sigma = (self.running_var[c] + EPS).sqrt();
+                let r = ((var + EPS).sqrt() / sigma).clamp(1.0 / rmax, rmax);
+                let d = ((mean - self.running_mean[c]) / sigma).clamp(-dmax, dmax);
+                self.r[c] = r;
+                self.d[c] = d;
+                a *= r;
+                b = self.gamma[c] * d;
+            }
+            self.invstd[c] = invstd;
+            self.running_mean[c] = (1.0 - MOMENTUM) * self.running_mean[c] + MOMENTUM * mean;
+            self.running_var[c] =
+                (1.0 - MOMENTUM) * self.running_var[c] + MOMENTUM * var * m / (m - 1.0);
+            self.scale[c] = a;
+            self.shift[c] = self.beta[c] + b - mean * a;
+        }
+    }
+
+    /// Backward's per-channel step between its two passes, from Σg in `dbeta` and
+    /// Σg·(x − mean) in `dgamma`: dγ = invstd·Σg·(x − mean), and dx's constants
+    /// k = γ·invstd, a = invstd·dγ/m, as `scalar::backward` computes them. With
+    /// `renorm`, the saved r and d: k = γ·r·invstd and dγ = r·(invstd·Σg·(x − mean)) +
+    /// d·Σg (a is unchanged).
+    fn backward_constants(&mut self, i: Idx, renorm: bool) {
+        let m = (i.n * i.s) as f32;
+        for c in 0..i.c {
+            let invstd = self.invstd[c];
+            let dg = self.dgamma[c] * invstd;
+            self.a[c] = invstd * dg / m;
+            if renorm {
+                self.k[c] = self.gamma[c] * self.r[c] * invstd;
+                self.dgamma[c] = self.r[c] * dg + self.d[c] * self.dbeta[c];
+            } else {
+                self.k[c] = self.gamma[c] * invstd;
+                self.dgamma[c] = dg;
+            }
         }
     }
 
@@ -444,9 +710,306 @@ struct Idx {
 /// Plain f32 loops a careful user writes: two passes for the variance, per-channel
 /// constants hoisted, no SIMD by hand (LLVM vectorizes what strict f32 allows).
 /// `moments`, `affine` and `backward` are those of /work/shared/bench/scalar_baseline.rs
-/// as they stand there; `backward_eval` is written the same way.
+/// as they stand there; `backward_eval` is written the same way, and so are the loops of
+/// the fused and renorm kernels: `grad_sums` and `grad_input` are `backward`'s two passes
+/// (its per-channel step is `Work::backward_constants`), the others the same loops with
+/// the ReLU, the add of z or the mask (and the write of dz) in them.
 mod scalar {
     use super::Idx;
+
+    /// torch.relu: negative values become +0, NaN and −0 stay.
+    #[inline]
+    fn relu(v: f32) -> f32 {
+        if v < 0.0 {
+            0.0
+        } else {
+            v
+        }
+    }
+
+    /// threshold_backward(dy, y, 0): 0 where y ≤ 0, else dy (a NaN y passes dy).
+    #[inline]
+    fn mask(dy: f32, y: f32) -> f32 {
+        if y <= 0.0 {
+            0.0
+        } else {
+            dy
+        }
+    }
+
+    /// `affine` with the ReLU in its loop: y = relu(x·a + b).
+    #[inline(never)]
+    pub fn affine_relu(x: &[f32], y: &mut [f32], i: Idx, scale: &[f32], shift: &[f32]) {
+        if i.last {
+            for (xr, yr) in x.chunks_exact(i.c).zip(y.chunks_exact_mut(i.c)) {
+                for (((yv, &xv), &a), &b) in yr.iter_mut().zip(xr).zip(scale).zip(shift) {
+                    *yv = relu(xv * a + b);
+                }
+            }
+        } else {
+            for (k, (xr, yr)) in x.chunks_exact(i.s).zip(y.chunks_exact_mut(i.s)).enumerate() {
+                let ch = k % i.c;
+                let (a, b) = (scale[ch], shift[ch]);
+                for (yv, &xv) in yr.iter_mut().zip(xr) {
+                    *yv = relu(xv * a + b);
+                }
+            }
+        }
+    }
+
+    /// `affine` with the add and the ReLU in its loop: y = relu(x·a + b + z).
+    #[inline(never)]
+    pub fn affine_add_relu(
+        x: &[f32],
+        z: &[f32],
+        y: &mut [f32],
+        i: Idx,
+        scale: &[f32],
+        shift: &[f32],
+    ) {
+        if i.last {
+            for ((xr, zr), yr) in x
+                .chunks_exact(i.c)
+                .zip(z.chunks_exact(i.c))
+                .zip(y.chunks_exact_mut(i.c))
+            {
+                for ((((yv, &xv), &zv), &a), &b) in
+                    yr.iter_mut().zip(xr).zip(zr).zip(scale).zip(shift)
+                {
+                    *yv = relu(xv * a + b + zv);
+                }
+            }
+        } else {
+            for (k, ((xr, zr), yr)) in x
+                .chunks_exact(i.s)
+                .zip(z.chunks_exact(i.s))
+                .zip(y.chunks_exact_mut(i.s))
+                .enumerate()
+            {
+                let ch = k % i.c;
+                let (a, b) = (scale[ch], shift[ch]);
+                for ((yv, &xv), &zv) in yr.iter_mut().zip(xr).zip(zr) {
+                    *yv = relu(xv * a + b + zv);
+                }
+            }
+        }
+    }
+
+    /// `backward`'s pass 1: Σg and Σg·(x − mean) into `dbeta` and `dgamma`.
+    #[inline(never)]
+    pub fn grad_sums(
+        g: &[f32],
+        x: &[f32],
+        i: Idx,
+        mean: &[f32],
+        dgamma: &mut [f32],
+        dbeta: &mut [f32],
+    ) {
+        dbeta.fill(0.0);
+        dgamma.fill(0.0);
+        if i.last {
+            for (dr, xr) in g.chunks_exact(i.c).zip(x.chunks_exact(i.c)) {
+                for ch in 0..i.c {
+                    dbeta[ch] += dr[ch];
+                    dgamma[ch] += dr[ch] * (xr[ch] - mean[ch]);
+                }
+            }
+        } else {
+            for (r, (dr, xr)) in g.chunks_exact(i.s).zip(x.chunks_exact(i.s)).enumerate() {
+                let ch = r % i.c;
+                let (mut sd, mut sdx) = (0.0f32, 0.0f32);
+                let mu = mean[ch];
+                for (&d, &v) in dr.iter().zip(xr) {
+                    sd += d;
+                    sdx += d * (v - mu);
+                }
+                dbeta[ch] += sd;
+                dgamma[ch] += sdx;
+            }
+        }
+    }
+
+    /// `grad_sums` of g = mask(dy, y).
+    #[inline(never)]
+    pub fn relu_grad_sums(
+        dy: &[f32],
+        y: &[f32],
+        x: &[f32],
+        i: Idx,
+        mean: &[f32],
+        dgamma: &mut [f32],
+        dbeta: &mut [f32],
+    ) {
+        dbeta.fill(0.0);
+        dgamma.fill(0.0);
+        if i.last {
+            for ((dr, yr), xr) in dy
+                .chunks_exact(i.c)
+                .zip(y.chunks_exact(i.c))
+                .zip(x.chunks_exact(i.c))
+            {
+                for ch in 0..i.c {
+                    let g = mask(dr[ch], yr[ch]);
+                    dbeta[ch] += g;
+                    dgamma[ch] += g * (xr[ch] - mean[ch]);
+                }
+            }
+        } else {
+            for (r, ((dr, yr), xr)) in dy
+                .chunks_exact(i.s)
+                .zip(y.chunks_exact(i.s))
+                .zip(x.chunks_exact(i.s))
+                .enumerate()
+            {
+                let ch = r % i.c;
+                let (mut sd, mut sdx) = (0.0f32, 0.0f32);
+                let mu = mean[ch];
+                for ((&d, &yv), &v) in dr.iter().zip(yr).zip(xr) {
+                    let g = mask(d, yv);
+                    sd += g;
+                    sdx += g * (v - mu);
+                }
+                dbeta[ch] += sd;
+                dgamma[ch] += sdx;
+            }
+        }
+    }
+
+    /// `relu_grad_sums` that also writes g into `dz`.
+    #[allow(clippy::too_many_arguments)]
+    #[inline(never)]
+    pub fn add_relu_grad_sums(
+        dy: &[f32],
+        y: &[f32],
+        x: &[f32],
+        dz: &mut [f32],
+        i: Idx,
+        mean: &[f32],
+        dgamma: &mut [f32],
+        dbeta: &mut [f32],
+    ) {
+        dbeta.fill(0.0);
+        dgamma.fill(0.0);
+        if i.last {
+            for (((dr, yr), xr), zr) in dy
+                .chunks_exact(i.c)
+                .zip(y.chunks_exact(i.c))
+                .zip(x.chunks_exact(i.c))
+                .zip(dz.chunks_exact_mut(i.c))
+            {
+                for ch in 0..i.c {
+                    let g = mask(dr[ch], yr[ch]);
+                    zr[ch] = g;
+                    dbeta[ch] += g;
+                    dgamma[ch] += g * (xr[ch] - mean[ch]);
+                }
+            }
+        } else {
+            for (r, (((dr, yr), xr), zr)) in dy
+                .chunks_exact(i.s)
+                .zip(y.chunks_exact(i.s))
+                .zip(x.chunks_exact(i.s))
+                .zip(dz.chunks_exact_mut(i.s))
+                .enumerate()
+            {
+                let ch = r % i.c;
+                let (mut sd, mut sdx) = (0.0f32, 0.0f32);
+                let mu = mean[ch];
+                for (((&d, &yv), &v), o) in dr.iter().zip(yr).zip(xr).zip(zr) {
+                    let g = mask(d, yv);
+                    *o = g;
+                    sd += g;
+                    sdx += g * (v - mu);
+                }
+                dbeta[ch] += sd;
+                dgamma[ch] += sdx;
+            }
+        }
+    }
+
+    /// `backward`'s pass 2: dx = k·(g − Σg/m − (x − mean)·a).
+    #[allow(clippy::too_many_arguments)]
+    #[inline(never)]
+    pub fn grad_input(
+        g: &[f32],
+        x: &[f32],
+        dx: &mut [f32],
+        i: Idx,
+        mean: &[f32],
+        dbeta: &[f32],
+        k: &[f32],
+        a: &[f32],
+    ) {
+        let m = (i.n * i.s) as f32;
+        if i.last {
+            for ((dr, xr), or) in g
+                .chunks_exact(i.c)
+                .zip(x.chunks_exact(i.c))
+                .zip(dx.chunks_exact_mut(i.c))
+            {
+                for ch in 0..i.c {
+                    or[ch] = k[ch] * (dr[ch] - dbeta[ch] / m - (xr[ch] - mean[ch]) * a[ch]);
+                }
+            }
+        } else {
+            for (r, ((dr, xr), or)) in g
+                .chunks_exact(i.s)
+                .zip(x.chunks_exact(i.s))
+                .zip(dx.chunks_exact_mut(i.s))
+                .enumerate()
+            {
+                let ch = r % i.c;
+                let (kk, aa, bb, mu) = (k[ch], a[ch], dbeta[ch] / m, mean[ch]);
+                for ((o, &d), &v) in or.iter_mut().zip(dr).zip(xr) {
+                    *o = kk * (d - bb - (v - mu) * aa);
+                }
+            }
+        }
+    }
+
+    /// `grad_input` of g = mask(dy, y).
+    #[allow(clippy::too_many_arguments)]
+    #[inline(never)]
+    pub fn relu_grad_input(
+        dy: &[f32],
+        y: &[f32],
+        x: &[f32],
+        dx: &mut [f32],
+        i: Idx,
+        mean: &[f32],
+        dbeta: &[f32],
+        k: &[f32],
+        a: &[f32],
+    ) {
+        let m = (i.n * i.s) as f32;
+        if i.last {
+            for (((dr, yr), xr), or) in dy
+                .chunks_exact(i.c)
+                .zip(y.chunks_exact(i.c))
+                .zip(x.chunks_exact(i.c))
+                .zip(dx.chunks_exact_mut(i.c))
+            {
+                for ch in 0..i.c {
+                    let g = mask(dr[ch], yr[ch]);
+                    or[ch] = k[ch] * (g - dbeta[ch] / m - (xr[ch] - mean[ch]) * a[ch]);
+                }
+            }
+        } else {
+            for (r, (((dr, yr), xr), or)) in dy
+                .chunks_exact(i.s)
+                .zip(y.chunks_exact(i.s))
+                .zip(x.chunks_exact(i.s))
+                .zip(dx.chunks_exact_mut(i.s))
+                .enumerate()
+            {
+                let ch = r % i.c;
+                let (kk, aa, bb, mu) = (k[ch], a[ch], dbeta[ch] / m, mean[ch]);
+                for (((o, &d), &yv), &v) in or.iter_mut().zip(dr).zip(yr).zip(xr) {
+                    *o = kk * (mask(d, yv) - bb - (v - mu) * aa);
+                }
+            }
+        }
+    }
 
     #[inline(never)]
     pub fn moments(x: &[f32], i: Idx, mean: &mut [f32], var: &mut [f32]) {
