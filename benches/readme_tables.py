@@ -6,7 +6,8 @@
 One CSV per build (its name is the file's stem, or `NAME=FILE`); the run's versions and
 flags come from the `.json` beside each CSV when there is one, the machine from `lscpu`
 (`--machine="..."` replaces that line, for tables made on another machine's CSVs).
-Nothing here is typed in by hand: paste the output into the README as it is.
+Nothing here is typed in by hand: `--readme=README.md` writes the output between the
+README's bench-table markers.
 
 Per build, one table per kernel family (the kernels of `benches/common/mod.rs` that share
 a family are its columns), a row per shape × layout, each cell
@@ -245,16 +246,36 @@ def main():
     for spec in files:
         name, _, path = spec.rpartition("=")
         builds.append((name or os.path.splitext(os.path.basename(path))[0], *read(path)))
-    print(f"Machine: {machine or lscpu_machine()}; one thread, float32.")
+    lines = [f"Machine: {machine or lscpu_machine()}; one thread, float32."]
     bytes_per_elem = traffic(builds[0][1])
     if bytes_per_elem:
-        print(
+        lines.append(
             f"Minimum traffic, bytes per element (the lower figure channels-first where a "
             f"channel stays cached between two passes): {bytes_per_elem}."
         )
-    print()
+    lines.append("")
     for name, rows, meta in builds:
-        print("\n".join(build_section(name, rows, meta)))
+        lines.extend(build_section(name, rows, meta))
+    text = "\n".join(lines)
+    print(text)
+    readme = next((a.split("=", 1)[1] for a in args if a.startswith("--readme=")), None)
+    if readme:
+        write_between_markers(readme, text)
+
+
+BEGIN, END = "<!-- bench tables: begin -->", "<!-- bench tables: end -->"
+
+
+def write_between_markers(path, text):
+    """Replace what stands between the bench-table markers of `path` by `text`."""
+    with open(path) as f:
+        doc = f.read()
+    head, sep, rest = doc.partition(BEGIN)
+    _, sep2, tail = rest.partition(END)
+    if not sep or not sep2:
+        sys.exit(f"{path}: no {BEGIN} ... {END} block")
+    with open(path, "w") as f:
+        f.write(f"{head}{BEGIN}\n{text}\n{END}{tail}")
 
 
 if __name__ == "__main__":
