@@ -53,10 +53,14 @@ fn reduce_run<R: Reduce<I, K, A>, const I: usize, const K: usize, const A: usize
     let xs = x.map(|x| x.as_chunks::<LANES>().0);
     let whole = xs.iter().fold(len / LANES, |n, x| n.min(x.len()));
     let (outs, _) = out.as_chunks_mut::<LANES>();
+    let xs = xs.map(|x| &x[..whole]);
     let at = |v: usize| -> [V; I] { core::array::from_fn(|j| V::new(xs[j][v])) };
+    // Three input streams and UNROLL accumulators pairs would not fit in SSE2's
+    // registers: spilled, they cost more than the latency they hide.
+    let unroll = if I > 2 { 1 } else { UNROLL };
     let mut v = 0;
-    while v + UNROLL <= whole {
-        for (u, acc) in acc.iter_mut().enumerate() {
+    while v + unroll <= whole {
+        for (u, acc) in acc.iter_mut().enumerate().take(unroll) {
             let y = R::step(k, at(v + u), acc);
             if R::WRITES {
                 if let Some(o) = outs.get_mut(v + u) {
@@ -64,7 +68,7 @@ fn reduce_run<R: Reduce<I, K, A>, const I: usize, const K: usize, const A: usize
                 }
             }
         }
-        v += UNROLL;
+        v += unroll;
         *adds += 1;
         if *adds == BLOCK {
             spill(acc, sums);
