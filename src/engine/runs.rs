@@ -55,9 +55,9 @@ fn reduce_run<R: Reduce<I, K, A>, const I: usize, const K: usize, const A: usize
     let (outs, _) = out.as_chunks_mut::<LANES>();
     let xs = xs.map(|x| &x[..whole]);
     let at = |v: usize| -> [V; I] { core::array::from_fn(|j| V::new(xs[j][v])) };
-    // Three input streams and UNROLL accumulators pairs would not fit in SSE2's
-    // registers: spilled, they cost more than the latency they hide.
-    let unroll = if I > 2 { 1 } else { UNROLL };
+    // The same order of additions for every kernel, whatever its streams: the fused
+    // backward through an all-positive ReLU is the plain one, bit for bit.
+    let unroll = UNROLL;
     let mut v = 0;
     while v + unroll <= whole {
         for (u, acc) in acc.iter_mut().enumerate().take(unroll) {
