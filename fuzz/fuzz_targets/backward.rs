@@ -1,19 +1,46 @@
-//! `BatchNorm::backward` and `backward_eval`, with and without γ, β, dγ, dβ.
+//! `BatchNorm::backward` and `backward_eval`, with and without γ, β, dγ, dβ; their
+//! fused forms `backward_fused` and `backward_eval_fused` (`FusionGrad::Relu`,
+//! `FusionGrad::AddRelu`); and Batch Renormalization's `backward_renorm`.
+//!
+//! A fused call runs beside the plain one on `g` (0 where `y ≤ 0`, else `dy`) and must
+//! give its bits, and `dz = g` bit for bit. Everything is checked against the f64
+//! reference on `g` (Batch Renormalization: `γ·r` in γ's place in `dx`,
+//! `dγ = r·Σdy·x̂ + d·Σdy`).
 //!
 //! Tolerances: the per-channel sums `Σdy` and `Σdy·(x − μ)` accumulate at most 64
 //! terms per f32 lane before an f64 merge, so their error is `≤ 64·U·Σ|term|`; we
 //! allow `128·U·Σ|term|`. `dx` is then one f32 FMA chain of terms whose magnitudes
 //! bound its rounding (`4·U` each) plus the propagated error of the sums.
+//!
+//! Byte layout: `op` (bit 0 eval, bits 1–2 the variant: plain, ReLU, Add + ReLU,
+//! renorm for train / plain for eval), the plain call's fields as before, then the
+//! variant's: the generator and length of `y` (and the length of `dz`), or the lengths
+//! of `r` and `d` and whether they take typical values.
 #![no_main]
 
-use batchnorm::{BatchNorm, Grads, Shape};
+use batchnorm::{BatchNorm, FusionGrad, Grads, RenormSaved, Shape};
 use batchnorm_fuzz::*;
 use libfuzzer_sys::fuzz_target;
+
+#[derive(Clone, Copy, PartialEq, Debug)]
+enum Variant {
+    Plain,
+    Relu,
+    AddRelu,
+    Renorm,
+}
 
 fuzz_target!(|data: &[u8]| {
     let mut d = Dec::new(data);
     let op = d.u8();
     let eval = op & 1 == 1;
+    let variant = match (op >> 1) & 3 {
+        1 => Variant::Relu,
+        2 => Variant::AddRelu,
+        3 if !eval => Variant::Renorm,
+        _ => Variant::Plain,
+    };
+    let fused = matches!(variant, Variant::Relu | Variant::AddRelu);
     let shape = d.shape();
     let eps = d.eps();
     let xgen = d.values();
@@ -42,16 +69,37 @@ fuzz_target!(|data: &[u8]| {
     expect.len("x", len, xlen);
     expect.len("dy", len, dylen);
     expect.len("dx", len, dxlen);
-    let (s0, s1) = if eval {
-        ("running_mean", "running_var")
-    } else {
-        ("save_mean", "save_invstd")
+    let (s0, s1) = match (eval, variant) {
+        (true, _) => ("running_mean", "running_var"),
+        (false, Variant::Renorm) => ("saved.mean", "saved.invstd"),
+        (false, _) => ("save_mean", "save_invstd"),
     };
     let (m_len, v_len) = (d.len(c), d.len(c));
     expect.len(s0, c, m_len);
     expect.len(s1, c, v_len);
     // Statistics: those of x (as a train forward would save them), or arbitrary.
     let stats_of_x = d.u8() < 160;
+    // The fused forward's output y (only its sign matters) and the residual's dz.
+    let (ygen, ylen, dz_len) = if fused {
+        let ygen = d.values();
+        let ylen = d.len(len);
+        expect.len("y", len, ylen);
+        let dz_len = (variant == Variant::AddRelu).then(|| d.len(len));
+        if let Some(n) = dz_len {
+            expect.len("dz", len, n);
+        }
+        (Some(ygen), ylen, dz_len)
+    } else {
+        (None, 0, None)
+    };
+    let (r_len, d_len, typical) = if variant == Variant::Renorm {
+        let (r_len, d_len) = (d.len(c), d.len(c));
+        expect.len("saved.r", c, r_len);
+        expect.len("saved.d", c, d_len);
+        (r_len, d_len, d.u8() < 160)
+    } else {
+        (0, 0, false)
+    };
 
     let x = xgen.fill(xlen);
     let dy = dygen.fill(dylen);
@@ -78,6 +126,14 @@ fuzz_target!(|data: &[u8]| {
     } else if eval {
         var.iter_mut().for_each(|v| *v = v.abs());
     }
+    let y = ygen.map_or(Vec::new(), |g| g.fill(ylen));
+    let (mut rr, mut dd) = (params(r_len), params(d_len));
+    if typical {
+        // The paper's range: r in [1/3, 3), d in (−5, 5).
+        rr.iter_mut()
+            .for_each(|r| *r = 1.0 / 3.0 + (r.abs() % (8.0 / 3.0)));
+        dd.iter_mut().for_each(|d| *d %= 5.0);
+    }
 
     let bn = BatchNorm {
         eps,
@@ -87,67 +143,138 @@ fuzz_target!(|data: &[u8]| {
     let mut dx = Buf::sentinel(dxlen);
     let mut dg = dg_len.map(Buf::sentinel);
     let mut db = db_len.map(Buf::sentinel);
+    let mut dz = dz_len.map(Buf::sentinel);
     let before = [
         dx.bits(),
         dg.as_ref().map_or(vec![], Buf::bits),
         db.as_ref().map_or(vec![], Buf::bits),
+        dz.as_ref().map_or(vec![], Buf::bits),
     ];
     let grads = Grads {
         dx: dx.body_mut(),
         dgamma: opt_body(&mut dg),
         dbeta: opt_body(&mut db),
     };
-    let (r, name) = if eval {
-        (
+    let through = match &mut dz {
+        Some(dz) => FusionGrad::AddRelu { dz: dz.body_mut() },
+        None => FusionGrad::Relu,
+    };
+    let (r, name) = match (eval, variant) {
+        (true, Variant::Plain) => (
             bn.backward_eval(&dy, &x, shape, &mean, &var, grads),
             "backward_eval",
-        )
-    } else {
-        (bn.backward(&dy, &x, shape, &mean, &var, grads), "backward")
+        ),
+        (true, _) => (
+            bn.backward_eval_fused(&dy, &x, &y, shape, through, &mean, &var, grads),
+            "backward_eval_fused",
+        ),
+        (false, Variant::Plain) => (bn.backward(&dy, &x, shape, &mean, &var, grads), "backward"),
+        (false, Variant::Renorm) => {
+            let (mut m, mut v) = (mean.clone(), var.clone());
+            let (mut r, mut d) = (rr.clone(), dd.clone());
+            let saved = RenormSaved {
+                mean: &mut m,
+                invstd: &mut v,
+                r: &mut r,
+                d: &mut d,
+            };
+            (
+                bn.backward_renorm(&dy, &x, shape, &saved, grads),
+                "backward_renorm",
+            )
+        }
+        (false, _) => (
+            bn.backward_fused(&dy, &x, &y, shape, through, &mean, &var, grads),
+            "backward_fused",
+        ),
     };
     let ok = expect.check(r, name);
     let outs = [
         (Some(&dx), "dx"),
         (dg.as_ref(), "dgamma"),
         (db.as_ref(), "dbeta"),
+        (dz.as_ref(), "dz"),
     ];
     if !ok {
         for ((b, n), before) in outs.iter().zip(&before) {
             if let Some(b) = b {
-                b.assert_unchanged(before, n);
+                b.assert_unchanged(before, &format!("{name} {n}"));
             }
         }
         return;
     }
     for (b, n) in outs {
         if let Some(b) = b {
-            b.assert_guards(n);
-            b.assert_written(n);
+            b.assert_guards(&format!("{name} {n}"));
+            b.assert_written(&format!("{name} {n}"));
+        }
+    }
+    // The gradient the batch norm part sees.
+    let g = if fused { relu_grad(&dy, &y) } else { dy };
+    if fused {
+        // The plain backward on g: the same bits (the engine keeps one accumulation
+        // order for every kernel, src/engine/runs.rs), and dz = g.
+        let mut dx0 = vec![0.0f32; dxlen];
+        let mut dg0 = dg_len.map(|n| vec![0.0f32; n]);
+        let mut db0 = db_len.map(|n| vec![0.0f32; n]);
+        let grads = Grads {
+            dx: &mut dx0,
+            dgamma: dg0.as_deref_mut(),
+            dbeta: db0.as_deref_mut(),
+        };
+        let r = if eval {
+            bn.backward_eval(&g, &x, shape, &mean, &var, grads)
+        } else {
+            bn.backward(&g, &x, shape, &mean, &var, grads)
+        };
+        assert!(
+            r.is_ok(),
+            "the plain backward returned {r:?} where {name} succeeded"
+        );
+        let pairs = [
+            (dx.body(), &dx0[..], "dx"),
+            (body(&dg), dg0.as_deref().unwrap_or(&[]), "dgamma"),
+            (body(&db), db0.as_deref().unwrap_or(&[]), "dbeta"),
+            (body(&dz), &g[..], "dz"),
+        ];
+        for (a, b, n) in pairs {
+            for (i, (p, q)) in a.iter().zip(b).enumerate() {
+                assert!(
+                    same_f32(*p, *q),
+                    "{name}: {n}[{i}] = {p:e}, the plain backward on the masked dy gives {q:e}"
+                );
+            }
         }
     }
     check(
         &bn,
-        eval,
+        (name, eval),
         shape,
-        [&dy, &x, &mean, &var],
-        [
-            dx.body(),
-            dg.as_ref().map_or(&[][..], Buf::body),
-            db.as_ref().map_or(&[][..], Buf::body),
-        ],
+        [&g, &x, &mean, &var],
+        [dx.body(), body(&dg), body(&db)],
+        (variant == Variant::Renorm).then_some([&rr[..], &dd[..]]),
     );
 });
 
+/// An optional output's body (empty when absent).
+fn body(b: &Option<Buf>) -> &[f32] {
+    b.as_ref().map_or(&[], Buf::body)
+}
+
+/// The reference on `dy` (already masked for a fused call); `renorm = [r, d]`.
 fn check(
     bn: &BatchNorm,
-    eval: bool,
+    (name, eval): (&str, bool),
     shape: Shape,
     [dy, x, mean, var]: [&[f32]; 4],
     [dx, dg, db]: [&[f32]; 3],
+    renorm: Option<[&[f32]; 2]>,
 ) {
     let m = shape.batch.saturating_mul(shape.spatial) as f64;
     for c in 0..shape.channels {
-        let g = bn.gamma.map_or(1.0, |g| f64::from(g[c]));
+        let (rr, dd) = renorm.map_or((1.0, 0.0), |[r, d]| (f64::from(r[c]), f64::from(d[c])));
+        // γ·r takes γ's place in dx.
+        let g = bn.gamma.map_or(1.0, |g| f64::from(g[c])) * rr;
         let mu = f64::from(mean[c]);
         let invstd = if eval {
             1.0 / (f64::from(var[c]) + f64::from(bn.eps)).sqrt()
@@ -156,8 +283,7 @@ fn check(
         };
         let what = |s: &str| {
             format!(
-                "{}: {s}, channel {c} of {shape:?}, γ {g:e}, mean {mu:e}, invstd {invstd:e}",
-                if eval { "backward_eval" } else { "backward" }
+                "{name}: {s}, channel {c} of {shape:?}, γ(·r) {g:e}, mean {mu:e}, invstd {invstd:e}, r {rr:e}, d {dd:e}"
             )
         };
         // Reference sums and the magnitudes that bound their rounding.
@@ -172,7 +298,14 @@ fn check(
             sdyx += d * xc;
             adyx += (d * xc).abs();
         }
-        if !(moderate && in_range(invstd) && in_range(g) && in_range(ady) && in_range(adyx)) {
+        if !(moderate
+            && in_range(invstd)
+            && in_range(g)
+            && in_range(rr)
+            && in_range(dd)
+            && in_range(ady)
+            && in_range(adyx))
+        {
             continue;
         }
         let (tdb, ts) = (128.0 * U * ady + TINY, 130.0 * U * adyx + TINY);
@@ -180,12 +313,16 @@ fn check(
         if !db.is_empty() {
             close(f64::from(db[c]), sdy, tdb + U * sdy.abs(), || what("dbeta"));
         }
-        if !dg.is_empty() && in_range(dgam) && in_range(ts * invstd) {
-            // f64 sums, one f64 multiply, one rounding to f32.
+        // dγ = r·Σdy·x̂ + d·Σdy (plain: r = 1, d = 0).
+        let dgw = rr * dgam + dd * sdy;
+        if !dg.is_empty() && in_range(dgw) && in_range(ts * invstd * rr) && in_range(dd * tdb) {
+            // f64 sums, f64 products, one rounding to f32.
             close(
                 f64::from(dg[c]),
-                dgam,
-                ts * invstd.abs() + 2.0 * U * dgam.abs(),
+                dgw,
+                (rr * ts * invstd).abs()
+                    + (dd * tdb).abs()
+                    + 2.0 * U * ((rr * dgam).abs() + (dd * sdy).abs()),
                 || what("dgamma"),
             );
         }

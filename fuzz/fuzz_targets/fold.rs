@@ -116,7 +116,9 @@ fuzz_target!(|data: &[u8]| {
 
     let mut expect = Expect::default();
     expect.eps(eps);
-    let divides = l.groups != 0 && l.in_channels % l.groups == 0 && l.out_channels % l.groups == 0;
+    let divides = l.groups != 0
+        && l.in_channels.is_multiple_of(l.groups)
+        && l.out_channels.is_multiple_of(l.groups);
     for (arg, channels) in [
         ("in_channels", l.in_channels),
         ("out_channels", l.out_channels),

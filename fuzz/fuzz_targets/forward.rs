@@ -1,20 +1,81 @@
 //! `BatchNorm::eval`, `eval_in_place`, `train`, `train_in_place`, with and without
-//! γ, β and running statistics, exponential and cumulative momentum.
+//! γ, β and running statistics, exponential and cumulative momentum; their fused
+//! forms `eval_fused` and `train_fused` (`Fusion::Relu`, `Fusion::AddRelu`); and Batch
+//! Renormalization's `train_renorm`.
 //!
 //! The in-place variants run beside the out-of-place ones on copies of the same
-//! arguments and must give the same result bits (NaNs compared as NaN); the
+//! arguments and must give the same result bits (NaNs compared as NaN). A fused call
+//! runs beside the unfused one and must give the bits of PyTorch's unfused
+//! composition, `relu(bn)` or `relu(bn + z)` in f32, and the same saved and running
+//! statistics; `train_renorm` must save and update what `train` does. All
 //! out-of-place results are checked against the f64 reference.
+//!
+//! Byte layout: `op` (bit 0 in place, bit 1 train, bits 2–3 the variant: plain, ReLU,
+//! Add + ReLU, renorm for train / plain for eval), then the plain call's fields as
+//! before, then the variant's: the generator and length of `z`, or `(rmax, dmax)` and
+//! the lengths of `saved.r` and `saved.d`.
 #![no_main]
 
-use batchnorm::{BatchNorm, Momentum, Running, Shape};
+use batchnorm::{BatchNorm, Error, Fusion, Momentum, Renorm, RenormSaved, Running, Shape};
 use batchnorm_fuzz::*;
 use libfuzzer_sys::fuzz_target;
+
+#[derive(Clone, Copy, PartialEq, Debug)]
+enum Variant {
+    Plain,
+    Relu,
+    AddRelu,
+    Renorm,
+}
+
+impl Variant {
+    fn of(op: u8, train: bool) -> Variant {
+        match (op >> 2) & 3 {
+            1 => Variant::Relu,
+            2 => Variant::AddRelu,
+            3 if train => Variant::Renorm,
+            _ => Variant::Plain,
+        }
+    }
+}
+
+/// `z` of an Add + ReLU (empty otherwise), with its length's expected error.
+fn residual(d: &mut Dec, variant: Variant, len: Option<usize>, expect: &mut Expect) -> Vec<f32> {
+    if variant != Variant::AddRelu {
+        return Vec::new();
+    }
+    let zgen = d.values();
+    let zlen = d.len(len);
+    expect.len("z", len, zlen);
+    zgen.fill(zlen)
+}
+
+/// The fused call's `Fusion` and the reference's `Post`.
+fn fusion(variant: Variant, z: &[f32]) -> (Option<Fusion<'_>>, Post<'_>) {
+    match variant {
+        Variant::Relu => (Some(Fusion::Relu), Post::Relu),
+        Variant::AddRelu => (Some(Fusion::AddRelu { z }), Post::AddRelu(z)),
+        _ => (None, Post::None),
+    }
+}
+
+/// Panics unless `fused` holds the bits of `post` applied to the unfused `bn`.
+fn assert_composed(post: Post, fused: &[f32], bn: &[f32], call: &str) {
+    for (i, (f, b)) in fused.iter().zip(bn).enumerate() {
+        let want = post.compose(i, *b);
+        assert!(
+            same_f32(*f, want),
+            "{call}: y[{i}] = {f:e}, the unfused composition gives {want:e} (bn {b:e})"
+        );
+    }
+}
 
 fuzz_target!(|data: &[u8]| {
     let mut d = Dec::new(data);
     let op = d.u8();
-    let in_place = op & 1 == 1;
     let train = op & 2 == 2;
+    let variant = Variant::of(op, train);
+    let in_place = op & 1 == 1 && variant == Variant::Plain;
     let shape = d.shape();
     let eps = d.eps();
     let xgen = d.values();
@@ -61,11 +122,19 @@ fuzz_target!(|data: &[u8]| {
         if d.u8() < 200 {
             rv.iter_mut().for_each(|v| *v = v.abs());
         }
+        let z = residual(&mut d, variant, len, &mut expect);
+        let (fusion, post) = fusion(variant, &z);
 
         let mut y = Buf::sentinel(ylen);
         let before = y.bits();
-        let r = bn.eval(&x, y.body_mut(), shape, &rm, &rv);
-        let ok = expect.check(r, "eval");
+        let (r, call) = match fusion {
+            None => (bn.eval(&x, y.body_mut(), shape, &rm, &rv), "eval"),
+            Some(f) => (
+                bn.eval_fused(&x, y.body_mut(), shape, f, &rm, &rv),
+                "eval_fused",
+            ),
+        };
+        let ok = expect.check(r, call);
         if in_place {
             let mut xi = Buf::from(&x);
             let r = bn.eval_in_place(xi.body_mut(), shape, &rm, &rv);
@@ -87,21 +156,35 @@ fuzz_target!(|data: &[u8]| {
             }
         }
         if !ok {
-            y.assert_unchanged(&before, "eval y");
+            y.assert_unchanged(&before, call);
             return;
         }
-        y.assert_guards("eval y");
-        y.assert_written("eval y");
-        check_eval(&bn, shape, &x, y.body(), &rm, &rv);
+        y.assert_guards(call);
+        y.assert_written(call);
+        if fusion.is_some() {
+            post.assert_range(y.body(), "eval_fused y");
+            let mut y0 = vec![0.0f32; ylen];
+            let r = bn.eval(&x, &mut y0, shape, &rm, &rv);
+            assert!(r.is_ok(), "eval returned {r:?} where eval_fused succeeded");
+            assert_composed(post, y.body(), &y0, "eval_fused");
+        }
+        check_eval(&bn, shape, &x, y.body(), &rm, &rv, post);
         return;
     }
 
     // Train.
+    let renorm = variant == Variant::Renorm;
+    let (mean_name, invstd_name) = if renorm {
+        ("saved.mean", "saved.invstd")
+    } else {
+        ("save_mean", "save_invstd")
+    };
     let sm_len = d.len(c);
     let si_len = d.len(c);
-    expect.len("save_mean", c, sm_len);
-    expect.len("save_invstd", c, si_len);
-    let running = d.u8() & 1 == 1;
+    expect.len(mean_name, c, sm_len);
+    expect.len(invstd_name, c, si_len);
+    // Batch Renormalization always updates running statistics.
+    let running = (d.u8() & 1 == 1) | renorm;
     let mut rm = Vec::new();
     let mut rv = Vec::new();
     let mut momentum = Momentum::Exponential(0.1);
@@ -120,7 +203,7 @@ fuzz_target!(|data: &[u8]| {
         };
         if let Momentum::Exponential(f) = momentum {
             if !(f.is_finite() && (0.0..=1.0).contains(&f)) {
-                expect.push(batchnorm::Error::Parameter {
+                expect.push(Error::Parameter {
                     arg: "momentum",
                     value: f,
                 });
@@ -139,28 +222,90 @@ fuzz_target!(|data: &[u8]| {
     if let Some(m) = shape.batch.checked_mul(shape.spatial) {
         let needed = if running { 2 } else { 1 };
         if m < needed {
-            expect.push(batchnorm::Error::TooFewValues { needed, actual: m });
+            expect.push(Error::TooFewValues { needed, actual: m });
         }
     }
+    let z = residual(&mut d, variant, len, &mut expect);
+    let (fusion, post) = fusion(variant, &z);
+    let (limits, r_len, d_len) = if renorm {
+        let (rmax, dmax) = d.renorm_limits();
+        if rmax.is_nan() || rmax < 1.0 {
+            expect.push(Error::Parameter {
+                arg: "rmax",
+                value: rmax,
+            });
+        }
+        if dmax.is_nan() || dmax < 0.0 {
+            expect.push(Error::Parameter {
+                arg: "dmax",
+                value: dmax,
+            });
+        }
+        let (r_len, d_len) = (d.len(c), d.len(c));
+        expect.len("saved.r", c, r_len);
+        expect.len("saved.d", c, d_len);
+        (Renorm { rmax, dmax }, r_len, d_len)
+    } else {
+        (
+            Renorm {
+                rmax: 1.0,
+                dmax: 0.0,
+            },
+            0,
+            0,
+        )
+    };
 
     let mut y = Buf::sentinel(ylen);
     let mut sm = Buf::sentinel(sm_len);
     let mut si = Buf::sentinel(si_len);
     let (mut rmb, mut rvb) = (Buf::from(&rm), Buf::from(&rv));
-    let before = [y.bits(), sm.bits(), si.bits(), rmb.bits(), rvb.bits()];
-    let r = bn.train(
-        &x,
-        y.body_mut(),
-        shape,
-        sm.body_mut(),
-        si.body_mut(),
-        running.then(|| Running {
-            mean: rmb.body_mut(),
-            var: rvb.body_mut(),
-            momentum,
-        }),
-    );
-    let ok = expect.check(r, "train");
+    let (mut rb, mut db) = (Buf::sentinel(r_len), Buf::sentinel(d_len));
+    let before = [
+        y.bits(),
+        sm.bits(),
+        si.bits(),
+        rmb.bits(),
+        rvb.bits(),
+        rb.bits(),
+        db.bits(),
+    ];
+    let run = running.then(|| Running {
+        mean: rmb.body_mut(),
+        var: rvb.body_mut(),
+        momentum,
+    });
+    let (r, call) = match (variant, fusion, run) {
+        (Variant::Renorm, _, Some(run)) => {
+            let saved = RenormSaved {
+                mean: sm.body_mut(),
+                invstd: si.body_mut(),
+                r: rb.body_mut(),
+                d: db.body_mut(),
+            };
+            (
+                bn.train_renorm(&x, y.body_mut(), shape, limits, saved, run),
+                "train_renorm",
+            )
+        }
+        (_, Some(f), run) => (
+            bn.train_fused(
+                &x,
+                y.body_mut(),
+                shape,
+                f,
+                sm.body_mut(),
+                si.body_mut(),
+                run,
+            ),
+            "train_fused",
+        ),
+        (_, _, run) => (
+            bn.train(&x, y.body_mut(), shape, sm.body_mut(), si.body_mut(), run),
+            "train",
+        ),
+    };
+    let ok = expect.check(r, call);
 
     if in_place {
         let mut xi = Buf::from(&x);
@@ -212,23 +357,69 @@ fuzz_target!(|data: &[u8]| {
 
     let bufs = [
         (&y, "y"),
-        (&sm, "save_mean"),
-        (&si, "save_invstd"),
+        (&sm, mean_name),
+        (&si, invstd_name),
         (&rmb, "running_mean"),
         (&rvb, "running_var"),
+        (&rb, "saved.r"),
+        (&db, "saved.d"),
     ];
     if !ok {
         for ((b, name), before) in bufs.iter().zip(&before) {
-            b.assert_unchanged(before, name);
+            b.assert_unchanged(before, &format!("{call} {name}"));
         }
         return;
     }
     for (b, name) in &bufs {
-        b.assert_guards(name);
+        b.assert_guards(&format!("{call} {name}"));
     }
-    y.assert_written("train y");
-    sm.assert_written("train save_mean");
-    si.assert_written("train save_invstd");
+    y.assert_written(&format!("{call} y"));
+    sm.assert_written(&format!("{call} {mean_name}"));
+    si.assert_written(&format!("{call} {invstd_name}"));
+    rb.assert_written(&format!("{call} saved.r"));
+    db.assert_written(&format!("{call} saved.d"));
+    post.assert_range(y.body(), &format!("{call} y"));
+
+    if variant != Variant::Plain {
+        // The plain train on the same arguments: the same statistics, and for a fused
+        // call the bits of the unfused composition.
+        let mut y0 = vec![0.0f32; ylen];
+        let (mut sm0, mut si0) = (vec![0.0f32; sm_len], vec![0.0f32; si_len]);
+        let (mut rm0, mut rv0) = (rm.clone(), rv.clone());
+        let r = bn.train(
+            &x,
+            &mut y0,
+            shape,
+            &mut sm0,
+            &mut si0,
+            running.then(|| Running {
+                mean: &mut rm0,
+                var: &mut rv0,
+                momentum,
+            }),
+        );
+        assert!(r.is_ok(), "train returned {r:?} where {call} succeeded");
+        let pairs = [
+            (sm.body(), &sm0, mean_name),
+            (si.body(), &si0, invstd_name),
+            (rmb.body(), &rm0, "running_mean"),
+            (rvb.body(), &rv0, "running_var"),
+        ];
+        for (a, b, name) in pairs {
+            for (i, (p, q)) in a.iter().zip(b.iter()).enumerate() {
+                assert!(
+                    same_f32(*p, *q),
+                    "{call} {name}[{i}] = {p:e}, train gave {q:e}"
+                );
+            }
+        }
+        if fusion.is_some() {
+            assert_composed(post, y.body(), &y0, call);
+        }
+        if renorm {
+            check_renorm_plain(&bn, shape, limits, [rb.body(), db.body()], y.body(), &y0);
+        }
+    }
     let factor = running.then(|| match momentum {
         Momentum::Exponential(f) => f64::from(f),
         Momentum::Cumulative { batches_tracked } => 1.0 / (batches_tracked as f64 + 1.0),
@@ -247,6 +438,8 @@ fuzz_target!(|data: &[u8]| {
                 factor.unwrap_or(0.0),
             )
         }),
+        post,
+        renorm.then(|| (limits, rb.body(), db.body())),
     );
 });
 
@@ -259,9 +452,24 @@ fn gamma_beta(bn: &BatchNorm, c: usize) -> (f64, f64) {
 
 /// Eval: `y = x·s + (β − rm·s)` with `s = γ/√(rv + eps)`, one FMA in f32 from f32
 /// `scale` and `shift`: error ≤ 4·U·(|x·s| + |rm·s| + |β|) (plus the absolute
-/// rounding of subnormal `scale` and `shift`). A non-finite `x` only
-/// affects its own element, so every finite element is checked.
-fn check_eval(bn: &BatchNorm, shape: Shape, x: &[f32], y: &[f32], rm: &[f32], rv: &[f32]) {
+/// rounding of subnormal `scale` and `shift`), then `post`. A non-finite `x` only
+/// affects its own element (a NaN stays NaN through every `post`), so every finite
+/// element is checked.
+fn check_eval(
+    bn: &BatchNorm,
+    shape: Shape,
+    x: &[f32],
+    y: &[f32],
+    rm: &[f32],
+    rv: &[f32],
+    post: Post,
+) {
+    for (i, (xv, yv)) in x.iter().zip(y).enumerate() {
+        assert!(
+            !xv.is_nan() || yv.is_nan(),
+            "eval ({post:?}): y[{i}] = {yv:e} for x = NaN"
+        );
+    }
     for c in 0..shape.channels {
         let (g, b) = gamma_beta(bn, c);
         let (m, v) = (f64::from(rm[c]), f64::from(rv[c]));
@@ -279,28 +487,83 @@ fn check_eval(bn: &BatchNorm, shape: Shape, x: &[f32], y: &[f32], rm: &[f32], rv
             let tol = 4.0 * U * ((xv * s).abs() + (m * s).abs() + b.abs())
                 + SUB * (xv.abs() + 2.0)
                 + TINY;
+            let Some((want, tol)) = post.apply(i, want, tol) else {
+                continue;
+            };
             close(f64::from(y[i]), want, tol, || {
-                format!("eval: y[{i}] (channel {c}, x = {:e}, {shape:?})", x[i])
+                format!(
+                    "eval ({post:?}): y[{i}] (channel {c}, x = {:e}, {shape:?})",
+                    x[i]
+                )
             });
         }
     }
 }
 
-type RunningRef<'a> = (&'a [f32], &'a [f32], &'a [f32], &'a [f32], f64);
+/// With `rmax = 1` and `dmax = 0`, Batch Renormalization is plain batch norm whatever
+/// the statistics: `r = 1`, `d = 0` on every channel, and the output of `train` (up to
+/// the sign of zero) on every channel whose γ and β are finite (`γ·d` is NaN else).
+fn check_renorm_plain(
+    bn: &BatchNorm,
+    shape: Shape,
+    limits: Renorm,
+    [r, d]: [&[f32]; 2],
+    y: &[f32],
+    y_train: &[f32],
+) {
+    if limits
+        != (Renorm {
+            rmax: 1.0,
+            dmax: 0.0,
+        })
+    {
+        return;
+    }
+    for c in 0..shape.channels {
+        assert!(
+            r[c] == 1.0 && d[c] == 0.0,
+            "train_renorm with rmax 1, dmax 0: channel {c} has r = {:e}, d = {:e}",
+            r[c],
+            d[c]
+        );
+        let (g, b) = gamma_beta(bn, c);
+        if !(g.is_finite() && b.is_finite()) {
+            continue;
+        }
+        for i in channel_indices(shape, c) {
+            assert!(
+                y[i] == y_train[i] || (y[i].is_nan() && y_train[i].is_nan()),
+                "train_renorm with rmax 1, dmax 0: y[{i}] = {:e}, train gave {:e}",
+                y[i],
+                y_train[i]
+            );
+        }
+    }
+}
 
-/// Train: see the tolerance model in `batchnorm_fuzz`.
+type RunningRef<'a> = (&'a [f32], &'a [f32], &'a [f32], &'a [f32], f64);
+type RenormRef<'a> = (Renorm, &'a [f32], &'a [f32]);
+
+/// Train: see the tolerance model in `batchnorm_fuzz`. With `renorm` (which needs
+/// `running`), Batch Renormalization's `r` and `d` from the reference statistics and
+/// the running ones before the update: `r` carries the relative uncertainty of
+/// `√(var + eps)`, `d` the mean's over `σ`, and `y = (x − mean)·γ·invstd·r + β + γ·d`
+/// both (`invstd·r` twice the relative uncertainty). Then `post`.
 fn check_train(
     bn: &BatchNorm,
     shape: Shape,
     x: &[f32],
     [y, sm, si]: [&[f32]; 3],
     running: Option<RunningRef>,
+    post: Post,
+    renorm: Option<RenormRef>,
 ) {
     let eps = f64::from(bn.eps);
     for c in 0..shape.channels {
         let r = ChanRef::of(channel_indices(shape, c).map(|i| x[i]));
-        let what =
-            |s: &str| format!("train: {s}, channel {c} of {shape:?}, eps {eps:e}, ref {r:?}");
+        let what = |s: &str| {
+            format!("train ({post:?}, renorm {:?}): {s}, channel {c} of {shape:?}, eps {eps:e}, ref {r:?}", renorm.map(|r| r.0))
+        };
         let n = r.n as f64;
         if !r.finite {
             // A NaN or infinity makes the channel's statistics and output NaN.
@@ -385,18 +648,56 @@ fn check_train(
         close(f64::from(si[c]), invstd, invstd * (rv + 2.0 * U), || {
             what("save_invstd")
         });
-        let s = g * invstd;
-        if !(in_range(s) && in_range(b) && in_range(s * r.dev) && in_range(s * tm)) {
+        // y = (x − mean)·s + b: s and b of batch norm, or of batch renorm (where b
+        // carries γ·d, whose uncertainty is `gd_tol`, and s twice that of invstd).
+        let (mut s, mut bb, mut rs, mut gd, mut gd_tol) = (g * invstd, b, rv, 0.0, 0.0);
+        if let (Some((limits, r_out, d_out)), Some((rm0, rv0, ..))) = (renorm, running) {
+            let (rr, dd, sigma) =
+                renorm_correction(&r, [rm0[c], rv0[c], bn.eps], limits.rmax, limits.dmax);
+            if !(in_range(rr) && in_range(dd) && in_range(1.0 / sigma)) {
+                continue;
+            }
+            // Clipping moves no value further from the reference.
+            close(
+                f64::from(r_out[c]),
+                rr,
+                rr * (1.01 * rv + 3.0 * U) + TINY,
+                || what(&format!("saved.r (σ {sigma:e})")),
+            );
+            let td = tm / sigma;
+            close(
+                f64::from(d_out[c]),
+                dd,
+                td + 2.0 * U * dd.abs() + TINY,
+                || what(&format!("saved.d (σ {sigma:e})")),
+            );
+            s *= rr;
+            gd = g * dd;
+            bb = b + gd;
+            rs = 2.02 * rv + 2.0 * U;
+            gd_tol = g.abs() * td;
+        }
+        if !(in_range(s)
+            && in_range(bb)
+            && in_range(gd)
+            && in_range(gd_tol)
+            && in_range(s * r.dev)
+            && in_range(s * tm))
+        {
             continue;
         }
         for i in channel_indices(shape, c) {
             let dx = f64::from(x[i]) - r.mean;
-            let want = dx * s + b;
+            let want = dx * s + bb;
             let tol = s.abs() * tm
-                + (dx * s).abs() * (rv + 4.0 * U)
-                + 4.0 * U * (b.abs() + want.abs())
+                + (dx * s).abs() * (rs + 4.0 * U)
+                + 4.0 * U * (b.abs() + gd.abs() + want.abs())
+                + gd_tol
                 + SUB * (dx.abs() + 2.0)
                 + TINY;
+            let Some((want, tol)) = post.apply(i, want, tol) else {
+                continue;
+            };
             close(f64::from(y[i]), want, tol, || {
                 format!("{} x = {:e}", what(&format!("y[{i}]")), x[i])
             });

@@ -1,6 +1,7 @@
 //! What the fuzz targets share: a byte decoder for shapes, lengths, scalars and
 //! tensors; output buffers with guard cells and a sentinel fill; the expected-error
-//! oracle; and the f64 reference with its tolerance model.
+//! oracle; and the f64 reference with its tolerance model (with what the fused ops add
+//! after batch norm, and Batch Renormalization's corrections).
 //!
 //! # Tolerance model
 //!
@@ -223,6 +224,59 @@ impl<'a> Dec<'a> {
         }
     }
 
+    /// Batch Renormalization's `(rmax, dmax)`: usually valid (the paper's schedule, no
+    /// clipping at all, plain batch norm), sometimes below the limits or NaN.
+    pub fn renorm_limits(&mut self) -> (f32, f32) {
+        const RMAX: [f32; 16] = [
+            1.0,
+            3.0,
+            1.5,
+            f32::INFINITY,
+            1.0,
+            1.000_000_1,
+            2.0,
+            1e30,
+            3.0,
+            0.999_999_94,
+            f32::NAN,
+            0.5,
+            -1.0,
+            f32::NEG_INFINITY,
+            0.0,
+            1.25,
+        ];
+        const DMAX: [f32; 16] = [
+            0.0,
+            5.0,
+            0.5,
+            f32::INFINITY,
+            -0.0,
+            1e-45,
+            1.0,
+            1e30,
+            5.0,
+            -1e-45,
+            f32::NAN,
+            -1.0,
+            f32::NEG_INFINITY,
+            2.0,
+            0.0,
+            0.125,
+        ];
+        let (a, b) = (self.u8(), self.u8());
+        let rmax = if a >= 240 {
+            self.raw_f32()
+        } else {
+            RMAX[usize::from(a) % 16]
+        };
+        let dmax = if b >= 240 {
+            self.raw_f32()
+        } else {
+            DMAX[usize::from(b) % 16]
+        };
+        (rmax, dmax)
+    }
+
     /// A value generator for one tensor.
     pub fn values(&mut self) -> Gen {
         const OFFSET: [f32; 16] = [
@@ -333,7 +387,7 @@ impl Gen {
                 let r = splitmix(&mut s);
                 let u = (r >> 11) as f64 / (1u64 << 53) as f64 * 2.0 - 1.0; // [-1, 1)
                 let x = match self.kind % 10 {
-                    0 | 1 | 2 => o + sp * u,
+                    0..=2 => o + sp * u,
                     3 => o + sp * ((r % 17) as f64 - 8.0), // ties
                     4 => o,                                // constant
                     5 => f32::from_bits(r as u32) as f64,  // anything
@@ -628,4 +682,122 @@ pub fn in_range(v: f64) -> bool {
 /// f32 bit equality that treats all NaNs as equal.
 pub fn same_f32(a: f32, b: f32) -> bool {
     a.to_bits() == b.to_bits() || (a.is_nan() && b.is_nan())
+}
+
+// ---------------------------------------------------------------- fused ops
+
+/// `torch.relu` in f32: negative values become +0, NaN and −0 stay.
+pub fn relu(v: f32) -> f32 {
+    if v < 0.0 {
+        0.0
+    } else {
+        v
+    }
+}
+
+/// What a fused forward applies after batch norm (`batchnorm::Fusion`), as the
+/// reference and the unfused composition see it.
+#[derive(Clone, Copy)]
+pub enum Post<'a> {
+    /// Plain batch norm.
+    None,
+    /// `relu(bn)`.
+    Relu,
+    /// `relu(bn + z)`.
+    AddRelu(&'a [f32]),
+}
+
+impl core::fmt::Debug for Post<'_> {
+    fn fmt(&self, f: &mut core::fmt::Formatter) -> core::fmt::Result {
+        f.write_str(match self {
+            Post::None => "BN",
+            Post::Relu => "BN + ReLU",
+            Post::AddRelu(_) => "BN + Add + ReLU",
+        })
+    }
+}
+
+impl Post<'_> {
+    /// The output at element `i` from batch norm's f32 output `bn`, as PyTorch's
+    /// unfused `F.relu(bn(x) + z)` computes it in f32.
+    pub fn compose(&self, i: usize, bn: f32) -> f32 {
+        match self {
+            Post::None => bn,
+            Post::Relu => relu(bn),
+            Post::AddRelu(z) => relu(bn + z[i]),
+        }
+    }
+
+    /// The reference and tolerance at element `i` from batch norm's (`want`, `tol`):
+    /// the ReLU keeps the error bound, the add of `z` rounds once more. `None` when
+    /// `z[i]` is not finite and moderate.
+    pub fn apply(&self, i: usize, want: f64, tol: f64) -> Option<(f64, f64)> {
+        match self {
+            Post::None => Some((want, tol)),
+            Post::Relu => Some((want.max(0.0), tol)),
+            Post::AddRelu(z) => {
+                let z = f64::from(z[i]);
+                if !(z.is_finite() && z.abs() <= MODERATE) {
+                    return None;
+                }
+                let v = want + z;
+                Some((v.max(0.0), tol + U * (v.abs() + tol)))
+            }
+        }
+    }
+
+    /// Panics unless every value of `y` is NaN or not negative (±0 included): the range
+    /// of a ReLU. Nothing to check for plain batch norm.
+    pub fn assert_range(&self, y: &[f32], name: &str) {
+        if let Post::None = self {
+            return;
+        }
+        for (i, v) in y.iter().enumerate() {
+            assert!(
+                v.is_nan() || *v >= 0.0,
+                "{name}[{i}] = {v:e} is not the output of a ReLU"
+            );
+        }
+    }
+}
+
+/// The gradient behind a ReLU whose output is `y`, PyTorch's
+/// `threshold_backward(dy, y, 0)`: +0 where `y ≤ 0` (whatever `dy` holds there), else
+/// `dy` (a NaN `y` included).
+pub fn relu_grad(dy: &[f32], y: &[f32]) -> Vec<f32> {
+    dy.iter()
+        .zip(y)
+        .map(|(&d, &y)| if y <= 0.0 { 0.0 } else { d })
+        .collect()
+}
+
+// ---------------------------------------------------------------- batch renorm
+
+/// `v` within `[lo, hi]`; NaN stays NaN, except in a range of one point (`rmax = 1`,
+/// `dmax = 0` is plain batch norm whatever the statistics).
+pub fn clip(v: f64, lo: f64, hi: f64) -> f64 {
+    if lo == hi || v < lo {
+        lo
+    } else if v > hi {
+        hi
+    } else {
+        v
+    }
+}
+
+/// Batch Renormalization's corrections in f64 from a channel's reference statistics
+/// and the running ones before the update: `(r, d, σ)` with
+/// `r = clip(√(var + eps)/σ, 1/rmax, rmax)`, `d = clip((mean − rm)/σ, −dmax, dmax)`,
+/// `σ = √(rv + eps)`.
+pub fn renorm_correction(
+    r: &ChanRef,
+    [rm, rv, eps]: [f32; 3],
+    rmax: f32,
+    dmax: f32,
+) -> (f64, f64, f64) {
+    let sigma = (f64::from(rv) + f64::from(eps)).sqrt();
+    let (rmax, dmax) = (f64::from(rmax), f64::from(dmax));
+    let rr = clip((r.var() + f64::from(eps)).sqrt() / sigma, 1.0 / rmax, rmax);
+    let d = clip((r.mean - f64::from(rm)) / sigma, -dmax, dmax);
+    (rr, d, sigma)
 }
