@@ -10,10 +10,13 @@ use core::fmt::{self, Write};
 
 use crate::data::{self, Case, Inputs, BATCHES_TRACKED, CASES, EPS, MAX_C, MAX_LEN, MOMENTUM};
 use crate::expected::EXPECTED;
-use crate::reference::{Acc, Factor, Reference};
-use crate::scenario::{self, Outputs, What};
+use crate::reference::{masked, Acc, Factor, Oracle, Reference};
+use crate::scenario::{self, Outputs, What, RENORM};
 use crate::stack;
-use batchnorm::{moments, BatchNorm, Error, Grads, Moments, Momentum, Running, Shape};
+use batchnorm::{
+    moments, BatchNorm, Error, Fusion, FusionGrad, Grads, Moments, Momentum, Renorm, RenormSaved,
+    Running, Shape,
+};
 
 /// Relative tolerance against the f64 reference, in units of the output's magnitude
 /// (sum of the absolute values of its terms): f32 rounding stays far below it.
@@ -98,8 +101,50 @@ fn compare(r: &Reference, inp: &Inputs, what: What, got: &[f32], factor: Factor,
     }
 }
 
+fn compare_oracle(or: &Oracle, inp: &Inputs, what: What, got: &[f32], acc: &mut Acc) {
+    for (i, &g) in got.iter().enumerate() {
+        let (want, mag) = or.want(inp, what, i, EXP);
+        acc.add(i, g as f64, want, mag);
+    }
+}
+
 fn bits_eq(a: &[f32], b: &[f32]) -> bool {
     a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x.to_bits() == y.to_bits())
+}
+
+/// `torch.relu` in f32: negative values become +0, NaN and −0 stay.
+fn relu(v: f32) -> f32 {
+    if v < 0.0 {
+        0.0
+    } else {
+        v
+    }
+}
+
+/// Whether `fused` holds the bits of PyTorch's unfused composition `relu(bn + z)`
+/// (`z` empty: `relu(bn)`), NaNs compared as NaN.
+fn composed(fused: &[f32], bn: &[f32], z: &[f32]) -> bool {
+    fused.iter().zip(bn).enumerate().all(|(i, (&f, &b))| {
+        let want = relu(if z.is_empty() { b } else { b + z[i] });
+        f.to_bits() == want.to_bits() || (f.is_nan() && want.is_nan())
+    })
+}
+
+/// An accuracy line that also requires `same` (bit-level agreement with another call,
+/// described by `what`).
+fn acc_and<W: Write>(
+    ck: &mut Checker<W>,
+    label: &str,
+    case: &str,
+    a: &Acc,
+    same: bool,
+    what: &str,
+) {
+    if same {
+        ck.acc(label, case, a);
+    } else {
+        ck.line(false, label, case, format_args!("differs from {}", what));
+    }
 }
 
 const EXP: Factor = Factor::Exponential(MOMENTUM as f64);
@@ -183,8 +228,7 @@ fn check_case<W: Write>(ck: &mut Checker<W>, case: &Case) {
             // batch 1: no split along the batch; only merge with EMPTY on both sides.
             merged[..c].copy_from_slice(&o.moments[..c]);
         }
-        for ch in 0..c {
-            let mo = merged[ch];
+        for (ch, &mo) in merged.iter().enumerate().take(c) {
             ok &= mo.count == m as u64;
             ok &= mo.merge(Moments::EMPTY) == mo && Moments::EMPTY.merge(mo) == mo;
             let (w, mag) = r.want(&inp, What::Mean, ch, EXP);
@@ -411,6 +455,9 @@ fn check_case<W: Write>(ck: &mut Checker<W>, case: &Case) {
         }
     }
 
+    check_fused(ck, case, &inp, &o);
+    check_renorm(ck, case, &inp, &o);
+
     // ---- fixed values computed on the host (expected.rs)
     {
         let mut count = 0;
@@ -427,7 +474,8 @@ fn check_case<W: Write>(ck: &mut Checker<W>, case: &Case) {
             } else {
                 f64::INFINITY
             };
-            if !(d <= e.tol) {
+            let within = d <= e.tol; // false for NaN
+            if !within {
                 bad += 1;
                 ck.note(format_args!(
                     "     {:?}[{}]: got {:e}, host {:e}, tol {:e}",
@@ -447,6 +495,362 @@ fn check_case<W: Write>(ck: &mut Checker<W>, case: &Case) {
                 count - bad,
                 count,
                 worst
+            ),
+        );
+    }
+}
+
+// ---- fused BN + ReLU and BN + Add + ReLU: against the reference (the backward passes
+// against that of the plain ones on dy masked by the forward's output), and bit for bit
+// against the unfused composition PyTorch runs: relu(bn(x) + z) in f32 after the plain
+// forward; the plain backward on the masked dy (the engine keeps one accumulation order
+// for every kernel), and dz = the masked dy.
+fn check_fused<W: Write>(ck: &mut Checker<W>, case: &Case, inp: &Inputs, o: &Outputs) {
+    let name = case.name;
+    let sh = case.shape;
+    let n = data::len(case);
+    let c = sh.channels;
+    let (x, dy, z) = (&inp.x[..n], &inp.dy[..n], &inp.z[..n]);
+    let (rm, rv) = (&inp.running_mean[..c], &inp.running_var[..c]);
+    let or = Oracle::new(case, inp, o);
+    let bn = BatchNorm {
+        eps: EPS,
+        gamma: Some(&inp.gamma[..c]),
+        beta: Some(&inp.beta[..c]),
+    };
+    let plain = BatchNorm {
+        eps: EPS,
+        gamma: None,
+        beta: None,
+    };
+
+    let mut a = Acc::new(RTOL);
+    compare_oracle(&or, inp, What::EvalReluY, &o.y_eval_relu[..n], &mut a);
+    let same = composed(&o.y_eval_relu[..n], &o.y_eval[..n], &[]);
+    acc_and(ck, "eval_fused ReLU", name, &a, same, "relu(eval)");
+
+    let mut a = Acc::new(RTOL);
+    compare_oracle(
+        &or,
+        inp,
+        What::EvalAddReluY,
+        &o.y_eval_add_relu[..n],
+        &mut a,
+    );
+    let same = composed(&o.y_eval_add_relu[..n], &o.y_eval[..n], z);
+    acc_and(ck, "eval_fused Add+ReLU", name, &a, same, "relu(eval + z)");
+
+    let mut a = Acc::new(RTOL);
+    compare_oracle(
+        &or,
+        inp,
+        What::TrainAddReluY,
+        &o.y_train_add_relu[..n],
+        &mut a,
+    );
+    let same = composed(&o.y_train_add_relu[..n], &o.y_train[..n], z)
+        && bits_eq(&o.fused_save_mean[..c], &o.save_mean[..c])
+        && bits_eq(&o.fused_save_invstd[..c], &o.save_invstd[..c])
+        && bits_eq(&o.fused_running_mean[..c], &o.running_mean[..c])
+        && bits_eq(&o.fused_running_var[..c], &o.running_var[..c]);
+    acc_and(
+        ck,
+        "train_fused Add+ReLU",
+        name,
+        &a,
+        same,
+        "relu(train + z) or train's statistics",
+    );
+
+    // ReLU, affine=off, no running statistics.
+    {
+        let mut y = [0.0f32; MAX_LEN];
+        let (mut sm, mut si) = ([0.0f32; MAX_C], [0.0f32; MAX_C]);
+        let label = "train_fused ReLU affine=off";
+        match plain.train_fused(
+            x,
+            &mut y[..n],
+            sh,
+            Fusion::Relu,
+            &mut sm[..c],
+            &mut si[..c],
+            None,
+        ) {
+            Err(e) => ck.line(false, label, name, format_args!("returned Err({:?})", e)),
+            Ok(()) => {
+                let pr = Reference::new(case, inp, false, &sm[..c], &si[..c]);
+                let mut a = Acc::new(RTOL);
+                for (i, &g) in y[..n].iter().enumerate() {
+                    let (w, mag) = pr.want(inp, What::TrainY, i, EXP);
+                    a.add(i, g as f64, if w < 0.0 { 0.0 } else { w }, mag);
+                }
+                let same =
+                    bits_eq(&sm[..c], &o.save_mean[..c]) && bits_eq(&si[..c], &o.save_invstd[..c]);
+                acc_and(ck, label, name, &a, same, "train's saved statistics");
+            }
+        }
+    }
+
+    // backward_fused (Add + ReLU) from train_fused's y.
+    {
+        let g = masked(inp, &o.y_train_add_relu[..n]);
+        let mut a = Acc::new(RTOL);
+        compare_oracle(&or, inp, What::DxFused, &o.dx_fused[..n], &mut a);
+        compare_oracle(&or, inp, What::DgammaFused, &o.dgamma_fused[..c], &mut a);
+        compare_oracle(&or, inp, What::DbetaFused, &o.dbeta_fused[..c], &mut a);
+        compare_oracle(&or, inp, What::Dz, &o.dz_fused[..n], &mut a);
+        let mut dx = [0.0f32; MAX_LEN];
+        let (mut dg, mut db) = ([0.0f32; MAX_C], [0.0f32; MAX_C]);
+        let r = bn.backward(
+            &g.dy[..n],
+            x,
+            sh,
+            &o.fused_save_mean[..c],
+            &o.fused_save_invstd[..c],
+            Grads {
+                dx: &mut dx[..n],
+                dgamma: Some(&mut dg[..c]),
+                dbeta: Some(&mut db[..c]),
+            },
+        );
+        let same = r.is_ok()
+            && bits_eq(&dx[..n], &o.dx_fused[..n])
+            && bits_eq(&dg[..c], &o.dgamma_fused[..c])
+            && bits_eq(&db[..c], &o.dbeta_fused[..c])
+            && bits_eq(&g.dy[..n], &o.dz_fused[..n]);
+        acc_and(
+            ck,
+            "backward_fused Add+ReLU",
+            name,
+            &a,
+            same,
+            "backward on the masked dy, or dz",
+        );
+    }
+    // backward_fused (ReLU), affine=off, no dγ, dβ: the same y.
+    {
+        let g = masked(inp, &o.y_train_add_relu[..n]);
+        let label = "backward_fused ReLU affine=off";
+        let mut dx = [0.0f32; MAX_LEN];
+        let (sm, si) = (&o.save_mean[..c], &o.save_invstd[..c]);
+        let r = plain.backward_fused(
+            dy,
+            x,
+            &o.y_train_add_relu[..n],
+            sh,
+            FusionGrad::Relu,
+            sm,
+            si,
+            Grads {
+                dx: &mut dx[..n],
+                dgamma: None,
+                dbeta: None,
+            },
+        );
+        match r {
+            Ok(()) => {
+                let pr = Reference::new(case, &g, false, sm, si);
+                let mut a = Acc::new(RTOL);
+                compare(&pr, &g, What::Dx, &dx[..n], EXP, &mut a);
+                ck.acc(label, name, &a);
+            }
+            Err(e) => ck.line(false, label, name, format_args!("returned Err({:?})", e)),
+        }
+    }
+
+    // backward_eval_fused (ReLU) from eval_fused's relu output.
+    {
+        let g = masked(inp, &o.y_eval_relu[..n]);
+        let mut a = Acc::new(RTOL);
+        compare_oracle(&or, inp, What::DxEvalFused, &o.dx_eval_fused[..n], &mut a);
+        compare_oracle(
+            &or,
+            inp,
+            What::DgammaEvalFused,
+            &o.dgamma_eval_fused[..c],
+            &mut a,
+        );
+        compare_oracle(
+            &or,
+            inp,
+            What::DbetaEvalFused,
+            &o.dbeta_eval_fused[..c],
+            &mut a,
+        );
+        let mut dx = [0.0f32; MAX_LEN];
+        let (mut dg, mut db) = ([0.0f32; MAX_C], [0.0f32; MAX_C]);
+        let r = bn.backward_eval(
+            &g.dy[..n],
+            x,
+            sh,
+            rm,
+            rv,
+            Grads {
+                dx: &mut dx[..n],
+                dgamma: Some(&mut dg[..c]),
+                dbeta: Some(&mut db[..c]),
+            },
+        );
+        let same = r.is_ok()
+            && bits_eq(&dx[..n], &o.dx_eval_fused[..n])
+            && bits_eq(&dg[..c], &o.dgamma_eval_fused[..c])
+            && bits_eq(&db[..c], &o.dbeta_eval_fused[..c]);
+        acc_and(
+            ck,
+            "backward_eval_fused ReLU",
+            name,
+            &a,
+            same,
+            "backward_eval on the masked dy",
+        );
+    }
+    // backward_eval_fused (Add + ReLU) without dγ, dβ (x unread: dz and dx alone),
+    // from eval_fused's Add + ReLU output.
+    {
+        let g = masked(inp, &o.y_eval_add_relu[..n]);
+        let label = "backward_eval_fused Add+ReLU";
+        let (mut dx, mut dz) = ([0.0f32; MAX_LEN], [0.0f32; MAX_LEN]);
+        let r = bn.backward_eval_fused(
+            dy,
+            x,
+            &o.y_eval_add_relu[..n],
+            sh,
+            FusionGrad::AddRelu { dz: &mut dz[..n] },
+            rm,
+            rv,
+            Grads {
+                dx: &mut dx[..n],
+                dgamma: None,
+                dbeta: None,
+            },
+        );
+        match r {
+            Err(e) => ck.line(false, label, name, format_args!("returned Err({:?})", e)),
+            Ok(()) => {
+                let mut a = Acc::new(RTOL);
+                compare(&or.plain, &g, What::DxEval, &dx[..n], EXP, &mut a);
+                let same = bits_eq(&dz[..n], &g.dy[..n]);
+                acc_and(ck, label, name, &a, same, "dz = dy masked by y");
+            }
+        }
+    }
+}
+
+// ---- Batch Renormalization: against the reference (r, d from the f64 statistics and
+// the running ones before the update); the statistics are train's, bit for bit; with
+// rmax = 1, dmax = 0 it is plain batch norm.
+fn check_renorm<W: Write>(ck: &mut Checker<W>, case: &Case, inp: &Inputs, o: &Outputs) {
+    let name = case.name;
+    let sh = case.shape;
+    let n = data::len(case);
+    let c = sh.channels;
+    let x = &inp.x[..n];
+    let (rm, rv) = (&inp.running_mean[..c], &inp.running_var[..c]);
+    let or = Oracle::new(case, inp, o);
+    let bn = BatchNorm {
+        eps: EPS,
+        gamma: Some(&inp.gamma[..c]),
+        beta: Some(&inp.beta[..c]),
+    };
+
+    let mut a = Acc::new(RTOL);
+    compare_oracle(&or, inp, What::RenormY, &o.y_renorm[..n], &mut a);
+    ck.acc("train_renorm y", name, &a);
+
+    let mut a = Acc::new(RTOL);
+    compare_oracle(&or, inp, What::RenormR, &o.renorm_r[..c], &mut a);
+    compare_oracle(&or, inp, What::RenormD, &o.renorm_d[..c], &mut a);
+    let (rlim, dlim) = (RENORM.rmax, RENORM.dmax);
+    let r_clipped = o.renorm_r[..c]
+        .iter()
+        .filter(|&&r| r == rlim || r == (1.0 / rlim as f64) as f32)
+        .count();
+    let d_clipped = o.renorm_d[..c].iter().filter(|&&d| d.abs() == dlim).count();
+    if a.ok() {
+        ck.line(
+            true,
+            "train_renorm r,d",
+            name,
+            format_args!(
+                "{:>4} values, worst {:.1e}·mag; clipped r {}/{}, d {}/{}",
+                a.compared, a.worst, r_clipped, c, d_clipped, c
+            ),
+        );
+    } else {
+        ck.acc("train_renorm r,d", name, &a);
+    }
+
+    let same = bits_eq(&o.renorm_mean[..c], &o.save_mean[..c])
+        && bits_eq(&o.renorm_invstd[..c], &o.save_invstd[..c])
+        && bits_eq(&o.renorm_running_mean[..c], &o.running_mean[..c])
+        && bits_eq(&o.renorm_running_var[..c], &o.running_var[..c]);
+    ck.line(
+        same,
+        "train_renorm stats = train's",
+        name,
+        format_args!(
+            "{}",
+            if same {
+                "saved mean, invstd, running: bit-identical"
+            } else {
+                "differ"
+            }
+        ),
+    );
+
+    let mut a = Acc::new(RTOL);
+    compare_oracle(&or, inp, What::DxRenorm, &o.dx_renorm[..n], &mut a);
+    compare_oracle(&or, inp, What::DgammaRenorm, &o.dgamma_renorm[..c], &mut a);
+    compare_oracle(&or, inp, What::DbetaRenorm, &o.dbeta_renorm[..c], &mut a);
+    ck.acc("backward_renorm dx,dg,db", name, &a);
+
+    // rmax = 1, dmax = 0: r = 1, d = 0 and train's output.
+    {
+        let mut y = [0.0f32; MAX_LEN];
+        let (mut sm, mut si, mut r, mut d) = (
+            [0.0f32; MAX_C],
+            [0.0f32; MAX_C],
+            [0.0f32; MAX_C],
+            [0.0f32; MAX_C],
+        );
+        let (mut rmean, mut rvar) = ([0.0f32; MAX_C], [0.0f32; MAX_C]);
+        rmean[..c].copy_from_slice(rm);
+        rvar[..c].copy_from_slice(rv);
+        let res = bn.train_renorm(
+            x,
+            &mut y[..n],
+            sh,
+            Renorm {
+                rmax: 1.0,
+                dmax: 0.0,
+            },
+            RenormSaved {
+                mean: &mut sm[..c],
+                invstd: &mut si[..c],
+                r: &mut r[..c],
+                d: &mut d[..c],
+            },
+            Running {
+                mean: &mut rmean[..c],
+                var: &mut rvar[..c],
+                momentum: Momentum::Exponential(MOMENTUM),
+            },
+        );
+        let ok = res.is_ok()
+            && r[..c].iter().all(|&r| r == 1.0)
+            && d[..c].iter().all(|&d| d == 0.0)
+            && y[..n].iter().zip(&o.y_train[..n]).all(|(a, b)| a == b);
+        ck.line(
+            ok,
+            "train_renorm rmax 1, dmax 0",
+            name,
+            format_args!(
+                "{}",
+                if ok {
+                    "r = 1, d = 0, y = train's"
+                } else {
+                    "not plain batch norm"
+                }
             ),
         );
     }
@@ -629,6 +1033,225 @@ fn check_errors<W: Write>(ck: &mut Checker<W>) {
         case.name,
         format_args!("{:?}", r),
     );
+
+    // Fused and renorm: their own arguments.
+    let z = &inp.z[..n];
+    let r = bn.eval_fused(
+        x,
+        &mut y[..n],
+        sh,
+        Fusion::AddRelu { z: &z[..n - 1] },
+        rm,
+        rv,
+    );
+    let ok =
+        r == Err(Error::Length {
+            arg: "z",
+            expected: n,
+            actual: n - 1,
+        }) && untouched(&y[..n]);
+    ck.line(
+        ok,
+        "error eval_fused short z",
+        case.name,
+        format_args!("{:?}", r),
+    );
+
+    let (mut sm, mut si) = ([S; MAX_C], [S; MAX_C]);
+    let r = bn.train_fused(
+        x,
+        &mut y[..n],
+        sh,
+        Fusion::AddRelu { z: &inp.z[..n + 1] },
+        &mut sm[..c],
+        &mut si[..c],
+        None,
+    );
+    let ok =
+        r == Err(Error::Length {
+            arg: "z",
+            expected: n,
+            actual: n + 1,
+        }) && untouched(&y[..n])
+            && untouched(&sm[..c])
+            && untouched(&si[..c]);
+    ck.line(
+        ok,
+        "error train_fused long z",
+        case.name,
+        format_args!("{:?}", r),
+    );
+
+    let mut dz = [S; MAX_LEN];
+    let r = bn.backward_fused(
+        &inp.dy[..n],
+        x,
+        &inp.z[..n - 1],
+        sh,
+        FusionGrad::AddRelu { dz: &mut dz[..n] },
+        rm,
+        rv,
+        Grads {
+            dx: &mut dx[..n],
+            dgamma: None,
+            dbeta: None,
+        },
+    );
+    let ok =
+        r == Err(Error::Length {
+            arg: "y",
+            expected: n,
+            actual: n - 1,
+        }) && untouched(&dx[..n])
+            && untouched(&dz[..n]);
+    ck.line(
+        ok,
+        "error backward_fused short y",
+        case.name,
+        format_args!("{:?}", r),
+    );
+
+    let r = bn.backward_eval_fused(
+        &inp.dy[..n],
+        x,
+        z,
+        sh,
+        FusionGrad::AddRelu {
+            dz: &mut dz[..n - 1],
+        },
+        rm,
+        rv,
+        Grads {
+            dx: &mut dx[..n],
+            dgamma: Some(&mut dg[..c]),
+            dbeta: None,
+        },
+    );
+    let ok =
+        r == Err(Error::Length {
+            arg: "dz",
+            expected: n,
+            actual: n - 1,
+        }) && untouched(&dx[..n])
+            && untouched(&dz[..n])
+            && untouched(&dg[..c]);
+    ck.line(
+        ok,
+        "error backward_eval_fused short dz",
+        case.name,
+        format_args!("{:?}", r),
+    );
+
+    // train_renorm: the limits, then saved.r; nothing written, running untouched.
+    for (limits, arg, short_r, label) in [
+        (
+            Renorm {
+                rmax: 0.5,
+                dmax: 1.0,
+            },
+            "rmax",
+            false,
+            "error train_renorm rmax 0.5",
+        ),
+        (
+            Renorm {
+                rmax: 3.0,
+                dmax: f32::NAN,
+            },
+            "dmax",
+            false,
+            "error train_renorm dmax NaN",
+        ),
+        (
+            Renorm {
+                rmax: 3.0,
+                dmax: 5.0,
+            },
+            "saved.r",
+            true,
+            "error train_renorm short r",
+        ),
+    ] {
+        let (mut sm, mut si, mut sr, mut sd) = ([S; MAX_C], [S; MAX_C], [S; MAX_C], [S; MAX_C]);
+        let (mut rmean, mut rvar) = ([S; MAX_C], [S; MAX_C]);
+        let cr = if short_r { c - 1 } else { c };
+        let r = bn.train_renorm(
+            x,
+            &mut y[..n],
+            sh,
+            limits,
+            RenormSaved {
+                mean: &mut sm[..c],
+                invstd: &mut si[..c],
+                r: &mut sr[..cr],
+                d: &mut sd[..c],
+            },
+            Running {
+                mean: &mut rmean[..c],
+                var: &mut rvar[..c],
+                momentum: Momentum::Exponential(0.1),
+            },
+        );
+        let right = match r {
+            Err(Error::Parameter { arg: a, .. }) => a == arg,
+            Err(Error::Length {
+                arg: a,
+                expected,
+                actual,
+            }) => a == arg && expected == c && actual == c - 1,
+            _ => false,
+        };
+        let ok = right
+            && [
+                &y[..n],
+                &sm[..c],
+                &si[..c],
+                &sr[..c],
+                &sd[..c],
+                &rmean[..c],
+                &rvar[..c],
+            ]
+            .iter()
+            .all(|b| untouched(b));
+        ck.line(ok, label, case.name, format_args!("{:?}", r));
+    }
+
+    let (mut sm, mut si, mut sr, mut sd) = (
+        [1.0f32; MAX_C],
+        [1.0f32; MAX_C],
+        [1.0f32; MAX_C],
+        [0.0f32; MAX_C],
+    );
+    let saved = RenormSaved {
+        mean: &mut sm[..c],
+        invstd: &mut si[..c],
+        r: &mut sr[..c],
+        d: &mut sd[..c - 1],
+    };
+    let r = bn.backward_renorm(
+        &inp.dy[..n],
+        x,
+        sh,
+        &saved,
+        Grads {
+            dx: &mut dx[..n],
+            dgamma: Some(&mut dg[..c]),
+            dbeta: None,
+        },
+    );
+    let ok =
+        r == Err(Error::Length {
+            arg: "saved.d",
+            expected: c,
+            actual: c - 1,
+        }) && untouched(&dx[..n])
+            && untouched(&dg[..c]);
+    ck.line(
+        ok,
+        "error backward_renorm short d",
+        case.name,
+        format_args!("{:?}", r),
+    );
 }
 
 // ---- NaN in the input: propagates as IEEE says, only where it should
@@ -705,6 +1328,84 @@ fn check_nan<W: Write>(ck: &mut Checker<W>) {
     ck.line(
         ok,
         "train NaN propagation",
+        case.name,
+        format_args!("NaN in channel {} only", kc),
+    );
+
+    // eval_fused: the NaN stays in its element (relu keeps NaN).
+    let z = &inp.z[..n];
+    let r0 = bn.eval_fused(
+        &clean.x[..n],
+        &mut y0[..n],
+        sh,
+        Fusion::AddRelu { z },
+        rm,
+        rv,
+    );
+    let r1 = bn.eval_fused(&inp.x[..n], &mut y1[..n], sh, Fusion::AddRelu { z }, rm, rv);
+    let ok = r0.is_ok()
+        && r1.is_ok()
+        && (0..n).all(|i| {
+            if i == k {
+                y1[i].is_nan()
+            } else {
+                y1[i].to_bits() == y0[i].to_bits()
+            }
+        });
+    ck.line(
+        ok,
+        "eval_fused NaN propagation",
+        case.name,
+        format_args!("NaN at element {} only", k),
+    );
+
+    // train_renorm: the NaN channel's output and statistics are NaN, the others as
+    // without it.
+    let out = |x: &[f32], y: &mut [f32], sm: &mut [f32], rmean: &mut [f32]| {
+        let (mut si, mut sr, mut sd, mut rvar) = (
+            [0.0f32; MAX_C],
+            [0.0f32; MAX_C],
+            [0.0f32; MAX_C],
+            [0.0f32; MAX_C],
+        );
+        rmean[..c].copy_from_slice(rm);
+        rvar[..c].copy_from_slice(rv);
+        bn.train_renorm(
+            x,
+            y,
+            sh,
+            RENORM,
+            RenormSaved {
+                mean: &mut sm[..c],
+                invstd: &mut si[..c],
+                r: &mut sr[..c],
+                d: &mut sd[..c],
+            },
+            Running {
+                mean: &mut rmean[..c],
+                var: &mut rvar[..c],
+                momentum: Momentum::Exponential(MOMENTUM),
+            },
+        )
+    };
+    let (mut rm0, mut rm1) = ([0.0f32; MAX_C], [0.0f32; MAX_C]);
+    let r0 = out(&clean.x[..n], &mut y0[..n], &mut sm0, &mut rm0);
+    let r1 = out(&inp.x[..n], &mut y1[..n], &mut sm1, &mut rm1);
+    let ok = r0.is_ok()
+        && r1.is_ok()
+        && (0..n).all(|i| {
+            if crate::reference::channel_of(sh, i) == kc {
+                y1[i].is_nan()
+            } else {
+                y1[i].to_bits() == y0[i].to_bits()
+            }
+        })
+        && sm1[kc].is_nan()
+        && rm1[kc].is_nan()
+        && (0..c).all(|ch| ch == kc || (sm1[ch] == sm0[ch] && rm1[ch] == rm0[ch]));
+    ck.line(
+        ok,
+        "train_renorm NaN propagation",
         case.name,
         format_args!("NaN in channel {} only", kc),
     );
@@ -825,7 +1526,8 @@ fn check_fold<W: Write>(ck: &mut Checker<W>) {
             count += 1;
             let got = o.get(e.what, e.index);
             let d = (got - e.value).abs();
-            if !(d <= e.tol) {
+            let within = d <= e.tol; // false for NaN
+            if !within {
                 bad += 1;
                 ck.note(format_args!(
                     "     {:?}[{}]: got {:e}, host {:e}, tol {:e}",
@@ -929,6 +1631,9 @@ fn check_fold<W: Write>(ck: &mut Checker<W>) {
 }
 
 // ---- stack each kernel family needs ---------------------------------------------
+/// Kernel families `stack_of` measures.
+const FAMILIES: usize = 15;
+
 fn report_stack<W: Write>(ck: &mut Checker<W>) {
     let base = stack::baseline();
     ck.note(format_args!(
@@ -942,10 +1647,10 @@ fn report_stack<W: Write>(ck: &mut Checker<W>) {
         "stack {:<30} {:>15} {:>15}",
         "kernel", "channels-first", "channels-last"
     ));
-    for family in 0..8 {
+    for family in 0..FAMILIES {
         let (mut cf, mut cl) = (0, 0);
         let mut label = "";
-        for case in &CASES[..] {
+        for case in CASES {
             let (l, used) = stack_of(family, case);
             label = l;
             // spatial 1 runs the channels-last path
@@ -964,7 +1669,10 @@ fn report_stack<W: Write>(ck: &mut Checker<W>) {
     for following in [false, true] {
         let (label, used) = stack_of_fold(following);
         worst_all = worst_all.max(used);
-        ck.note(format_args!("stack {:<30} {:>13} B {:>13}", label, used, "(weights)"));
+        ck.note(format_args!(
+            "stack {:<30} {:>13} B {:>13}",
+            label, used, "(weights)"
+        ));
     }
     let ok = worst_all < stack::DEPTH - 256;
     ck.line(
@@ -980,7 +1688,11 @@ fn stack_of_fold(following: bool) -> (&'static str, usize) {
     let fc = &crate::data::FOLD_CASES[if following { 7 } else { 1 }];
     let fi = crate::data::FoldInputs::new(fc);
     let l = fc.layer;
-    let nc = if following { l.in_channels } else { l.out_channels };
+    let nc = if following {
+        l.in_channels
+    } else {
+        l.out_channels
+    };
     let (mut w, mut b, mut pad) = (fi.weight, fi.bias, [0.0f32; 8]);
     let nw = crate::data::weight_len(l);
     let bn = EvalBn {
@@ -1017,9 +1729,12 @@ fn stack_of(family: usize, case: &Case) -> (&'static str, usize) {
         gamma: Some(&inp.gamma[..c]),
         beta: Some(&inp.beta[..c]),
     };
+    let z = &inp.z[..n];
     let mut y = [0.0f32; MAX_LEN];
+    let mut dz = [0.0f32; MAX_LEN];
     let (mut a, mut b) = ([0.0f32; MAX_C], [0.0f32; MAX_C]);
     let (mut ra, mut rb) = ([1.0f32; MAX_C], [1.0f32; MAX_C]);
+    let (mut r, mut d) = ([1.0f32; MAX_C], [0.0f32; MAX_C]);
     let mut parts = [Moments::EMPTY; MAX_C];
     match family {
         0 => (
@@ -1086,7 +1801,7 @@ fn stack_of(family: usize, case: &Case) -> (&'static str, usize) {
                 );
             }),
         ),
-        _ => (
+        7 => (
             "backward_eval",
             stack::used(|| {
                 let _ = bn.backward_eval(
@@ -1103,5 +1818,119 @@ fn stack_of(family: usize, case: &Case) -> (&'static str, usize) {
                 );
             }),
         ),
+        8 => (
+            "eval_fused ReLU",
+            stack::used(|| {
+                let _ = bn.eval_fused(x, &mut y[..n], sh, Fusion::Relu, rm, rv);
+            }),
+        ),
+        9 => (
+            "eval_fused Add+ReLU",
+            stack::used(|| {
+                let _ = bn.eval_fused(x, &mut y[..n], sh, Fusion::AddRelu { z }, rm, rv);
+            }),
+        ),
+        10 => (
+            "train_fused Add+ReLU (running)",
+            stack::used(|| {
+                let _ = bn.train_fused(
+                    x,
+                    &mut y[..n],
+                    sh,
+                    Fusion::AddRelu { z },
+                    &mut a[..c],
+                    &mut b[..c],
+                    Some(Running {
+                        mean: &mut ra[..c],
+                        var: &mut rb[..c],
+                        momentum: Momentum::Exponential(0.1),
+                    }),
+                );
+            }),
+        ),
+        11 => (
+            "backward_fused Add+ReLU",
+            stack::used(|| {
+                let _ = bn.backward_fused(
+                    dy,
+                    x,
+                    z,
+                    sh,
+                    FusionGrad::AddRelu { dz: &mut dz[..n] },
+                    rm,
+                    rv,
+                    Grads {
+                        dx: &mut y[..n],
+                        dgamma: Some(&mut a[..c]),
+                        dbeta: Some(&mut b[..c]),
+                    },
+                );
+            }),
+        ),
+        12 => (
+            "backward_eval_fused ReLU",
+            stack::used(|| {
+                let _ = bn.backward_eval_fused(
+                    dy,
+                    x,
+                    z,
+                    sh,
+                    FusionGrad::Relu,
+                    rm,
+                    rv,
+                    Grads {
+                        dx: &mut y[..n],
+                        dgamma: Some(&mut a[..c]),
+                        dbeta: Some(&mut b[..c]),
+                    },
+                );
+            }),
+        ),
+        13 => (
+            "train_renorm",
+            stack::used(|| {
+                let _ = bn.train_renorm(
+                    x,
+                    &mut y[..n],
+                    sh,
+                    RENORM,
+                    RenormSaved {
+                        mean: &mut a[..c],
+                        invstd: &mut b[..c],
+                        r: &mut r[..c],
+                        d: &mut d[..c],
+                    },
+                    Running {
+                        mean: &mut ra[..c],
+                        var: &mut rb[..c],
+                        momentum: Momentum::Exponential(0.1),
+                    },
+                );
+            }),
+        ),
+        _ => {
+            let saved = RenormSaved {
+                mean: &mut ra[..c],
+                invstd: &mut rb[..c],
+                r: &mut r[..c],
+                d: &mut d[..c],
+            };
+            (
+                "backward_renorm",
+                stack::used(|| {
+                    let _ = bn.backward_renorm(
+                        dy,
+                        x,
+                        sh,
+                        &saved,
+                        Grads {
+                            dx: &mut y[..n],
+                            dgamma: Some(&mut a[..c]),
+                            dbeta: Some(&mut b[..c]),
+                        },
+                    );
+                }),
+            )
+        }
     }
 }

@@ -15,6 +15,11 @@ pub const EPS: f32 = 1e-5;
 pub const MOMENTUM: f32 = 0.1;
 /// `num_batches_tracked` before the cumulative update in `train_in_place`.
 pub const BATCHES_TRACKED: u64 = 3;
+/// Batch Renormalization's limits in `train_renorm`: tight enough that the cases have
+/// channels with `r` and `d` inside the limits and channels clipped to them (running
+/// variances are 3/8 of the spread², batch variances about 1/3 of it).
+pub const RMAX: f32 = 1.0625;
+pub const DMAX: f32 = 0.125;
 
 /// One tensor shape with the data drawn for it.
 #[derive(Clone, Copy)]
@@ -133,10 +138,13 @@ pub fn spread(c: usize) -> f32 {
     0.5 + 0.25 * (c % 5) as f32
 }
 
-/// The case's tensors: x, dy (len elements) and the per-channel parameters.
+/// The case's tensors: x, dy, z (len elements) and the per-channel parameters.
+#[derive(Clone)]
 pub struct Inputs {
     pub x: [f32; MAX_LEN],
     pub dy: [f32; MAX_LEN],
+    /// The residual of BN + Add + ReLU.
+    pub z: [f32; MAX_LEN],
     pub gamma: [f32; MAX_C],
     pub beta: [f32; MAX_C],
     pub running_mean: [f32; MAX_C],
@@ -149,6 +157,7 @@ impl Inputs {
         let mut r = Inputs {
             x: [0.0; MAX_LEN],
             dy: [0.0; MAX_LEN],
+            z: [0.0; MAX_LEN],
             gamma: [0.0; MAX_C],
             beta: [0.0; MAX_C],
             running_mean: [0.0; MAX_C],
@@ -177,6 +186,10 @@ impl Inputs {
             r.running_mean[c] = centre(case, c) + 0.125 * rng.uniform();
             let s = spread(c);
             r.running_var[c] = s * s * (0.375 + 0.0625 * rng.uniform());
+        }
+        // Drawn after everything else, so that the other values stay as they were.
+        for z in r.z[..len_of(sh)].iter_mut() {
+            *z = 0.75 * rng.uniform();
         }
         r
     }

@@ -1,13 +1,24 @@
-// Footprint firmware body, shared by the Cortex-M4F and AArch64 footprint binaries.
-// `FP_ALL` selects what is linked in:
-//   none: only the runtime (baseline);
-//   eval: the eval forward alone (inference firmware);
-//   all:  every public kernel family.
-// Shapes and data go through `black_box`, so every layout path of each kernel stays in
-// the binary (as in firmware that learns its shapes at run time). Returns whether
-// every call returned Ok.
+// Footprint firmware body, shared by the Cortex-M4F and AArch64 footprint binaries
+// (src/bin/fp_*.rs, one per `Uses`). What is linked in:
+//   none:     only the runtime (baseline);
+//   eval:     the eval forward alone (inference firmware);
+//   moments:  moments and their merge;
+//   train:    train (running statistics) and train_in_place;
+//   backward: backward and backward_eval;
+//   fused:    eval_fused, train_fused, backward_fused, backward_eval_fused, each with
+//             ReLU and Add + ReLU;
+//   renorm:   train_renorm and backward_renorm;
+//   fold:     fold::into_preceding and fold::into_following;
+//   all:      every public entry point (all of the above and eval_in_place).
+// Shapes, data and the optional arguments go through `black_box`, so every layout path
+// of each kernel stays in the binary (as in firmware that learns its shapes at run
+// time). Returns whether every call returned Ok.
 
-use batchnorm::{moments, BatchNorm, Grads, Moments, Momentum, Running, Shape};
+use batchnorm::fold::{self, EvalBn, Layer};
+use batchnorm::{
+    moments, BatchNorm, Fusion, FusionGrad, Grads, Moments, Momentum, Renorm, RenormSaved, Running,
+    Shape,
+};
 use core::hint::black_box;
 
 const C: usize = 16;
@@ -18,104 +29,239 @@ const N: usize = 4 * 16 * C;
 pub enum Uses {
     Nothing,
     Eval,
+    Moments,
+    Train,
+    Backward,
+    Fused,
+    Renorm,
+    Fold,
     Everything,
+}
+
+/// The tensors and per-channel vectors the calls share.
+struct T {
+    x: [f32; N],
+    y: [f32; N],
+    z: [f32; N],
+    dx: [f32; N],
+    /// γ, β, running var, running mean.
+    p: [[f32; C]; 4],
+    shape: Shape,
 }
 
 #[inline(never)]
 pub fn body(uses: Uses) -> bool {
-    let mut x = [0.5f32; N];
-    let mut y = [0.0f32; N];
-    let mut dx = [0.0f32; N];
-    let (mut p0, mut p1, mut p2, mut p3) = ([1.0f32; C], [0.0f32; C], [1.0f32; C], [0.0f32; C]);
-    black_box((&mut x, &mut p0, &mut p1, &mut p2, &mut p3));
-    let shape: Shape = black_box(Shape::channels_first(4, C, 16));
-    let bn = BatchNorm {
-        eps: black_box(1e-5),
-        gamma: Some(&p0),
-        beta: Some(&p1),
+    let mut t = T {
+        x: [0.5; N],
+        y: [0.0; N],
+        z: [0.25; N],
+        dx: [0.0; N],
+        p: [[1.0; C], [0.0; C], [1.0; C], [0.0; C]],
+        shape: Shape::channels_first(4, C, 16),
     };
+    black_box(&mut t);
+    let all = uses == Uses::Everything;
     let mut ok = true;
-    match uses {
-        Uses::Nothing => {}
-        Uses::Eval => {
-            ok &= bn.eval(&x, &mut y, shape, &p3, &p2).is_ok();
-        }
-        Uses::Everything => {
-            let mut parts = [Moments::EMPTY; C];
-            let mut parts2 = [Moments::EMPTY; C];
-            ok &= moments(&x[..N / 2], Shape { batch: 2, ..shape }, &mut parts).is_ok();
-            ok &= moments(&x[N / 2..], Shape { batch: 2, ..shape }, &mut parts2).is_ok();
-            for (a, b) in parts.iter_mut().zip(parts2) {
-                *a = a.merge(b);
-            }
-            black_box(&parts);
-            ok &= bn.eval(&x, &mut y, shape, &p3, &p2).is_ok();
-            ok &= bn.eval_in_place(&mut y, shape, &p3, &p2).is_ok();
-            let (mut sm, mut si) = ([0.0f32; C], [0.0f32; C]);
-            let (mut rm, mut rv) = ([0.0f32; C], [1.0f32; C]);
-            ok &= bn
-                .train(
-                    &x,
-                    &mut y,
-                    shape,
-                    &mut sm,
-                    &mut si,
-                    Some(Running {
-                        mean: &mut rm,
-                        var: &mut rv,
-                        momentum: black_box(Momentum::Exponential(0.1)),
-                    }),
-                )
-                .is_ok();
-            ok &= bn
-                .train_in_place(&mut y, shape, &mut sm, &mut si, None)
-                .is_ok();
-            let (mut dg, mut db) = ([0.0f32; C], [0.0f32; C]);
-            ok &= bn
-                .backward(
-                    &y,
-                    &x,
-                    shape,
-                    &sm,
-                    &si,
-                    Grads {
-                        dx: &mut dx,
-                        dgamma: Some(&mut dg),
-                        dbeta: Some(&mut db),
-                    },
-                )
-                .is_ok();
-            ok &= bn
-                .backward_eval(
-                    &y,
-                    &x,
-                    shape,
-                    &rm,
-                    &rv,
-                    Grads {
-                        dx: &mut dx,
-                        dgamma: Some(&mut dg),
-                        dbeta: Some(&mut db),
-                    },
-                )
-                .is_ok();
-            black_box((&rm, &rv, &dg, &db));
-            // Folding, with the layer's layout and sizes known only at run time.
-            let fbn = batchnorm::fold::EvalBn {
-                running_mean: &p3,
-                running_var: &p2,
-                gamma: Some(&p0),
-                beta: Some(&p1),
-                eps: black_box(1e-5),
-            };
-            let layer = black_box(batchnorm::fold::Layer::linear(C, C));
-            let (mut w, mut b, mut pad) = ([0.25f32; C * C], [0.0f32; C], [0.0f32; C]);
-            ok &= batchnorm::fold::into_preceding(&fbn, layer, &mut w, &mut b).is_ok();
-            ok &= batchnorm::fold::into_following(&fbn, layer, &mut w, &mut b, Some(&mut pad))
-                .is_ok();
-            black_box((&w, &b, &pad));
-        }
+    if uses == Uses::Eval || all {
+        ok &= eval(&mut t);
     }
-    black_box((&y, &dx));
+    if uses == Uses::Moments || all {
+        ok &= moments_merged(&t);
+    }
+    if uses == Uses::Train || all {
+        ok &= train(&mut t);
+    }
+    if uses == Uses::Backward || all {
+        ok &= backward(&mut t);
+    }
+    if uses == Uses::Fused || all {
+        ok &= fused(&mut t);
+    }
+    if uses == Uses::Renorm || all {
+        ok &= renorm(&mut t);
+    }
+    if uses == Uses::Fold || all {
+        ok &= folds(&t);
+    }
+    if all {
+        let T { y, p, shape, .. } = &mut t;
+        ok &= bn(p).eval_in_place(y, *shape, &p[3], &p[2]).is_ok();
+    }
+    black_box(&t);
+    ok
+}
+
+fn bn(p: &[[f32; C]; 4]) -> BatchNorm<'_> {
+    BatchNorm {
+        eps: black_box(1e-5),
+        gamma: Some(&p[0]),
+        beta: Some(&p[1]),
+    }
+}
+
+fn grads<'a>(dx: &'a mut [f32], dg: &'a mut [f32], db: &'a mut [f32]) -> Grads<'a> {
+    Grads {
+        dx,
+        dgamma: black_box(Some(dg)),
+        dbeta: black_box(Some(db)),
+    }
+}
+
+fn running<'a>(mean: &'a mut [f32], var: &'a mut [f32]) -> Running<'a> {
+    Running {
+        mean,
+        var,
+        momentum: black_box(Momentum::Exponential(0.1)),
+    }
+}
+
+fn eval(t: &mut T) -> bool {
+    let T { x, y, p, shape, .. } = t;
+    bn(p).eval(x, y, *shape, &p[3], &p[2]).is_ok()
+}
+
+fn moments_merged(t: &T) -> bool {
+    let half = Shape {
+        batch: 2,
+        ..t.shape
+    };
+    let mut parts = [Moments::EMPTY; C];
+    let mut parts2 = [Moments::EMPTY; C];
+    let mut ok = moments(&t.x[..N / 2], half, &mut parts).is_ok();
+    ok &= moments(&t.x[N / 2..], half, &mut parts2).is_ok();
+    for (a, b) in parts.iter_mut().zip(parts2) {
+        *a = a.merge(b);
+    }
+    black_box(&parts);
+    ok
+}
+
+fn train(t: &mut T) -> bool {
+    let T { x, y, p, shape, .. } = t;
+    let (mut sm, mut si) = ([0.0f32; C], [0.0f32; C]);
+    let (mut rm, mut rv) = ([0.0f32; C], [1.0f32; C]);
+    let bn = bn(p);
+    let run = running(&mut rm, &mut rv);
+    let mut ok = bn.train(x, y, *shape, &mut sm, &mut si, Some(run)).is_ok();
+    ok &= bn
+        .train_in_place(y, *shape, &mut sm, &mut si, black_box(None))
+        .is_ok();
+    black_box((&sm, &si, &rm, &rv));
+    ok
+}
+
+fn backward(t: &mut T) -> bool {
+    let T {
+        x, y, dx, p, shape, ..
+    } = t;
+    let (mut dg, mut db) = ([0.0f32; C], [0.0f32; C]);
+    let bn = bn(p);
+    let (sm, si) = (&p[3], &p[2]);
+    let mut ok = bn
+        .backward(y, x, *shape, sm, si, grads(dx, &mut dg, &mut db))
+        .is_ok();
+    ok &= bn
+        .backward_eval(y, x, *shape, sm, si, grads(dx, &mut dg, &mut db))
+        .is_ok();
+    black_box((&dg, &db));
+    ok
+}
+
+fn fused(t: &mut T) -> bool {
+    let T {
+        x,
+        y,
+        z,
+        dx,
+        p,
+        shape,
+    } = t;
+    let sh = *shape;
+    let bn = bn(p);
+    let (rm, rv) = (&p[3], &p[2]);
+    let (mut sm, mut si) = ([0.0f32; C], [0.0f32; C]);
+    let (mut rmean, mut rvar) = ([0.0f32; C], [1.0f32; C]);
+    let (mut dg, mut db) = ([0.0f32; C], [0.0f32; C]);
+    let mut dz = [0.0f32; N];
+    let mut ok = bn.eval_fused(x, y, sh, Fusion::Relu, rm, rv).is_ok();
+    ok &= bn
+        .eval_fused(x, y, sh, Fusion::AddRelu { z }, rm, rv)
+        .is_ok();
+    ok &= bn
+        .train_fused(x, y, sh, Fusion::Relu, &mut sm, &mut si, black_box(None))
+        .is_ok();
+    let run = running(&mut rmean, &mut rvar);
+    ok &= bn
+        .train_fused(x, y, sh, Fusion::AddRelu { z }, &mut sm, &mut si, Some(run))
+        .is_ok();
+    let g = grads(dx, &mut dg, &mut db);
+    ok &= bn
+        .backward_fused(y, x, z, sh, FusionGrad::Relu, &sm, &si, g)
+        .is_ok();
+    let g = grads(dx, &mut dg, &mut db);
+    let through = FusionGrad::AddRelu { dz: &mut dz };
+    ok &= bn.backward_fused(y, x, z, sh, through, &sm, &si, g).is_ok();
+    let g = grads(dx, &mut dg, &mut db);
+    ok &= bn
+        .backward_eval_fused(y, x, z, sh, FusionGrad::Relu, rm, rv, g)
+        .is_ok();
+    let g = grads(dx, &mut dg, &mut db);
+    let through = FusionGrad::AddRelu { dz: &mut dz };
+    ok &= bn
+        .backward_eval_fused(y, x, z, sh, through, rm, rv, g)
+        .is_ok();
+    black_box((&sm, &si, &rmean, &rvar, &dg, &db, &dz));
+    ok
+}
+
+fn renorm(t: &mut T) -> bool {
+    let T {
+        x, y, dx, p, shape, ..
+    } = t;
+    let bn = bn(p);
+    let (mut mean, mut invstd, mut r, mut d) = ([0.0f32; C], [0.0f32; C], [0.0f32; C], [0.0f32; C]);
+    let (mut rm, mut rv) = ([0.0f32; C], [1.0f32; C]);
+    let (mut dg, mut db) = ([0.0f32; C], [0.0f32; C]);
+    let limits = black_box(Renorm {
+        rmax: 3.0,
+        dmax: 5.0,
+    });
+    let saved = RenormSaved {
+        mean: &mut mean,
+        invstd: &mut invstd,
+        r: &mut r,
+        d: &mut d,
+    };
+    let mut ok = bn
+        .train_renorm(x, y, *shape, limits, saved, running(&mut rm, &mut rv))
+        .is_ok();
+    let saved = RenormSaved {
+        mean: &mut mean,
+        invstd: &mut invstd,
+        r: &mut r,
+        d: &mut d,
+    };
+    ok &= bn
+        .backward_renorm(y, x, *shape, &saved, grads(dx, &mut dg, &mut db))
+        .is_ok();
+    black_box((&rm, &rv, &dg, &db));
+    ok
+}
+
+/// Folding, with the layer's layout and sizes known only at run time.
+fn folds(t: &T) -> bool {
+    let p = &t.p;
+    let fbn = EvalBn {
+        running_mean: &p[3],
+        running_var: &p[2],
+        gamma: Some(&p[0]),
+        beta: Some(&p[1]),
+        eps: black_box(1e-5),
+    };
+    let layer = black_box(Layer::linear(C, C));
+    let (mut w, mut b, mut pad) = ([0.25f32; C * C], [0.0f32; C], [0.0f32; C]);
+    let mut ok = fold::into_preceding(&fbn, layer, &mut w, &mut b).is_ok();
+    ok &= fold::into_following(&fbn, layer, &mut w, &mut b, Some(&mut pad)).is_ok();
+    black_box((&w, &b, &pad));
     ok
 }

@@ -3,8 +3,8 @@
 // the absolute values of the terms it is made of, so `|got − want| ≤ rtol·mag` says
 // "correct up to f32 rounding of the terms", whatever the cancellation.
 
-use crate::data::{Case, Inputs, EPS, MAX_C};
-use crate::scenario::What;
+use crate::data::{Case, Inputs, DMAX, EPS, MAX_C, RMAX};
+use crate::scenario::{Outputs, What};
 use batchnorm::{Layout, Shape};
 
 /// Channel of flat index i.
@@ -53,6 +53,9 @@ pub struct Reference {
     // eval-mode backward from the running statistics
     dgamma_eval: [f64; MAX_C],
     dgamma_eval_mag: [f64; MAX_C],
+    // Batch Renormalization's backward: the kernel's saved r and d (else 1 and 0)
+    saved_r: [f64; MAX_C],
+    saved_d: [f64; MAX_C],
 }
 
 impl Reference {
@@ -81,6 +84,8 @@ impl Reference {
             dgamma_mag: [0.0; MAX_C],
             dgamma_eval: [0.0; MAX_C],
             dgamma_eval_mag: [0.0; MAX_C],
+            saved_r: [1.0; MAX_C],
+            saved_d: [0.0; MAX_C],
         };
         for c in 0..sh.channels {
             // Two passes in f64.
@@ -131,6 +136,44 @@ impl Reference {
         r
     }
 
+    /// Takes the `r` and `d` that `train_renorm` saved, for `backward_renorm` (which
+    /// takes them as given, as the saved statistics).
+    pub fn set_renorm(&mut self, r: &[f32], d: &[f32]) {
+        for c in 0..self.shape.channels {
+            self.saved_r[c] = r[c] as f64;
+            self.saved_d[c] = d[c] as f64;
+        }
+    }
+
+    /// Batch Renormalization's `(r, d, σ)` of channel `c` from the f64 batch
+    /// statistics and the case's running ones (before the update), with `RMAX`, `DMAX`.
+    pub fn renorm(&self, inp: &Inputs, c: usize) -> (f64, f64, f64) {
+        let eps = EPS as f64;
+        let sigma = sqrt(inp.running_var[c] as f64 + eps);
+        let (rmax, dmax) = (RMAX as f64, DMAX as f64);
+        let r = clip(sqrt(self.var[c] + eps) / sigma, 1.0 / rmax, rmax);
+        let d = clip(
+            (self.mean[c] - inp.running_mean[c] as f64) / sigma,
+            -dmax,
+            dmax,
+        );
+        (r, d, sigma)
+    }
+
+    /// The train backward's `dx` at element `i` of channel `c` with `g` in γ's place.
+    fn dx(&self, c: usize, g: f64, x: f64, dy: f64) -> (f64, f64) {
+        let m = self.m as f64;
+        let (sm, si) = (self.save_mean[c], self.save_invstd[c]);
+        let xhat = (x - sm) * si;
+        let want = g * si * (dy - self.dbeta[c] / m - xhat * self.dgamma[c] / m);
+        let mag = g.abs()
+            * si
+            * (dy.abs()
+                + self.dbeta_mag[c] / m
+                + (x.abs() + sm.abs()) * si * self.dgamma_mag[c] / m);
+        (want, mag)
+    }
+
     fn gamma(&self, inp: &Inputs, c: usize) -> f64 {
         if self.affine {
             inp.gamma[c] as f64
@@ -148,13 +191,16 @@ impl Reference {
     }
 
     /// (exact value, magnitude) of output `what` at `i` (element or channel index);
-    /// running statistics after an update with `factor`.
+    /// running statistics after an update with `factor`. The fused backward passes'
+    /// outputs are those of the plain ones on their masked `dy`: ask a reference built
+    /// on [`masked`] inputs (as [`Oracle`] does).
     pub fn want(&self, inp: &Inputs, what: What, i: usize, factor: Factor) -> (f64, f64) {
         let eps = EPS as f64;
         let m = self.m as f64;
-        let c = match what {
-            What::TrainY | What::EvalY | What::Dx | What::DxEval => channel_of(self.shape, i),
-            _ => i,
+        let c = if is_element(what) {
+            channel_of(self.shape, i)
+        } else {
+            i
         };
         let (g, b) = (self.gamma(inp, c), self.beta(inp, c));
         let (mean, var) = (self.mean[c], self.var[c]);
@@ -169,6 +215,12 @@ impl Reference {
         } else {
             0.0
         };
+        let z = if i < crate::data::len_of(self.shape) {
+            inp.z[i] as f64
+        } else {
+            0.0
+        };
+        let relu = |(w, mag): (f64, f64)| (if w < 0.0 { 0.0 } else { w }, mag);
         match what {
             What::Mean | What::SaveMean => (mean, mean.abs() + sqrt(var)),
             What::Var => (var, var),
@@ -202,25 +254,147 @@ impl Reference {
                     (x.abs() + rm.abs()) * scale.abs() + b.abs(),
                 )
             }
-            What::Dx => {
-                let (sm, si) = (self.save_mean[c], self.save_invstd[c]);
-                let xhat = (x - sm) * si;
-                let want = g * si * (dy - self.dbeta[c] / m - xhat * self.dgamma[c] / m);
-                let mag = g.abs()
-                    * si
-                    * (dy.abs()
-                        + self.dbeta_mag[c] / m
-                        + (x.abs() + sm.abs()) * si * self.dgamma_mag[c] / m);
-                (want, mag)
-            }
-            What::Dgamma => (self.dgamma[c], self.dgamma_mag[c]),
-            What::Dbeta | What::DbetaEval => (self.dbeta[c], self.dbeta_mag[c]),
-            What::DxEval => {
+            What::Dx | What::DxFused => self.dx(c, g, x, dy),
+            What::Dgamma | What::DgammaFused => (self.dgamma[c], self.dgamma_mag[c]),
+            What::Dbeta
+            | What::DbetaEval
+            | What::DbetaFused
+            | What::DbetaEvalFused
+            | What::DbetaRenorm => (self.dbeta[c], self.dbeta_mag[c]),
+            What::DxEval | What::DxEvalFused => {
                 let scale = g / sqrt(rv + eps);
                 (dy * scale, (dy * scale).abs())
             }
-            What::DgammaEval => (self.dgamma_eval[c], self.dgamma_eval_mag[c]),
+            What::DgammaEval | What::DgammaEvalFused => {
+                (self.dgamma_eval[c], self.dgamma_eval_mag[c])
+            }
+            // The masked dy itself.
+            What::Dz => (dy, dy.abs()),
+            What::EvalReluY => relu(self.want(inp, What::EvalY, i, factor)),
+            What::EvalAddReluY | What::TrainAddReluY => {
+                let bn = if what == What::EvalAddReluY {
+                    What::EvalY
+                } else {
+                    What::TrainY
+                };
+                let (w, mag) = self.want(inp, bn, i, factor);
+                relu((w + z, mag + z.abs()))
+            }
+            // y = γ·(x̂·r + d) + β; d is as exact as the mean, to about the spread.
+            What::RenormY => {
+                let (r, d, sigma) = self.renorm(inp, c);
+                let inv = 1.0 / sqrt(var + eps);
+                (
+                    g * ((x - mean) * inv * r + d) + b,
+                    g.abs() * ((x.abs() + mean.abs()) * inv * r + d.abs() + sqrt(var) / sigma)
+                        + b.abs(),
+                )
+            }
+            What::RenormR => {
+                let (r, _, _) = self.renorm(inp, c);
+                (r, r)
+            }
+            What::RenormD => {
+                let (_, d, sigma) = self.renorm(inp, c);
+                (d, d.abs() + sqrt(var) / sigma)
+            }
+            What::DxRenorm => self.dx(c, g * self.saved_r[c], x, dy),
+            What::DgammaRenorm => {
+                let (r, d) = (self.saved_r[c], self.saved_d[c]);
+                (
+                    r * self.dgamma[c] + d * self.dbeta[c],
+                    r.abs() * self.dgamma_mag[c] + d.abs() * self.dbeta_mag[c],
+                )
+            }
             What::FoldWeight | What::FoldBias | What::FoldPad => (f64::NAN, 0.0),
+        }
+    }
+}
+
+/// Whether output `what` holds one value per element (else one per channel).
+pub fn is_element(what: What) -> bool {
+    matches!(
+        what,
+        What::TrainY
+            | What::EvalY
+            | What::Dx
+            | What::DxEval
+            | What::EvalReluY
+            | What::EvalAddReluY
+            | What::TrainAddReluY
+            | What::DxFused
+            | What::Dz
+            | What::DxEvalFused
+            | What::RenormY
+            | What::DxRenorm
+    )
+}
+
+/// `v` within `[lo, hi]` (a one-point range gives that point, whatever `v`).
+fn clip(v: f64, lo: f64, hi: f64) -> f64 {
+    if lo == hi || v < lo {
+        lo
+    } else if v > hi {
+        hi
+    } else {
+        v
+    }
+}
+
+/// The case's inputs with `dy` replaced by the gradient behind a ReLU whose output is
+/// `y`: 0 where `y ≤ 0`, else `dy` (PyTorch's `threshold_backward(dy, y, 0)`).
+pub fn masked(inp: &Inputs, y: &[f32]) -> Inputs {
+    let mut m = inp.clone();
+    for (d, &y) in m.dy.iter_mut().zip(y) {
+        if y <= 0.0 {
+            *d = 0.0;
+        }
+    }
+    m
+}
+
+/// The reference of every output of `scenario::run`: the case's (γ and β given, the
+/// kernel's saved statistics and corrections taken as given), and for the fused
+/// backward passes those of the plain ones on `dy` masked by their forward's output.
+pub struct Oracle {
+    pub plain: Reference,
+    train_masked: Inputs,
+    train_masked_ref: Reference,
+    eval_masked: Inputs,
+    eval_masked_ref: Reference,
+}
+
+impl Oracle {
+    pub fn new(case: &Case, inp: &Inputs, o: &Outputs) -> Oracle {
+        let n = crate::data::len(case);
+        let c = case.shape.channels;
+        let (sm, si) = (&o.save_mean[..c], &o.save_invstd[..c]);
+        let mut plain = Reference::new(case, inp, true, sm, si);
+        plain.set_renorm(&o.renorm_r[..c], &o.renorm_d[..c]);
+        let train_masked = masked(inp, &o.y_train_add_relu[..n]);
+        let (fm, fi) = (&o.fused_save_mean[..c], &o.fused_save_invstd[..c]);
+        let train_masked_ref = Reference::new(case, &train_masked, true, fm, fi);
+        let eval_masked = masked(inp, &o.y_eval_relu[..n]);
+        let eval_masked_ref = Reference::new(case, &eval_masked, true, sm, si);
+        Oracle {
+            plain,
+            train_masked,
+            train_masked_ref,
+            eval_masked,
+            eval_masked_ref,
+        }
+    }
+
+    /// (exact value, magnitude) of output `what` at `i`, as [`Reference::want`].
+    pub fn want(&self, inp: &Inputs, what: What, i: usize, factor: Factor) -> (f64, f64) {
+        match what {
+            What::DxFused | What::Dz | What::DgammaFused | What::DbetaFused => self
+                .train_masked_ref
+                .want(&self.train_masked, what, i, factor),
+            What::DxEvalFused | What::DgammaEvalFused | What::DbetaEvalFused => self
+                .eval_masked_ref
+                .want(&self.eval_masked, what, i, factor),
+            _ => self.plain.want(inp, what, i, factor),
         }
     }
 }
@@ -357,6 +531,7 @@ pub fn fold_want(
 /// Output (o, t) of the case's 1-D layer (stride 1; convolution with `padding` zeros
 /// replaced by `pad[i]`, transposed convolution without padding) in f64, and its
 /// magnitude. `w` is the weight, `x_at(i, j)` input channel i at position j.
+#[allow(clippy::too_many_arguments)]
 pub fn layer_out(
     case: &FoldCase,
     w: &[f32],

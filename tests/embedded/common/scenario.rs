@@ -1,8 +1,18 @@
 // Runs every kernel family of batchnorm once on one case, with γ and β given: the
 // computation both the firmware and the host tool (which writes expected.rs) perform.
+// The fused and renorm backward passes start from what their forward passes wrote.
 
-use crate::data::{Case, Inputs, EPS, MAX_C, MAX_LEN, MOMENTUM};
-use batchnorm::{moments, BatchNorm, Error, Grads, Moments, Momentum, Running};
+use crate::data::{Case, Inputs, DMAX, EPS, MAX_C, MAX_LEN, MOMENTUM, RMAX};
+use batchnorm::{
+    moments, BatchNorm, Error, Fusion, FusionGrad, Grads, Moments, Momentum, Renorm, RenormSaved,
+    Running,
+};
+
+/// Batch Renormalization's limits of the cases.
+pub const RENORM: Renorm = Renorm {
+    rmax: RMAX,
+    dmax: DMAX,
+};
 
 /// Everything the kernels produce for one case.
 pub struct Outputs {
@@ -23,6 +33,37 @@ pub struct Outputs {
     pub dx_eval: [f32; MAX_LEN],
     pub dgamma_eval: [f32; MAX_C],
     pub dbeta_eval: [f32; MAX_C],
+    /// eval_fused: relu(bn(x)) and relu(bn(x) + z).
+    pub y_eval_relu: [f32; MAX_LEN],
+    pub y_eval_add_relu: [f32; MAX_LEN],
+    /// train_fused relu(bn(x) + z), its statistics and running statistics (exponential).
+    pub y_train_add_relu: [f32; MAX_LEN],
+    pub fused_save_mean: [f32; MAX_C],
+    pub fused_save_invstd: [f32; MAX_C],
+    pub fused_running_mean: [f32; MAX_C],
+    pub fused_running_var: [f32; MAX_C],
+    /// backward_fused (Add + ReLU) from train_fused's y and statistics.
+    pub dx_fused: [f32; MAX_LEN],
+    pub dz_fused: [f32; MAX_LEN],
+    pub dgamma_fused: [f32; MAX_C],
+    pub dbeta_fused: [f32; MAX_C],
+    /// backward_eval_fused (ReLU) from eval_fused's relu output.
+    pub dx_eval_fused: [f32; MAX_LEN],
+    pub dgamma_eval_fused: [f32; MAX_C],
+    pub dbeta_eval_fused: [f32; MAX_C],
+    /// train_renorm with RENORM: y, the saved statistics and corrections, running
+    /// statistics (exponential).
+    pub y_renorm: [f32; MAX_LEN],
+    pub renorm_mean: [f32; MAX_C],
+    pub renorm_invstd: [f32; MAX_C],
+    pub renorm_r: [f32; MAX_C],
+    pub renorm_d: [f32; MAX_C],
+    pub renorm_running_mean: [f32; MAX_C],
+    pub renorm_running_var: [f32; MAX_C],
+    /// backward_renorm from train_renorm's saved values.
+    pub dx_renorm: [f32; MAX_LEN],
+    pub dgamma_renorm: [f32; MAX_C],
+    pub dbeta_renorm: [f32; MAX_C],
 }
 
 impl Outputs {
@@ -41,6 +82,30 @@ impl Outputs {
             dx_eval: [0.0; MAX_LEN],
             dgamma_eval: [0.0; MAX_C],
             dbeta_eval: [0.0; MAX_C],
+            y_eval_relu: [0.0; MAX_LEN],
+            y_eval_add_relu: [0.0; MAX_LEN],
+            y_train_add_relu: [0.0; MAX_LEN],
+            fused_save_mean: [0.0; MAX_C],
+            fused_save_invstd: [0.0; MAX_C],
+            fused_running_mean: [0.0; MAX_C],
+            fused_running_var: [0.0; MAX_C],
+            dx_fused: [0.0; MAX_LEN],
+            dz_fused: [0.0; MAX_LEN],
+            dgamma_fused: [0.0; MAX_C],
+            dbeta_fused: [0.0; MAX_C],
+            dx_eval_fused: [0.0; MAX_LEN],
+            dgamma_eval_fused: [0.0; MAX_C],
+            dbeta_eval_fused: [0.0; MAX_C],
+            y_renorm: [0.0; MAX_LEN],
+            renorm_mean: [0.0; MAX_C],
+            renorm_invstd: [0.0; MAX_C],
+            renorm_r: [0.0; MAX_C],
+            renorm_d: [0.0; MAX_C],
+            renorm_running_mean: [0.0; MAX_C],
+            renorm_running_var: [0.0; MAX_C],
+            dx_renorm: [0.0; MAX_LEN],
+            dgamma_renorm: [0.0; MAX_C],
+            dbeta_renorm: [0.0; MAX_C],
         }
     }
 }
@@ -108,6 +173,108 @@ pub fn run(case: &Case, inp: &Inputs, o: &mut Outputs) -> Result<(), Failed> {
         },
     )
     .map_err(|e| ("backward_eval", e))?;
+
+    // ---- fused BN + ReLU, BN + Add + ReLU
+    let z = &inp.z[..n];
+    bn.eval_fused(x, &mut o.y_eval_relu[..n], sh, Fusion::Relu, rm, rv)
+        .map_err(|e| ("eval_fused ReLU", e))?;
+    bn.eval_fused(
+        x,
+        &mut o.y_eval_add_relu[..n],
+        sh,
+        Fusion::AddRelu { z },
+        rm,
+        rv,
+    )
+    .map_err(|e| ("eval_fused Add+ReLU", e))?;
+    o.fused_running_mean[..c].copy_from_slice(rm);
+    o.fused_running_var[..c].copy_from_slice(rv);
+    bn.train_fused(
+        x,
+        &mut o.y_train_add_relu[..n],
+        sh,
+        Fusion::AddRelu { z },
+        &mut o.fused_save_mean[..c],
+        &mut o.fused_save_invstd[..c],
+        Some(Running {
+            mean: &mut o.fused_running_mean[..c],
+            var: &mut o.fused_running_var[..c],
+            momentum: Momentum::Exponential(MOMENTUM),
+        }),
+    )
+    .map_err(|e| ("train_fused Add+ReLU", e))?;
+    bn.backward_fused(
+        dy,
+        x,
+        &o.y_train_add_relu[..n],
+        sh,
+        FusionGrad::AddRelu {
+            dz: &mut o.dz_fused[..n],
+        },
+        &o.fused_save_mean[..c],
+        &o.fused_save_invstd[..c],
+        Grads {
+            dx: &mut o.dx_fused[..n],
+            dgamma: Some(&mut o.dgamma_fused[..c]),
+            dbeta: Some(&mut o.dbeta_fused[..c]),
+        },
+    )
+    .map_err(|e| ("backward_fused Add+ReLU", e))?;
+    bn.backward_eval_fused(
+        dy,
+        x,
+        &o.y_eval_relu[..n],
+        sh,
+        FusionGrad::Relu,
+        rm,
+        rv,
+        Grads {
+            dx: &mut o.dx_eval_fused[..n],
+            dgamma: Some(&mut o.dgamma_eval_fused[..c]),
+            dbeta: Some(&mut o.dbeta_eval_fused[..c]),
+        },
+    )
+    .map_err(|e| ("backward_eval_fused ReLU", e))?;
+
+    // ---- Batch Renormalization
+    o.renorm_running_mean[..c].copy_from_slice(rm);
+    o.renorm_running_var[..c].copy_from_slice(rv);
+    bn.train_renorm(
+        x,
+        &mut o.y_renorm[..n],
+        sh,
+        RENORM,
+        RenormSaved {
+            mean: &mut o.renorm_mean[..c],
+            invstd: &mut o.renorm_invstd[..c],
+            r: &mut o.renorm_r[..c],
+            d: &mut o.renorm_d[..c],
+        },
+        Running {
+            mean: &mut o.renorm_running_mean[..c],
+            var: &mut o.renorm_running_var[..c],
+            momentum: Momentum::Exponential(MOMENTUM),
+        },
+    )
+    .map_err(|e| ("train_renorm", e))?;
+    let saved = RenormSaved {
+        mean: &mut o.renorm_mean[..c],
+        invstd: &mut o.renorm_invstd[..c],
+        r: &mut o.renorm_r[..c],
+        d: &mut o.renorm_d[..c],
+    };
+    bn.backward_renorm(
+        dy,
+        x,
+        sh,
+        &saved,
+        Grads {
+            dx: &mut o.dx_renorm[..n],
+            dgamma: Some(&mut o.dgamma_renorm[..c]),
+            dbeta: Some(&mut o.dbeta_renorm[..c]),
+        },
+    )
+    .map_err(|e| ("backward_renorm", e))?;
     Ok(())
 }
 
@@ -128,6 +295,22 @@ pub enum What {
     DxEval,
     DgammaEval,
     DbetaEval,
+    EvalReluY,
+    EvalAddReluY,
+    TrainAddReluY,
+    DxFused,
+    Dz,
+    DgammaFused,
+    DbetaFused,
+    DxEvalFused,
+    DgammaEvalFused,
+    DbetaEvalFused,
+    RenormY,
+    RenormR,
+    RenormD,
+    DxRenorm,
+    DgammaRenorm,
+    DbetaRenorm,
     FoldWeight,
     FoldBias,
     FoldPad,
@@ -150,6 +333,22 @@ impl Outputs {
             What::DxEval => self.dx_eval[i] as f64,
             What::DgammaEval => self.dgamma_eval[i] as f64,
             What::DbetaEval => self.dbeta_eval[i] as f64,
+            What::EvalReluY => self.y_eval_relu[i] as f64,
+            What::EvalAddReluY => self.y_eval_add_relu[i] as f64,
+            What::TrainAddReluY => self.y_train_add_relu[i] as f64,
+            What::DxFused => self.dx_fused[i] as f64,
+            What::Dz => self.dz_fused[i] as f64,
+            What::DgammaFused => self.dgamma_fused[i] as f64,
+            What::DbetaFused => self.dbeta_fused[i] as f64,
+            What::DxEvalFused => self.dx_eval_fused[i] as f64,
+            What::DgammaEvalFused => self.dgamma_eval_fused[i] as f64,
+            What::DbetaEvalFused => self.dbeta_eval_fused[i] as f64,
+            What::RenormY => self.y_renorm[i] as f64,
+            What::RenormR => self.renorm_r[i] as f64,
+            What::RenormD => self.renorm_d[i] as f64,
+            What::DxRenorm => self.dx_renorm[i] as f64,
+            What::DgammaRenorm => self.dgamma_renorm[i] as f64,
+            What::DbetaRenorm => self.dbeta_renorm[i] as f64,
             _ => f64::NAN,
         }
     }

@@ -15,7 +15,7 @@ mod reference;
 mod scenario;
 
 use data::{Inputs, CASES, MOMENTUM};
-use reference::{channel_of, Factor, Reference};
+use reference::{channel_of, is_element, Factor, Oracle};
 use scenario::{Outputs, What};
 
 /// Host result against f64: must hold before a value is recorded.
@@ -43,7 +43,7 @@ fn main() {
         if let Err((kernel, e)) = scenario::run(case, &inp, &mut o) {
             panic!("{}: {kernel} returned Err({e:?})", case.name);
         }
-        let r = Reference::new(case, &inp, true, &o.save_mean, &o.save_invstd);
+        let r = Oracle::new(case, &inp, &o);
         let sh = case.shape;
         let n = data::len(case);
         let c = (k + 1) % sh.channels;
@@ -56,6 +56,20 @@ fn main() {
             (What::Dx, (2 * n) / 3 + 2),
             (What::Dgamma, c),
             (What::DgammaEval, (c + 2) % sh.channels),
+            (What::EvalReluY, n / 2 + 3),
+            (What::EvalAddReluY, n / 3 + 1),
+            (What::TrainAddReluY, n / 4 + k),
+            (What::DxFused, n / 5 + 2),
+            (What::Dz, n / 6 + 1),
+            (What::DgammaFused, c),
+            (What::DbetaFused, (c + 1) % sh.channels),
+            (What::DxEvalFused, (3 * n) / 4 + 1),
+            (What::DgammaEvalFused, (c + 2) % sh.channels),
+            (What::RenormY, n / 7 + k),
+            (What::RenormR, c),
+            (What::RenormD, (c + 1) % sh.channels),
+            (What::DxRenorm, (4 * n) / 5 + 1),
+            (What::DgammaRenorm, c),
         ];
         for (what, i) in picks {
             let got = o.get(what, i);
@@ -71,11 +85,10 @@ fn main() {
                 case.name
             );
             worst = worst.max(err);
-            let at = match what {
-                What::TrainY | What::EvalY | What::Dx | What::DxEval => {
-                    format!("element {i}, channel {}", channel_of(sh, i))
-                }
-                _ => format!("channel {i}"),
+            let at = if is_element(what) {
+                format!("element {i}, channel {}", channel_of(sh, i))
+            } else {
+                format!("channel {i}")
             };
             println!(
                 "    // {} {what:?} ({at}): f64 reference {want:e}, host err {err:.1e}·mag",
