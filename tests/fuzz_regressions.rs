@@ -263,3 +263,20 @@ fn no_channels_huge_batch_does_not_overflow() {
     };
     assert_eq!(bn.backward(&[], &[], shape, &[], &[], grads), Ok(()));
 }
+
+/// The walk computed `batch · channels · spatial` in another order than `Shape::len`
+/// checks it: with spatial 0 and a huge batch, `batch · channels` overflowed (a panic
+/// with overflow checks on). Fuzz seed `fuzz/corpus/forward/regression_empty_huge_batch`.
+#[test]
+fn empty_tensor_with_huge_batch_and_channels_does_not_overflow() {
+    let shape = Shape::channels_last(usize::MAX / 2 + 1, 2, 0);
+    let bn = BatchNorm {
+        eps: 1e-5,
+        gamma: None,
+        beta: None,
+    };
+    assert_eq!(bn.eval(&[], &mut [], shape, &[0.0; 2], &[1.0; 2]), Ok(()));
+    let mut out = [Moments::EMPTY; 2];
+    assert_eq!(moments(&[], shape, &mut out), Ok(()));
+    assert_eq!(out, [Moments::EMPTY; 2]);
+}

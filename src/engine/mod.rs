@@ -167,7 +167,8 @@ impl Walk {
             batch: shape.batch,
             channels: c,
             spatial: shape.spatial,
-            len: shape.batch * c * shape.spatial,
+            // Checked by the caller (`Shape::len`), in that order of products.
+            len: shape.len().unwrap_or(0),
         }
     }
 
