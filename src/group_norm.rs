@@ -229,7 +229,7 @@ impl GroupNorm<'_> {
     fn check(&self, shape: Shape, saved: [usize; 2]) -> Result<usize, Error> {
         let len = shape.len()?;
         let c = shape.channels;
-        if self.groups == 0 || c % self.groups != 0 {
+        if self.groups == 0 || !c.is_multiple_of(self.groups) {
             return Err(Error::Groups {
                 groups: self.groups,
                 arg: "x",
