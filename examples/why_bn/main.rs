@@ -663,30 +663,44 @@ fn landscape(cfg: &Config, train: &Points, out: &Output) -> Result<(), Box<dyn E
         train_landscape(cfg, train, plain(cfg), "no BN", RED)?,
         train_landscape(cfg, train, with_bn(cfg), "BN", BLUE)?,
     ];
+    // The whole run, and its first quarter and the rest apart: early on the plain
+    // network sits on a plateau, and the two phases differ.
+    let quarter = cfg.landscape_epochs * (train.len() / cfg.batch) / 4;
+    let phases = [
+        ("all", 0..usize::MAX),
+        ("first quarter", 0..quarter),
+        ("the rest", quarter..usize::MAX),
+    ];
     println!(
-        "| run | checkpoints | loss range, median (max) | gradient change, median (max) | β, median (max) |"
+        "| run | steps | checkpoints | loss range, median (max) | gradient change, median (max) | β, median (max) |"
     );
-    println!("|---|---:|---:|---:|---:|");
+    println!("|---|---|---:|---:|---:|---:|");
     for run in &runs {
-        let loss_range: Vec<f64> = run
-            .probes
-            .iter()
-            .map(|p| {
-                let (lo, hi) = range(&p.loss);
-                hi - lo
-            })
-            .collect();
-        let change: Vec<f64> = run.probes.iter().map(|p| range(&p.grad_change).1).collect();
-        let beta: Vec<f64> = run.probes.iter().map(|p| p.beta).collect();
-        let cell = |v: &[f64]| format!("{:.3} ({:.3})", median(v.to_vec()), range(v).1);
-        println!(
-            "| {} | {} | {} | {} | {} |",
-            run.label,
-            run.probes.len(),
-            cell(&loss_range),
-            cell(&change),
-            cell(&beta)
-        );
+        for (phase, steps) in &phases {
+            let probes: Vec<&Probe> = run
+                .probes
+                .iter()
+                .filter(|p| steps.contains(&p.step))
+                .collect();
+            let loss_range: Vec<f64> = probes
+                .iter()
+                .map(|p| {
+                    let (lo, hi) = range(&p.loss);
+                    hi - lo
+                })
+                .collect();
+            let change: Vec<f64> = probes.iter().map(|p| range(&p.grad_change).1).collect();
+            let beta: Vec<f64> = probes.iter().map(|p| p.beta).collect();
+            let cell = |v: &[f64]| format!("{:.3} ({:.3})", median(v.to_vec()), range(v).1);
+            println!(
+                "| {} | {phase} | {} | {} | {} | {} |",
+                run.label,
+                probes.len(),
+                cell(&loss_range),
+                cell(&change),
+                cell(&beta)
+            );
+        }
     }
 
     let steps = runs
