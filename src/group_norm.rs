@@ -216,7 +216,12 @@ impl GroupNorm<'_> {
             }
         }
         let g = Grouping::new(shape, self.groups);
-        if g.walk.small() {
+        if len == 0 {
+            // No values: dγ and dβ are 0, and nothing is walked.
+            for d in [grads.dgamma, grads.dbeta].into_iter().flatten() {
+                d.fill(0.0);
+            }
+        } else if g.walk.small() {
             self.backward_chunks::<SMALL>(&g, x, dy, saved, grads)
         } else {
             self.backward_chunks::<MAX_BAND>(&g, x, dy, saved, grads)
@@ -244,7 +249,8 @@ impl GroupNorm<'_> {
         for (name, len) in ["save_mean", "save_invstd"].into_iter().zip(saved) {
             check_len(name, len, stats)?;
         }
-        let per_group = c / self.groups * shape.spatial;
+        // Saturating: an empty batch may hold channels · spatial beyond usize.
+        let per_group = (c / self.groups).saturating_mul(shape.spatial);
         if stats > 0 && per_group == 0 {
             return Err(Error::TooFewValues {
                 needed: 1,
@@ -274,11 +280,15 @@ impl GroupNorm<'_> {
         saved: SavedMut<'_>,
         running: Option<Running<'_>>,
     ) {
-        let g = Grouping::new(shape, self.groups);
-        if g.walk.small() {
-            self.forward_chunks::<SMALL>(&g, x, y, saved, running)
-        } else {
-            self.forward_chunks::<MAX_BAND>(&g, x, y, saved, running)
+        if shape.len() != Ok(0) {
+            // (No values: no statistics either, and nothing to walk, however many
+            // channels there are.)
+            let g = Grouping::new(shape, self.groups);
+            if g.walk.small() {
+                self.forward_chunks::<SMALL>(&g, x, y, saved, running)
+            } else {
+                self.forward_chunks::<MAX_BAND>(&g, x, y, saved, running)
+            }
         }
     }
 
