@@ -2007,8 +2007,8 @@ fn host_values<W: Write>(ck: &mut Checker<W>, name: &str, get: &dyn Fn(What, usi
         count += 1;
         let got = get(e.what, e.index);
         let d = (got - e.value).abs();
-        if !(d <= e.tol) {
-            // also NaN
+        let within = d <= e.tol; // false for NaN
+        if !within {
             bad += 1;
             ck.note(format_args!(
                 "     {:?}[{}]: got {:e}, host {:e}, tol {:e}",
@@ -2755,8 +2755,7 @@ fn report_norm_stack<W: Write>(ck: &mut Checker<W>) -> usize {
         let mut label = "";
         for case in CLIP_CASES {
             let mut g = crate::data::ClipInputs::new(case);
-            let s = crate::scenario::slices(case, &mut g);
-            let mut s = s;
+            let mut s = crate::scenario::slices(case, &mut g);
             if l2 {
                 label = "clip_grad_norm L2";
                 worst = worst.max(stack::used(|| {
