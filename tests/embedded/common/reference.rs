@@ -623,7 +623,7 @@ impl NormRef {
             save_invstd: [0.0; MAX_UNITS],
         };
         let x = |i: usize| inp.t.x[i] as f64;
-        for u in 0..case.units() {
+        for (u, &si) in save_invstd.iter().enumerate().take(case.units()) {
             let (mut sum, mut sq, mut m) = (0.0f64, 0.0f64, 0usize);
             case.for_unit(u, |i| {
                 sum += x(i);
@@ -637,7 +637,7 @@ impl NormRef {
             r.var[u] = ss / m as f64;
             r.ms[u] = sq / m as f64;
             let sm = save_mean.get(u).map_or(0.0, |&v| v as f64);
-            let si = save_invstd[u] as f64;
+            let si = si as f64;
             r.save_mean[u] = sm;
             r.save_invstd[u] = si;
             let mut s = [0.0f64; 4];
