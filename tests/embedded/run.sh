@@ -142,26 +142,31 @@ section_sizes() {  # section_sizes SIZE-TOOL ELF -> "text rodata data bss vector
 
 kib() { awk -v b="$1" 'BEGIN { printf "%.1f", b / 1024 }'; }
 
-# Stack lines of a self-check log: "label<TAB>channels-first<TAB>channels-last".
+# Stack lines of a self-check log: "label<TAB>channels-first<TAB>channels-last"; a
+# kernel without layouts (fold's "(weights)", row norms' "(rows)", clipping's "(flat)")
+# has "-" as its second figure.
 stack_lines() {
     tr -d '\r' <"$1" | awk '
         /^stack / && $NF == "B" && $(NF - 2) == "B" {
             l = $2; for (i = 3; i <= NF - 4; i++) l = l " " $i
             printf "%s\t%s\t%s\n", l, $(NF - 3), $(NF - 1)
         }
-        /^stack / && $NF == "(weights)" {
+        /^stack / && $NF ~ /^\([a-z]+\)$/ {
             l = $2; for (i = 3; i <= NF - 3; i++) l = l " " $i
             printf "%s\t%s\t-\n", l, $(NF - 2)
         }'
 }
 
-FP_BINS=(fp_none fp_eval fp_moments fp_train fp_backward fp_fused fp_renorm fp_fold fp_all)
+FP_BINS=(fp_none fp_eval fp_moments fp_train fp_backward fp_fused fp_renorm fp_fold
+         fp_rownorm fp_groupnorm fp_clip fp_all)
 fp_label() {
     case "$1" in
         fp_none) echo "runtime only" ;; fp_eval) echo "eval only" ;; fp_moments) echo "moments" ;;
         fp_train) echo "train, train_in_place" ;; fp_backward) echo "backward, backward_eval" ;;
         fp_fused) echo "fused (4 entry points)" ;; fp_renorm) echo "train_renorm, backward_renorm" ;;
-        fp_fold) echo "fold (2 entry points)" ;; fp_all) echo "all kernels" ;;
+        fp_fold) echo "fold (2 entry points)" ;;
+        fp_rownorm) echo "LayerNorm, RmsNorm" ;; fp_groupnorm) echo "GroupNorm, InstanceNorm" ;;
+        fp_clip) echo "gradient clipping (3 fns)" ;; fp_all) echo "all kernels" ;;
     esac
 }
 TARGETS=(cortex-m4f aarch64)

@@ -88,6 +88,7 @@ pub fn run<W: Write>(out: &mut W) -> u32 {
     check_errors(&mut ck);
     check_nan(&mut ck);
     check_fold(&mut ck);
+    check_neighbours(&mut ck);
     report_stack(&mut ck);
     let (p, f) = (ck.passed, ck.failed);
     ck.note(format_args!("{} passed, {} failed", p, f));
@@ -1674,6 +1675,7 @@ fn report_stack<W: Write>(ck: &mut Checker<W>) {
             label, used, "(weights)"
         ));
     }
+    worst_all = worst_all.max(report_norm_stack(ck));
     let ok = worst_all < stack::DEPTH - 256;
     ck.line(
         ok,
@@ -1933,4 +1935,911 @@ fn stack_of(family: usize, case: &Case) -> (&'static str, usize) {
             )
         }
     }
+}
+
+// ---- batch norm's neighbours: layer, RMS, group and instance norm --------------------
+// Per case: the forward with γ, β (instance norm: and running statistics) and its saved
+// statistics against the f64 reference over the op's statistic units; in place
+// bit for bit as the forward; the backward from the saved statistics; both again with
+// γ, β off; then the host values.
+
+use crate::data::{NormCase, NormInputs, NormOp, CLIP_CASES, NORM_CASES};
+use crate::reference::NormRef;
+use crate::scenario::{Norm, NormOutputs};
+use batchnorm::{Saved, SavedMut};
+
+fn op_label(op: NormOp) -> &'static str {
+    match op {
+        NormOp::Layer => "LayerNorm",
+        NormOp::Rms => "RmsNorm",
+        NormOp::Group(_) => "GroupNorm",
+        NormOp::Instance => "InstanceNorm",
+    }
+}
+
+/// A line for `label` with `acc`, after the label's op name.
+fn norm_line<W: Write>(ck: &mut Checker<W>, case: &NormCase, what: &str, a: &Acc) {
+    let mut label = Label::new();
+    let _ = write!(label, "{} {}", op_label(case.op), what);
+    ck.acc(label.as_str(), case.name, a);
+}
+
+/// A line name built at run time (no allocation).
+struct Label {
+    buf: [u8; 48],
+    len: usize,
+}
+
+impl Label {
+    fn new() -> Label {
+        Label {
+            buf: [0; 48],
+            len: 0,
+        }
+    }
+
+    fn as_str(&self) -> &str {
+        core::str::from_utf8(&self.buf[..self.len]).unwrap_or("?")
+    }
+}
+
+impl Write for Label {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        let b = s.as_bytes();
+        let n = b.len().min(self.buf.len() - self.len);
+        self.buf[self.len..self.len + n].copy_from_slice(&b[..n]);
+        self.len += n;
+        Ok(())
+    }
+}
+
+fn compare_norm(r: &NormRef, inp: &NormInputs, what: What, got: &[f32], acc: &mut Acc) {
+    for (i, &g) in got.iter().enumerate() {
+        let (want, mag) = r.want(inp, what, i);
+        acc.add(i, g as f64, want, mag);
+    }
+}
+
+/// The host values of case `name` against `get(what, index)`.
+fn host_values<W: Write>(ck: &mut Checker<W>, name: &str, get: &dyn Fn(What, usize) -> f64) {
+    let (mut count, mut bad, mut worst) = (0, 0, 0.0f64);
+    for e in EXPECTED.iter().filter(|e| e.case == name) {
+        count += 1;
+        let got = get(e.what, e.index);
+        let d = (got - e.value).abs();
+        let within = d <= e.tol; // false for NaN
+        if !within {
+            bad += 1;
+            ck.note(format_args!(
+                "     {:?}[{}]: got {:e}, host {:e}, tol {:e}",
+                e.what, e.index, got, e.value, e.tol
+            ));
+        }
+        let rel = if e.tol > 0.0 {
+            d / e.tol
+        } else if d == 0.0 {
+            0.0
+        } else {
+            f64::INFINITY
+        };
+        worst = if rel > worst { rel } else { worst };
+    }
+    ck.line(
+        bad == 0 && count > 0,
+        "host values",
+        name,
+        format_args!(
+            "{} of {} match, worst |got-host| = {:.1e}·tol",
+            count - bad,
+            count,
+            worst
+        ),
+    );
+}
+
+fn check_norm<W: Write>(ck: &mut Checker<W>, case: &NormCase) {
+    let name = case.name;
+    let sh = case.data.shape;
+    let n = data::len_of(sh);
+    let (c, u, p) = (sh.channels, case.units(), case.params());
+    let inp = NormInputs::new(case);
+    let mut o = NormOutputs::new();
+    if let Err((kernel, e)) = scenario::run_norm(case, &inp, &mut o) {
+        ck.line(false, kernel, name, format_args!("returned Err({:?})", e));
+        return;
+    }
+    let rms = case.op == NormOp::Rms;
+    let saved_mean = if rms { &[][..] } else { &o.mean[..u] };
+    let r = NormRef::new(case, &inp, true, saved_mean, &o.invstd[..u]);
+    let x = &inp.t.x[..n];
+
+    let mut a = Acc::new(RTOL);
+    compare_norm(&r, &inp, What::NormY, &o.y[..n], &mut a);
+    norm_line(ck, case, "y", &a);
+
+    let mut a = Acc::new(RTOL);
+    if !rms {
+        compare_norm(&r, &inp, What::NormMean, &o.mean[..u], &mut a);
+    }
+    compare_norm(&r, &inp, What::NormInvstd, &o.invstd[..u], &mut a);
+    if case.running() {
+        compare_norm(
+            &r,
+            &inp,
+            What::NormRunningMean,
+            &o.running_mean[..c],
+            &mut a,
+        );
+        compare_norm(&r, &inp, What::NormRunningVar, &o.running_var[..c], &mut a);
+    }
+    let what = match (rms, case.running()) {
+        (true, _) => "invstd",
+        (false, false) => "mean,invstd",
+        (false, true) => "mean,invstd,running",
+    };
+    norm_line(ck, case, what, &a);
+
+    // In place, from the same input and running statistics: the forward's bits.
+    {
+        let norm = Norm::new(case, &inp, true);
+        let mut y = [0.0f32; MAX_LEN];
+        y[..n].copy_from_slice(x);
+        let (mut sm, mut si) = (
+            [0.0f32; crate::data::MAX_UNITS],
+            [0.0f32; crate::data::MAX_UNITS],
+        );
+        let (mut rmean, mut rvar) = ([0.0f32; MAX_C], [0.0f32; MAX_C]);
+        rmean[..c].copy_from_slice(&inp.t.running_mean[..c]);
+        rvar[..c].copy_from_slice(&inp.t.running_var[..c]);
+        let running = case.running().then(|| Running {
+            mean: &mut rmean[..c],
+            var: &mut rvar[..c],
+            momentum: Momentum::Exponential(MOMENTUM),
+        });
+        let saved = SavedMut {
+            mean: &mut sm[..u],
+            invstd: &mut si[..u],
+        };
+        let res = norm.forward(&[], &mut y[..n], saved, running);
+        let same = res.is_ok()
+            && bits_eq(&y[..n], &o.y[..n])
+            && bits_eq(&sm[..u], &o.mean[..u])
+            && bits_eq(&si[..u], &o.invstd[..u])
+            && bits_eq(&rmean[..c], &o.running_mean[..c])
+            && bits_eq(&rvar[..c], &o.running_var[..c]);
+        let mut label = Label::new();
+        let _ = write!(label, "{} forward_in_place", op_label(case.op));
+        ck.line(
+            same,
+            label.as_str(),
+            name,
+            format_args!(
+                "{}",
+                match (res, same) {
+                    (Err(_), _) => "returned Err",
+                    (Ok(()), true) => "bit-identical to forward",
+                    (Ok(()), false) => "differs from forward",
+                }
+            ),
+        );
+    }
+
+    let mut a = Acc::new(RTOL);
+    compare_norm(&r, &inp, What::NormDx, &o.dx[..n], &mut a);
+    compare_norm(&r, &inp, What::NormDgamma, &o.dgamma[..p], &mut a);
+    compare_norm(&r, &inp, What::NormDbeta, &o.dbeta[..p], &mut a);
+    norm_line(ck, case, "backward dx,dg,db", &a);
+
+    // γ, β off; no running statistics; the backward without dγ, with dβ.
+    {
+        let plain = Norm::new(case, &inp, false);
+        let mut y = [0.0f32; MAX_LEN];
+        let (mut sm, mut si) = (
+            [0.0f32; crate::data::MAX_UNITS],
+            [0.0f32; crate::data::MAX_UNITS],
+        );
+        let saved = SavedMut {
+            mean: &mut sm[..u],
+            invstd: &mut si[..u],
+        };
+        let mut dx = [0.0f32; MAX_LEN];
+        let mut db = [0.0f32; MAX_LEN];
+        let res = plain.forward(x, &mut y[..n], saved, None).and_then(|()| {
+            let saved = Saved {
+                mean: &sm[..u],
+                invstd: &si[..u],
+            };
+            let grads = Grads {
+                dx: &mut dx[..n],
+                dgamma: None,
+                dbeta: Some(&mut db[..p]),
+            };
+            plain.backward(x, &inp.t.dy[..n], saved, grads)
+        });
+        match res {
+            Err(e) => {
+                let mut label = Label::new();
+                let _ = write!(label, "{} affine=off", op_label(case.op));
+                ck.line(
+                    false,
+                    label.as_str(),
+                    name,
+                    format_args!("returned Err({:?})", e),
+                )
+            }
+            Ok(()) => {
+                let sm_ = if rms { &[][..] } else { &sm[..u] };
+                let pr = NormRef::new(case, &inp, false, sm_, &si[..u]);
+                let mut a = Acc::new(RTOL);
+                compare_norm(&pr, &inp, What::NormY, &y[..n], &mut a);
+                compare_norm(&pr, &inp, What::NormDx, &dx[..n], &mut a);
+                compare_norm(&pr, &inp, What::NormDbeta, &db[..p], &mut a);
+                // The statistics do not depend on γ, β.
+                if bits_eq(&sm[..u], &o.mean[..u]) && bits_eq(&si[..u], &o.invstd[..u]) {
+                    norm_line(ck, case, "affine=off y,dx,db", &a);
+                } else {
+                    let mut label = Label::new();
+                    let _ = write!(label, "{} affine=off", op_label(case.op));
+                    ck.line(
+                        false,
+                        label.as_str(),
+                        name,
+                        format_args!("statistics differ"),
+                    );
+                }
+            }
+        }
+    }
+
+    host_values(ck, name, &|what, i| o.get(what, i));
+}
+
+// ---- gradient clipping: clip_grad_value bit for bit against a scalar clamp; total_norm
+// and clip_grad_norm against f64 norms (L2, max), a bound above the norm that changes
+// nothing; then the host values.
+fn check_clip<W: Write>(ck: &mut Checker<W>, case: &crate::data::ClipCase) {
+    use crate::reference::{clip_totals, clip_want};
+    use crate::scenario::{slices, CLIP_VALUE};
+    use batchnorm::{clip_grad_norm, total_norm, GradNorm, NonFinite};
+    let name = case.name;
+    let inp = crate::data::ClipInputs::new(case);
+    let total: usize = case.lens.iter().sum();
+    let o = match scenario::run_clip(case, &inp) {
+        Ok(o) => o,
+        Err((kernel, e)) => {
+            ck.line(false, kernel, name, format_args!("returned Err({:?})", e));
+            return;
+        }
+    };
+    let same = (0..crate::data::CLIP_SLICES).all(|k| {
+        let len = case.lens[k];
+        o.value.g[k][..len]
+            .iter()
+            .zip(&inp.g[k][..len])
+            .all(|(&v, &g)| {
+                let want = g.clamp(-CLIP_VALUE, CLIP_VALUE);
+                v.to_bits() == want.to_bits()
+            })
+            && o.value.g[k][len..].iter().all(|&v| v == 0.0)
+    });
+    ck.line(
+        same,
+        "clip_grad_value 0.5",
+        name,
+        format_args!(
+            "{:>4} values {}",
+            total,
+            if same {
+                "bit-identical to clamp"
+            } else {
+                "differ from clamp (or written past a slice)"
+            }
+        ),
+    );
+
+    let (l2, max) = clip_totals(case, &inp);
+    let mut a = Acc::new(RTOL);
+    a.add(0, o.total_l2 as f64, l2, l2);
+    a.add(1, o.total_max as f64, max, max);
+    a.add(2, o.returned as f64, l2, l2);
+    ck.acc("total_norm L2,max", name, &a);
+
+    let mut a = Acc::new(RTOL);
+    for i in 0..total {
+        let (want, mag) = clip_want(case, &inp, What::ClipNormL2, i, CLIP_VALUE);
+        a.add(i, o.get(case, What::ClipNormL2, i), want, mag);
+    }
+    ck.acc("clip_grad_norm L2", name, &a);
+
+    // Max norm, bound at half of max + 1e-6: a factor max_norm/(max + 1e-6) of about
+    // 1/2 (a bound at half of max alone would scale the 1e-30 case below f32's range).
+    let mut g = inp.clone();
+    let bound = ((max + 1e-6) / 2.0) as f32;
+    let res = clip_grad_norm(
+        &mut slices(case, &mut g),
+        bound,
+        GradNorm::Max,
+        NonFinite::Error,
+    );
+    let mut a = Acc::new(RTOL);
+    a.add(0, res.map_or(f64::NAN, |t| t as f64), max, max);
+    let f = bound as f64 / (max + 1e-6);
+    for k in 0..crate::data::CLIP_SLICES {
+        for (i, (&v, &g0)) in g.g[k][..case.lens[k]].iter().zip(&inp.g[k]).enumerate() {
+            let want = g0 as f64 * if f < 1.0 { f } else { 1.0 };
+            a.add(i, v as f64, want, want.abs());
+        }
+    }
+    ck.acc("clip_grad_norm max", name, &a);
+
+    // A bound above the norm + 1e-6: nothing changes.
+    let mut g = inp.clone();
+    let bound = ((l2 + 1e-6) * 2.0) as f32;
+    let res = clip_grad_norm(
+        &mut slices(case, &mut g),
+        bound,
+        GradNorm::L2,
+        NonFinite::Error,
+    );
+    let ok = res.map(|t| t.to_bits()) == Ok(o.total_l2.to_bits())
+        && (0..crate::data::CLIP_SLICES).all(|k| bits_eq(&g.g[k], &inp.g[k]));
+    let s = slices(case, &mut g);
+    let again = total_norm(&[&*s[0], &*s[1], &*s[2]], GradNorm::L2);
+    ck.line(
+        ok && again.to_bits() == o.total_l2.to_bits(),
+        "clip_grad_norm above the norm",
+        name,
+        format_args!("{:?}", res),
+    );
+
+    host_values(ck, name, &|what, i| o.get(case, what, i));
+}
+
+// ---- the neighbours' and clipping's error paths: Err with the right value, nothing
+// written; and NaN propagation.
+fn check_norm_errors<W: Write>(ck: &mut Checker<W>) {
+    use batchnorm::{
+        clip_grad_norm, clip_grad_value, GradNorm, GroupNorm, InstanceNorm, LayerNorm, NonFinite,
+        RmsNorm, Rows,
+    };
+    const S: f32 = 7.25;
+    let untouched = |ys: &[f32]| ys.iter().all(|&v| v == S);
+    let case = &CASES[0]; // cf 3x5x7
+    let inp = Inputs::new(case);
+    let sh = case.shape;
+    let n = data::len(case);
+    let c = sh.channels;
+    let x = &inp.x[..n];
+    let rows = Rows::new(sh.batch, c * sh.spatial);
+    let (mut y, mut dx) = ([S; MAX_LEN], [S; MAX_LEN]);
+    let (mut sm, mut si) = ([S; MAX_C], [S; MAX_C]);
+    let (mut dg, mut db) = ([S; MAX_LEN], [S; MAX_LEN]);
+
+    let ln = LayerNorm {
+        eps: EPS,
+        gamma: Some(&inp.x[..rows.len - 1]),
+        beta: None,
+    };
+    let saved = SavedMut {
+        mean: &mut sm[..3],
+        invstd: &mut si[..3],
+    };
+    let r = ln.forward(x, &mut y[..n], rows, saved);
+    let ok =
+        r == Err(Error::Length {
+            arg: "gamma",
+            expected: rows.len,
+            actual: rows.len - 1,
+        }) && untouched(&y[..n])
+            && untouched(&sm)
+            && untouched(&si);
+    ck.line(
+        ok,
+        "error LayerNorm short gamma",
+        case.name,
+        format_args!("{:?}", r),
+    );
+
+    let ln = LayerNorm {
+        eps: f32::NAN,
+        gamma: None,
+        beta: None,
+    };
+    let saved = SavedMut {
+        mean: &mut sm[..3],
+        invstd: &mut si[..3],
+    };
+    let r = ln.forward_in_place(&mut y[..n], rows, saved);
+    let ok = matches!(r, Err(Error::Parameter { arg: "eps", .. }))
+        && untouched(&y[..n])
+        && untouched(&sm);
+    ck.line(
+        ok,
+        "error LayerNorm eps NaN",
+        case.name,
+        format_args!("{:?}", r),
+    );
+
+    let ln = LayerNorm {
+        eps: EPS,
+        gamma: None,
+        beta: None,
+    };
+    let r = ln.forward(
+        &[],
+        &mut [],
+        Rows::new(3, 0),
+        SavedMut {
+            mean: &mut sm[..3],
+            invstd: &mut si[..3],
+        },
+    );
+    let ok =
+        r == Err(Error::TooFewValues {
+            needed: 1,
+            actual: 0,
+        }) && untouched(&sm);
+    ck.line(
+        ok,
+        "error LayerNorm rows of 0",
+        "rows 3x0",
+        format_args!("{:?}", r),
+    );
+
+    let grads = Grads {
+        dx: &mut dx[..n],
+        dgamma: Some(&mut dg[..rows.len + 1]),
+        dbeta: Some(&mut db[..rows.len]),
+    };
+    let saved = Saved {
+        mean: &inp.x[..3],
+        invstd: &inp.x[..3],
+    };
+    let r = ln.backward(x, &inp.dy[..n], rows, saved, grads);
+    let ok =
+        r == Err(Error::Length {
+            arg: "dgamma",
+            expected: rows.len,
+            actual: rows.len + 1,
+        }) && untouched(&dx[..n])
+            && untouched(&dg[..rows.len + 1])
+            && untouched(&db[..rows.len]);
+    ck.line(
+        ok,
+        "error LayerNorm backward dgamma",
+        case.name,
+        format_args!("{:?}", r),
+    );
+
+    let rms = RmsNorm {
+        eps: EPS,
+        gamma: None,
+    };
+    let r = rms.forward(x, &mut y[..n], rows, &mut si[..2]);
+    let ok =
+        r == Err(Error::Length {
+            arg: "save_invstd",
+            expected: 3,
+            actual: 2,
+        }) && untouched(&y[..n])
+            && untouched(&si);
+    ck.line(
+        ok,
+        "error RmsNorm short invstd",
+        case.name,
+        format_args!("{:?}", r),
+    );
+
+    for groups in [0, 2] {
+        let gn = GroupNorm {
+            groups,
+            eps: EPS,
+            gamma: None,
+            beta: None,
+        };
+        let saved = SavedMut {
+            mean: &mut sm[..3 * groups],
+            invstd: &mut si[..3 * groups],
+        };
+        let r = gn.forward(x, &mut y[..n], sh, saved);
+        let ok =
+            r == Err(Error::Groups {
+                groups,
+                arg: "x",
+                channels: c,
+            }) && untouched(&y[..n])
+                && untouched(&sm);
+        let label = if groups == 0 {
+            "error GroupNorm 0 groups"
+        } else {
+            "error GroupNorm 2 groups of 5"
+        };
+        ck.line(ok, label, case.name, format_args!("{:?}", r));
+    }
+
+    let gn = GroupNorm {
+        groups: 5,
+        eps: EPS,
+        gamma: Some(&inp.gamma[..c]),
+        beta: None,
+    };
+    let saved = Saved {
+        mean: &inp.x[..14],
+        invstd: &inp.x[..15],
+    };
+    let grads = Grads {
+        dx: &mut dx[..n],
+        dgamma: Some(&mut dg[..c]),
+        dbeta: None,
+    };
+    let r = gn.backward(x, &inp.dy[..n], sh, saved, grads);
+    let ok =
+        r == Err(Error::Length {
+            arg: "save_mean",
+            expected: 15,
+            actual: 14,
+        }) && untouched(&dx[..n])
+            && untouched(&dg[..c]);
+    ck.line(
+        ok,
+        "error GroupNorm backward mean",
+        case.name,
+        format_args!("{:?}", r),
+    );
+
+    let inorm = InstanceNorm {
+        eps: EPS,
+        gamma: None,
+        beta: None,
+    };
+    for (shape, momentum, label) in [
+        (
+            sh,
+            Momentum::Exponential(1.5),
+            "error InstanceNorm momentum",
+        ),
+        (
+            Shape::rows(15, 7),
+            Momentum::Exponential(0.1),
+            "error InstanceNorm spatial 1",
+        ),
+    ] {
+        let u = shape.batch * shape.channels;
+        let (mut rmean, mut rvar) = ([S; MAX_C], [S; MAX_C]);
+        let running = Running {
+            mean: &mut rmean[..shape.channels],
+            var: &mut rvar[..shape.channels],
+            momentum,
+        };
+        let (mut sm, mut si) = ([S; 128], [S; 128]);
+        let saved = SavedMut {
+            mean: &mut sm[..u],
+            invstd: &mut si[..u],
+        };
+        let r = inorm.forward(x, &mut y[..n], shape, saved, Some(running));
+        let right = match r {
+            Err(Error::Parameter { arg, .. }) => arg == "momentum" && shape == sh,
+            Err(Error::TooFewValues { needed, actual }) => (needed, actual) == (2, 1),
+            _ => false,
+        };
+        let ok = right
+            && untouched(&y[..n])
+            && untouched(&sm)
+            && untouched(&si)
+            && untouched(&rmean)
+            && untouched(&rvar);
+        let at = if shape == sh { case.name } else { "rows 15x7" };
+        ck.line(ok, label, at, format_args!("{:?}", r));
+    }
+
+    // Clipping.
+    let mut g = [S; 8];
+    for (v, label) in [
+        (f32::NAN, "error clip_grad_value NaN"),
+        (-1.0, "error clip_grad_value -1"),
+    ] {
+        let r = clip_grad_value(&mut [&mut g[..5]], v);
+        let ok = matches!(
+            r,
+            Err(Error::Parameter {
+                arg: "clip_value",
+                ..
+            })
+        ) && untouched(&g);
+        ck.line(ok, label, "8 values", format_args!("{:?}", r));
+    }
+    let r = clip_grad_norm(&mut [&mut g[..5]], -1.0, GradNorm::L2, NonFinite::Scale);
+    let ok = matches!(
+        r,
+        Err(Error::Parameter {
+            arg: "max_norm",
+            ..
+        })
+    ) && untouched(&g);
+    ck.line(
+        ok,
+        "error clip_grad_norm max -1",
+        "8 values",
+        format_args!("{:?}", r),
+    );
+    let mut h = [0.5f32, f32::INFINITY, -0.25];
+    let r = clip_grad_norm(
+        &mut [&mut g[..4], &mut h],
+        1.0,
+        GradNorm::L2,
+        NonFinite::Error,
+    );
+    let ok =
+        r == Err(Error::NonFiniteNorm {
+            norm: f32::INFINITY,
+        }) && untouched(&g)
+            && h[0] == 0.5
+            && h[1] == f32::INFINITY;
+    ck.line(
+        ok,
+        "error clip_grad_norm inf",
+        "4+3 values",
+        format_args!("{:?}", r),
+    );
+    // NonFinite::Scale as PyTorch: an infinite norm scales by 0 (inf·0 = NaN), a NaN
+    // norm makes everything NaN.
+    let r = clip_grad_norm(
+        &mut [&mut g[..4], &mut h],
+        1.0,
+        GradNorm::Max,
+        NonFinite::Scale,
+    );
+    let ok = r == Ok(f32::INFINITY)
+        && g[..4].iter().all(|&v| v.to_bits() == 0)
+        && g[4..].iter().all(|&v| v == S)
+        && h[0].to_bits() == 0
+        && h[1].is_nan()
+        && h[2].to_bits() == (-0.0f32).to_bits();
+    ck.line(
+        ok,
+        "clip_grad_norm inf, Scale",
+        "4+3 values",
+        format_args!("{:?}", r),
+    );
+    let mut g = [S; 8];
+    g[3] = f32::NAN;
+    let r = clip_grad_norm(&mut [&mut g[..6]], 1.0, GradNorm::L2, NonFinite::Scale);
+    let ok = r.is_ok_and(|t| t.is_nan()) && g[..6].iter().all(|v| v.is_nan()) && untouched(&g[6..]);
+    ck.line(
+        ok,
+        "clip_grad_norm NaN, Scale",
+        "6 values",
+        format_args!("{:?}", r),
+    );
+    let mut g = [S; 8];
+    g[2] = f32::NAN;
+    g[5] = -S;
+    let r = clip_grad_value(&mut [&mut g[..6]], 1.0);
+    let ok = r.is_ok()
+        && g[2].is_nan()
+        && g[..6]
+            .iter()
+            .enumerate()
+            .all(|(i, &v)| i == 2 || v == if i == 5 { -1.0 } else { 1.0 })
+        && untouched(&g[6..]);
+    ck.line(
+        ok,
+        "clip_grad_value NaN stays",
+        "6 values",
+        format_args!("{:?}", r),
+    );
+}
+
+/// A NaN in x: only its unit's output and statistics are NaN, the rest bit for bit as
+/// without it.
+fn check_norm_nan<W: Write>(ck: &mut Checker<W>) {
+    // Layer norm (rows), RMS norm, group norm channels-last (groups of 4 channels),
+    // instance norm channels-first.
+    for case in [
+        &NORM_CASES[0],
+        &NORM_CASES[6],
+        &NORM_CASES[15],
+        &NORM_CASES[21],
+    ] {
+        let sh = case.data.shape;
+        let (n, u) = (data::len_of(sh), case.units());
+        let clean = NormInputs::new(case);
+        let mut inp = clean.clone();
+        let k = n / 2 + 1;
+        let ku = case.unit_of(k);
+        inp.t.x[k] = f32::NAN;
+        let mut y0 = [0.0f32; MAX_LEN];
+        let mut y1 = [0.0f32; MAX_LEN];
+        let (mut sm0, mut si0) = (
+            [0.0f32; crate::data::MAX_UNITS],
+            [0.0f32; crate::data::MAX_UNITS],
+        );
+        let (mut sm1, mut si1) = (
+            [0.0f32; crate::data::MAX_UNITS],
+            [0.0f32; crate::data::MAX_UNITS],
+        );
+        let norm0 = Norm::new(case, &clean, true);
+        let r0 = norm0.forward(
+            &clean.t.x[..n],
+            &mut y0[..n],
+            SavedMut {
+                mean: &mut sm0[..u],
+                invstd: &mut si0[..u],
+            },
+            None,
+        );
+        let norm1 = Norm::new(case, &inp, true);
+        let r1 = norm1.forward(
+            &inp.t.x[..n],
+            &mut y1[..n],
+            SavedMut {
+                mean: &mut sm1[..u],
+                invstd: &mut si1[..u],
+            },
+            None,
+        );
+        let ok = r0.is_ok()
+            && r1.is_ok()
+            && (0..n).all(|i| {
+                if case.unit_of(i) == ku {
+                    y1[i].is_nan()
+                } else {
+                    y1[i].to_bits() == y0[i].to_bits()
+                }
+            })
+            && si1[ku].is_nan()
+            && (case.op == NormOp::Rms || sm1[ku].is_nan())
+            && (0..u).all(|j| j == ku || (sm1[j] == sm0[j] && si1[j] == si0[j]));
+        let mut label = Label::new();
+        let _ = write!(label, "{} NaN propagation", op_label(case.op));
+        ck.line(
+            ok,
+            label.as_str(),
+            case.name,
+            format_args!("NaN in unit {} only", ku),
+        );
+    }
+}
+
+/// Runs the neighbours' and clipping's checks.
+fn check_neighbours<W: Write>(ck: &mut Checker<W>) {
+    for case in NORM_CASES {
+        check_norm(ck, case);
+    }
+    for case in CLIP_CASES {
+        check_clip(ck, case);
+    }
+    check_norm_errors(ck);
+    check_norm_nan(ck);
+}
+
+// ---- stack of the neighbours and clipping -------------------------------------------
+/// Kernel families `stack_of_norm` measures.
+const NORM_FAMILIES: usize = 8;
+
+/// Prints the neighbours' stack lines (the worst over their cases; row norms have no
+/// layout) and clipping's; returns the largest.
+fn report_norm_stack<W: Write>(ck: &mut Checker<W>) -> usize {
+    let mut worst_all = 0;
+    for family in 0..NORM_FAMILIES {
+        let (mut cf, mut cl, mut rows) = (0, 0, false);
+        let mut label = "";
+        for case in NORM_CASES {
+            let Some((l, used)) = stack_of_norm(family, case) else {
+                continue;
+            };
+            label = l;
+            rows = matches!(case.op, NormOp::Layer | NormOp::Rms);
+            let sh = case.data.shape;
+            if rows || (sh.layout == batchnorm::Layout::ChannelsFirst && sh.spatial > 1) {
+                cf = cf.max(used);
+            } else {
+                cl = cl.max(used);
+            }
+        }
+        worst_all = worst_all.max(cf).max(cl);
+        if rows {
+            ck.note(format_args!(
+                "stack {:<30} {:>13} B {:>13}",
+                label, cf, "(rows)"
+            ));
+        } else {
+            ck.note(format_args!(
+                "stack {:<30} {:>13} B {:>13} B",
+                label, cf, cl
+            ));
+        }
+    }
+    for l2 in [false, true] {
+        let mut worst = 0;
+        let mut label = "";
+        for case in CLIP_CASES {
+            let mut g = crate::data::ClipInputs::new(case);
+            let mut s = crate::scenario::slices(case, &mut g);
+            if l2 {
+                label = "clip_grad_norm L2";
+                worst = worst.max(stack::used(|| {
+                    let _ = batchnorm::clip_grad_norm(
+                        &mut s,
+                        case.max_norm,
+                        batchnorm::GradNorm::L2,
+                        batchnorm::NonFinite::Error,
+                    );
+                }));
+            } else {
+                label = "clip_grad_value";
+                worst = worst.max(stack::used(|| {
+                    let _ = batchnorm::clip_grad_value(&mut s, 0.5);
+                }));
+            }
+        }
+        worst_all = worst_all.max(worst);
+        ck.note(format_args!(
+            "stack {:<30} {:>13} B {:>13}",
+            label, worst, "(flat)"
+        ));
+    }
+    worst_all
+}
+
+/// Stack of family `family` on `case`, when the family applies to its op.
+fn stack_of_norm(family: usize, case: &NormCase) -> Option<(&'static str, usize)> {
+    let ops: [(NormOp, bool, &'static str); NORM_FAMILIES] = [
+        (NormOp::Layer, false, "LayerNorm forward"),
+        (NormOp::Layer, true, "LayerNorm backward"),
+        (NormOp::Rms, false, "RmsNorm forward"),
+        (NormOp::Rms, true, "RmsNorm backward"),
+        (NormOp::Group(0), false, "GroupNorm forward"),
+        (NormOp::Group(0), true, "GroupNorm backward"),
+        (NormOp::Instance, false, "InstanceNorm forward (running)"),
+        (NormOp::Instance, true, "InstanceNorm backward"),
+    ];
+    let (op, backward, label) = ops[family];
+    let same = match (op, case.op) {
+        (NormOp::Group(_), NormOp::Group(_)) => true,
+        (a, b) => a == b,
+    };
+    if !same {
+        return None;
+    }
+    let sh = case.data.shape;
+    let (n, c, u, p) = (data::len_of(sh), sh.channels, case.units(), case.params());
+    let inp = NormInputs::new(case);
+    let norm = Norm::new(case, &inp, true);
+    let x = &inp.t.x[..n];
+    let mut y = [0.0f32; MAX_LEN];
+    let (mut dg, mut db) = ([0.0f32; MAX_LEN], [0.0f32; MAX_LEN]);
+    let (mut sm, mut si) = (
+        [0.0f32; crate::data::MAX_UNITS],
+        [1.0f32; crate::data::MAX_UNITS],
+    );
+    let (mut rmean, mut rvar) = ([0.0f32; MAX_C], [1.0f32; MAX_C]);
+    let used = if backward {
+        let saved = Saved {
+            mean: &sm[..u],
+            invstd: &si[..u],
+        };
+        stack::used(|| {
+            let grads = Grads {
+                dx: &mut y[..n],
+                dgamma: Some(&mut dg[..p]),
+                dbeta: Some(&mut db[..p]),
+            };
+            let _ = norm.backward(x, &inp.t.dy[..n], saved, grads);
+        })
+    } else {
+        stack::used(|| {
+            let running = case.running().then(|| Running {
+                mean: &mut rmean[..c],
+                var: &mut rvar[..c],
+                momentum: Momentum::Exponential(0.1),
+            });
+            let saved = SavedMut {
+                mean: &mut sm[..u],
+                invstd: &mut si[..u],
+            };
+            let _ = norm.forward(x, &mut y[..n], saved, running);
+        })
+    };
+    Some((label, used))
 }

@@ -7,8 +7,9 @@ use batchnorm::Shape;
 
 /// Largest tensor (elements) any case uses.
 pub const MAX_LEN: usize = 4096;
-/// Largest channel count any case uses.
-pub const MAX_C: usize = 32;
+/// Largest channel count any case uses (72: a group norm case with groups wider than a
+/// band, see `NORM_CASES`).
+pub const MAX_C: usize = 72;
 /// eps of every case.
 pub const EPS: f32 = 1e-5;
 /// Exponential momentum of the running-statistics update in `train`.
@@ -357,5 +358,304 @@ impl FoldInputs {
             *v = 2.0 * rng.uniform();
         }
         r
+    }
+}
+
+// ---- batch norm's neighbours (layer, RMS, group and instance norm) ----------------
+
+/// Which of batch norm's neighbours a `NormCase` runs.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum NormOp {
+    /// `LayerNorm` over each sample's `C·S` values (`F.layer_norm` over `[C, S]`).
+    Layer,
+    /// `RmsNorm` over each sample's `C·S` values.
+    Rms,
+    /// `GroupNorm` with this many groups.
+    Group(usize),
+    /// `InstanceNorm`; with running statistics when `spatial ≥ 2`.
+    Instance,
+}
+
+/// One case of a neighbour: the op, and a `Case` whose shape and data it runs on (the
+/// data `Inputs::new` draws for it; γ and β of the row norms from `NormInputs`).
+#[derive(Clone, Copy)]
+pub struct NormCase {
+    pub name: &'static str,
+    pub op: NormOp,
+    pub data: Case,
+}
+
+/// Statistic units (rows, or (sample, group)) of any norm case, at most.
+pub const MAX_UNITS: usize = 256;
+
+/// Extra shapes for the row and group norms: more rows than a band (64), constant
+/// rows, and groups of 72 channels (wider than a band of the walk on Cortex-M4F in both
+/// layouts, on AArch64 channels-first).
+const ROWS_70: Case = Case {
+    name: "cf 70x1x24",
+    shape: Shape::channels_first(70, 1, 24),
+    seed: 21,
+    offset: 0.0,
+    constant_channel: None,
+};
+const ROWS_CONST: Case = Case {
+    name: "cf 3x1x40 const",
+    shape: Shape::channels_first(3, 1, 40),
+    seed: 22,
+    offset: 0.0,
+    constant_channel: Some(0),
+};
+const WIDE_CF: Case = Case {
+    name: "cf 2x72x3",
+    shape: Shape::channels_first(2, 72, 3),
+    seed: 23,
+    offset: 0.0,
+    constant_channel: None,
+};
+const WIDE_CL: Case = Case {
+    name: "cl 2x72x3",
+    shape: Shape::channels_last(2, 72, 3),
+    seed: 24,
+    offset: 0.0,
+    constant_channel: Some(5),
+};
+
+const fn norm(name: &'static str, op: NormOp, data: Case) -> NormCase {
+    NormCase { name, op, data }
+}
+
+pub const NORM_CASES: &[NormCase] = {
+    use NormOp::{Group, Instance, Layer, Rms};
+    let c = CASES;
+    &[
+        // Rows of 35 (tails), 6 (short), 24 (70 rows: two bands), 40 (constant rows),
+        // 2048 and 4000 (|mean|/std ~ 1e4; wider than the column sums' band).
+        norm("ln cf 3x5x7", Layer, c[0]),
+        norm("ln rows 33x6", Layer, c[2]),
+        norm("ln cf 70x1x24", Layer, ROWS_70),
+        norm("ln cf 3x1x40 const", Layer, ROWS_CONST),
+        norm("ln cf 2x2x1024 +1e4", Layer, c[5]),
+        norm("ln cl 1x4x1000 +1e4", Layer, c[6]),
+        norm("rms cf 3x5x7", Rms, c[0]),
+        norm("rms rows 33x6", Rms, c[2]),
+        norm("rms cf 70x1x24", Rms, ROWS_70),
+        norm("rms cf 3x1x40 const", Rms, ROWS_CONST),
+        norm("rms cf 2x2x1024 +1e4", Rms, c[5]),
+        // Both layouts, odd channel counts, a constant group (cl 2x19x6 g19), groups
+        // wider than a band.
+        norm("gn cf 3x5x7 g1", Group(1), c[0]),
+        norm("gn cl 2x19x6 g19", Group(19), c[1]),
+        norm("gn rows 33x6 g3", Group(3), c[2]),
+        norm("gn cf 2x3x64 g3", Group(3), c[3]),
+        norm("gn cl 4x8x16 g2", Group(2), c[4]),
+        norm("gn cf 2x2x1024 +1e4 g1", Group(1), c[5]),
+        norm("gn cl 1x4x1000 +1e4 g2", Group(2), c[6]),
+        norm("gn cf 2x72x3 g1", Group(1), WIDE_CF),
+        norm("gn cl 2x72x3 g1", Group(1), WIDE_CL),
+        norm("gn cl 2x72x3 g8", Group(8), WIDE_CL),
+        norm("in cf 3x5x7", Instance, c[0]),
+        norm("in cl 2x19x6", Instance, c[1]),
+        norm("in rows 33x6", Instance, c[2]),
+        norm("in cf 2x3x64", Instance, c[3]),
+        norm("in cl 4x8x16", Instance, c[4]),
+        norm("in cf 2x2x1024 +1e4", Instance, c[5]),
+        norm("in cl 1x4x1000 +1e4", Instance, c[6]),
+    ]
+};
+
+impl NormCase {
+    /// γ and β values (per position of a row, or per channel).
+    pub fn params(&self) -> usize {
+        let sh = self.data.shape;
+        match self.op {
+            NormOp::Layer | NormOp::Rms => sh.channels * sh.spatial,
+            _ => sh.channels,
+        }
+    }
+
+    /// Statistic units: rows, or (sample, group).
+    pub fn units(&self) -> usize {
+        let sh = self.data.shape;
+        sh.batch * self.groups()
+    }
+
+    /// Groups per sample (1 for a row norm: its row).
+    pub fn groups(&self) -> usize {
+        match self.op {
+            NormOp::Layer | NormOp::Rms => 1,
+            NormOp::Group(g) => g,
+            NormOp::Instance => self.data.shape.channels,
+        }
+    }
+
+    /// Whether the forward updates running statistics (instance norm, spatial ≥ 2).
+    pub fn running(&self) -> bool {
+        self.op == NormOp::Instance && self.data.shape.spatial >= 2
+    }
+
+    /// The unit of flat element `i`.
+    pub fn unit_of(&self, i: usize) -> usize {
+        let sh = self.data.shape;
+        let per_sample = sh.channels * sh.spatial;
+        let n = i / per_sample;
+        match self.op {
+            NormOp::Layer | NormOp::Rms => n,
+            _ => {
+                let per = sh.channels / self.groups();
+                n * self.groups() + crate::reference::channel_of(sh, i) / per
+            }
+        }
+    }
+
+    /// The γ/β index of flat element `i`.
+    pub fn param_of(&self, i: usize) -> usize {
+        let sh = self.data.shape;
+        match self.op {
+            NormOp::Layer | NormOp::Rms => i % (sh.channels * sh.spatial),
+            _ => crate::reference::channel_of(sh, i),
+        }
+    }
+
+    /// Calls `f` with every flat element of γ/β index `j`.
+    pub fn for_param(&self, j: usize, mut f: impl FnMut(usize)) {
+        let sh = self.data.shape;
+        match self.op {
+            NormOp::Layer | NormOp::Rms => {
+                for n in 0..sh.batch {
+                    f(n * sh.channels * sh.spatial + j)
+                }
+            }
+            _ => {
+                for n in 0..sh.batch {
+                    for s in 0..sh.spatial {
+                        f(index(sh, n, j, s))
+                    }
+                }
+            }
+        }
+    }
+
+    /// Calls `f` with every flat element of unit `u`.
+    pub fn for_unit(&self, u: usize, mut f: impl FnMut(usize)) {
+        let sh = self.data.shape;
+        let per_sample = sh.channels * sh.spatial;
+        let (n, g) = (u / self.groups(), u % self.groups());
+        match self.op {
+            NormOp::Layer | NormOp::Rms => {
+                for i in n * per_sample..(n + 1) * per_sample {
+                    f(i)
+                }
+            }
+            _ => {
+                let per = sh.channels / self.groups();
+                for c in g * per..(g + 1) * per {
+                    for s in 0..sh.spatial {
+                        f(index(sh, n, c, s))
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// A norm case's tensors: the `Case`'s, with γ and β per position of a row for the row
+/// norms (drawn after the case's own values; the group norms use the case's γ, β).
+#[derive(Clone)]
+pub struct NormInputs {
+    pub t: Inputs,
+    pub gamma: [f32; MAX_LEN],
+    pub beta: [f32; MAX_LEN],
+}
+
+impl NormInputs {
+    pub fn new(case: &NormCase) -> NormInputs {
+        let t = Inputs::new(&case.data);
+        let mut r = NormInputs {
+            gamma: [0.0; MAX_LEN],
+            beta: [0.0; MAX_LEN],
+            t,
+        };
+        match case.op {
+            NormOp::Layer | NormOp::Rms => {
+                let mut rng = Lcg::new(case.data.seed ^ 0x5157);
+                for j in 0..case.params() {
+                    r.gamma[j] = 0.5 + rng.uniform(); // includes negative γ
+                    r.beta[j] = 0.5 * rng.uniform();
+                }
+            }
+            _ => {
+                let c = case.params();
+                r.gamma[..c].copy_from_slice(&r.t.gamma[..c]);
+                r.beta[..c].copy_from_slice(&r.t.beta[..c]);
+            }
+        }
+        r
+    }
+}
+
+// ---- gradient clipping ----------------------------------------------------------------
+
+/// Gradient slices of one clipping case: `SLICES` slices of `lens` values, drawn
+/// uniform in `[-1, 1)` times `scale` (1e30 and 1e-30: the L2 norm's rescaled paths).
+#[derive(Clone, Copy)]
+pub struct ClipCase {
+    pub name: &'static str,
+    pub lens: [usize; CLIP_SLICES],
+    pub scale: f32,
+    /// `clip_grad_norm`'s bound, below the L2 norm (so that it scales).
+    pub max_norm: f32,
+    pub seed: u64,
+}
+
+pub const CLIP_SLICES: usize = 3;
+pub const CLIP_MAX: usize = 1024;
+
+pub const CLIP_CASES: &[ClipCase] = &[
+    ClipCase {
+        name: "clip 7+64+1",
+        lens: [7, 64, 1],
+        scale: 1.0,
+        max_norm: 2.0,
+        seed: 31,
+    },
+    ClipCase {
+        name: "clip 1000+0+333",
+        lens: [1000, 0, 333],
+        scale: 3.0,
+        max_norm: 20.0,
+        seed: 32,
+    },
+    ClipCase {
+        name: "clip 100+17+5 x1e30",
+        lens: [100, 17, 5],
+        scale: 1e30,
+        max_norm: 1e30,
+        seed: 33,
+    },
+    ClipCase {
+        name: "clip 100+17+5 x1e-30",
+        lens: [100, 17, 5],
+        scale: 1e-30,
+        max_norm: 1e-7,
+        seed: 34,
+    },
+];
+
+/// A clipping case's slices (`CLIP_MAX` values each, the first `lens[k]` used).
+#[derive(Clone)]
+pub struct ClipInputs {
+    pub g: [[f32; CLIP_MAX]; CLIP_SLICES],
+}
+
+impl ClipInputs {
+    pub fn new(case: &ClipCase) -> ClipInputs {
+        let mut rng = Lcg::new(case.seed);
+        let mut g = [[0.0; CLIP_MAX]; CLIP_SLICES];
+        for (k, s) in g.iter_mut().enumerate() {
+            for v in s[..case.lens[k]].iter_mut() {
+                *v = rng.uniform() * case.scale;
+            }
+        }
+        ClipInputs { g }
     }
 }

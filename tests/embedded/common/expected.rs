@@ -351,4 +351,374 @@ pub const EXPECTED: &[Expected] = &[
     Expected { case: "before conv OIHW g2", what: What::FoldBias, index: 5, value: 0.026324965059757233, tol: 3.1514233835003786e-5 },
     // fold before conv OIHW g2 FoldPad [1]: f64 reference 5.781012907967825e-2, host err 2.3e-8·mag
     Expected { case: "before conv OIHW g2", what: What::FoldPad, index: 1, value: 0.05781012773513794, tol: 1.156202581593565e-6 },
+    // ln cf 3x5x7 NormY [35]: f64 reference -1.0582198100276525e0, host err 7.1e-8·mag
+    Expected { case: "ln cf 3x5x7", what: What::NormY, index: 35, value: -1.0582196712493896, tol: 3.913473941683439e-5 },
+    // ln cf 3x5x7 NormInvstd [1]: f64 reference 4.633811337567568e-1, host err 4.8e-8·mag
+    Expected { case: "ln cf 3x5x7", what: What::NormInvstd, index: 1, value: 0.4633811116218567, tol: 9.267622675135137e-6 },
+    // ln cf 3x5x7 NormDx [71]: f64 reference -1.622339750516409e-2, host err 1.4e-9·mag
+    Expected { case: "ln cf 3x5x7", what: What::NormDx, index: 71, value: -0.016223397105932236, tol: 5.8172980972486545e-6 },
+    // ln cf 3x5x7 NormDgamma [2]: f64 reference -3.177147832114964e-1, host err 1.9e-8·mag
+    Expected { case: "ln cf 3x5x7", what: What::NormDgamma, index: 2, value: -0.3177148103713989, tol: 2.842635258978401e-5 },
+    // ln cf 3x5x7 NormDbeta [34]: f64 reference -8.160301148891449e-1, host err 3.2e-8·mag
+    Expected { case: "ln cf 3x5x7", what: What::NormDbeta, index: 34, value: -0.8160301446914673, tol: 1.854348957538605e-5 },
+    // ln cf 3x5x7 NormMean [0]: f64 reference 1.7556988511766705e-1, host err 2.1e-8·mag
+    Expected { case: "ln cf 3x5x7", what: What::NormMean, index: 0, value: 0.17556993663311005, tol: 4.927781546269349e-5 },
+    // ln rows 33x6 NormY [67]: f64 reference -3.7500309281217137e-1, host err 1.5e-8·mag
+    Expected { case: "ln rows 33x6", what: What::NormY, index: 67, value: -0.3750030994415283, tol: 8.669552935626691e-6 },
+    // ln rows 33x6 NormInvstd [2]: f64 reference 4.0284873344617117e-1, host err 3.2e-8·mag
+    Expected { case: "ln rows 33x6", what: What::NormInvstd, index: 2, value: 0.4028487205505371, tol: 8.056974668923424e-6 },
+    // ln rows 33x6 NormDx [133]: f64 reference -4.3952420365635556e-2, host err 3.0e-8·mag
+    Expected { case: "ln rows 33x6", what: What::NormDx, index: 133, value: -0.04395241662859917, tol: 2.475354726217393e-6 },
+    // ln rows 33x6 NormDgamma [3]: f64 reference 2.0137182080187697e0, host err 6.6e-9·mag
+    Expected { case: "ln rows 33x6", what: What::NormDgamma, index: 3, value: 2.0137181282043457, tol: 2.4263973118475847e-4 },
+    // ln rows 33x6 NormDbeta [5]: f64 reference -1.2532053887844086e0, host err 3.2e-9·mag
+    Expected { case: "ln rows 33x6", what: What::NormDbeta, index: 5, value: -1.253205418586731, tol: 1.8644191563129425e-4 },
+    // ln rows 33x6 NormMean [1]: f64 reference 6.425240933895111e-1, host err 9.5e-9·mag
+    Expected { case: "ln rows 33x6", what: What::NormMean, index: 1, value: 0.6425240635871887, tol: 6.244053033667893e-5 },
+    // ln cf 70x1x24 NormY [562]: f64 reference 5.108453672214007e-1, host err 8.1e-9·mag
+    Expected { case: "ln cf 70x1x24", what: What::NormY, index: 562, value: 0.5108453035354614, tol: 1.5732859390560228e-4 },
+    // ln cf 70x1x24 NormInvstd [3]: f64 reference 3.986712036962227e0, host err 4.5e-8·mag
+    Expected { case: "ln cf 70x1x24", what: What::NormInvstd, index: 3, value: 3.9867122173309326, tol: 7.973424073924454e-5 },
+    // ln cf 70x1x24 NormDx [1121]: f64 reference -1.495463406094601e-1, host err 4.5e-11·mag
+    Expected { case: "ln cf 70x1x24", what: What::NormDx, index: 1121, value: -0.1495463252067566, tol: 6.83559379542938e-3 },
+    // ln cf 70x1x24 NormDgamma [4]: f64 reference -2.791871560354943e0, host err 7.7e-10·mag
+    Expected { case: "ln cf 70x1x24", what: What::NormDgamma, index: 4, value: -2.791872024536133, tol: 1.1993074418226678e-2 },
+    // ln cf 70x1x24 NormDbeta [23]: f64 reference -5.095623731613159e-1, host err 1.4e-8·mag
+    Expected { case: "ln cf 70x1x24", what: What::NormDbeta, index: 23, value: -0.5095620155334473, tol: 5.111127579212189e-4 },
+    // ln cf 70x1x24 NormMean [2]: f64 reference -2.8653009037176767e0, host err 3.2e-9·mag
+    Expected { case: "ln cf 70x1x24", what: What::NormMean, index: 2, value: -2.8653008937835693, tol: 6.235309196080754e-5 },
+    // ln cf 3x1x40 const NormY [43]: f64 reference -4.536246657371521e-1, host err 0.0e0·mag
+    Expected { case: "ln cf 3x1x40 const", what: What::NormY, index: 43, value: -0.4536246657371521, tol: 1.4835438403134314e-2 },
+    // ln cf 3x1x40 const NormInvstd [1]: f64 reference 3.162277700111307e2, host err 4.2e-8·mag
+    Expected { case: "ln cf 3x1x40 const", what: What::NormInvstd, index: 1, value: 316.227783203125, tol: 6.3245554002226145e-3 },
+    // ln cf 3x1x40 const NormDx [81]: f64 reference -7.990361913661985e1, host err 8.3e-15·mag
+    Expected { case: "ln cf 3x1x40 const", what: What::NormDx, index: 81, value: -79.90361785888672, tol: 3.070182113149317e3 },
+    // ln cf 3x1x40 const NormDgamma [5]: f64 reference 0e0, host err 0.0e0·mag
+    Expected { case: "ln cf 3x1x40 const", what: What::NormDgamma, index: 5, value: 0.0, tol: 2.9917491486667863e-2 },
+    // ln cf 3x1x40 const NormDbeta [39]: f64 reference -1.863412857055664e-1, host err 0.0e0·mag
+    Expected { case: "ln cf 3x1x40 const", what: What::NormDbeta, index: 39, value: -0.1863412857055664, tol: 2.4112226963043214e-5 },
+    // ln cf 3x1x40 const NormMean [0]: f64 reference 2.5e0, host err 0.0e0·mag
+    Expected { case: "ln cf 3x1x40 const", what: What::NormMean, index: 0, value: 2.5, tol: 5e-5 },
+    // ln cf 2x2x1024 +1e4 NormY [1369]: f64 reference 4.456204633827419e-1, host err 5.9e-12·mag
+    Expected { case: "ln cf 2x2x1024 +1e4", what: What::NormY, index: 1369, value: 0.44562047719955444, tol: 4.692615022562839e-2 },
+    // ln cf 2x2x1024 +1e4 NormInvstd [1]: f64 reference 1.1960206092729113e0, host err 5.1e-9·mag
+    Expected { case: "ln cf 2x2x1024 +1e4", what: What::NormInvstd, index: 1, value: 1.1960206031799316, tol: 2.3920412185458228e-5 },
+    // ln cf 2x2x1024 +1e4 NormDx [2731]: f64 reference -7.611074882754697e-2, host err 3.6e-17·mag
+    Expected { case: "ln cf 2x2x1024 +1e4", what: What::NormDx, index: 2731, value: -0.07611074298620224, tol: 3.2359518011350533e3 },
+    // ln cf 2x2x1024 +1e4 NormDgamma [6]: f64 reference 1.1908701845874363e-1, host err 6.7e-13·mag
+    Expected { case: "ln cf 2x2x1024 +1e4", what: What::NormDgamma, index: 6, value: 0.11908701062202454, tol: 2.3488074900575348e-1 },
+    // ln cf 2x2x1024 +1e4 NormDbeta [2047]: f64 reference 8.083834052085876e-1, host err 0.0e0·mag
+    Expected { case: "ln cf 2x2x1024 +1e4", what: What::NormDbeta, index: 2047, value: 0.8083834052085876, tol: 1.6167668104171754e-5 },
+    // ln cf 2x2x1024 +1e4 NormMean [0]: f64 reference 9.99775857257843e3, host err 2.2e-8·mag
+    Expected { case: "ln cf 2x2x1024 +1e4", what: What::NormMean, index: 0, value: 9997.7587890625, tol: 1.999721733575486e-1 },
+    // ln cl 1x4x1000 +1e4 NormY [1338]: f64 reference 5.958437382992499e-1, host err 1.3e-11·mag
+    Expected { case: "ln cl 1x4x1000 +1e4", what: What::NormY, index: 1338, value: 0.5958437919616699, tol: 8.092672605972778e-2 },
+    // ln cl 1x4x1000 +1e4 NormInvstd [0]: f64 reference 5.689446664157068e-1, host err 4.6e-8·mag
+    Expected { case: "ln cl 1x4x1000 +1e4", what: What::NormInvstd, index: 0, value: 0.5689446926116943, tol: 1.1378893328314137e-5 },
+    // ln cl 1x4x1000 +1e4 NormDx [2667]: f64 reference -1.8135898264666364e-1, host err 2.6e-16·mag
+    Expected { case: "ln cl 1x4x1000 +1e4", what: What::NormDx, index: 2667, value: -0.18135897815227509, tol: 3.454466952277333e2 },
+    // ln cl 1x4x1000 +1e4 NormDgamma [7]: f64 reference 8.46725999485115e-1, host err 1.1e-13·mag
+    Expected { case: "ln cl 1x4x1000 +1e4", what: What::NormDgamma, index: 7, value: 0.8467260003089905, tol: 1.4765121468063636e-1 },
+    // ln cl 1x4x1000 +1e4 NormDbeta [3999]: f64 reference 4.754624366760254e-1, host err 0.0e0·mag
+    Expected { case: "ln cl 1x4x1000 +1e4", what: What::NormDbeta, index: 3999, value: 0.4754624366760254, tol: 9.509248733520509e-6 },
+    // ln cl 1x4x1000 +1e4 NormMean [0]: f64 reference 9.99924934765625e3, host err 3.2e-8·mag
+    Expected { case: "ln cl 1x4x1000 +1e4", what: What::NormMean, index: 0, value: 9999.2490234375, tol: 2.0002013969962348e-1 },
+    // rms cf 3x5x7 NormY [41]: f64 reference -8.10795589853442e-1, host err 1.9e-8·mag
+    Expected { case: "rms cf 3x5x7", what: What::NormY, index: 41, value: -0.8107956051826477, tol: 1.621591179706884e-5 },
+    // rms cf 3x5x7 NormInvstd [1]: f64 reference 4.6318983786478357e-1, host err 5.3e-9·mag
+    Expected { case: "rms cf 3x5x7", what: What::NormInvstd, index: 1, value: 0.46318984031677246, tol: 9.263796757295671e-6 },
+    // rms cf 3x5x7 NormDx [71]: f64 reference -1.1340440989978457e-2, host err 9.9e-9·mag
+    Expected { case: "rms cf 3x5x7", what: What::NormDx, index: 71, value: -0.011340439319610596, tol: 3.372517631488436e-6 },
+    // rms cf 3x5x7 NormDgamma [8]: f64 reference 4.9446504588892526e-1, host err 1.5e-8·mag
+    Expected { case: "rms cf 3x5x7", what: What::NormDgamma, index: 8, value: 0.49446505308151245, tol: 9.889300917778506e-6 },
+    // rms cf 3x5x7 NormDbeta [34]: f64 reference -8.160301148891449e-1, host err 3.2e-8·mag
+    Expected { case: "rms cf 3x5x7", what: What::NormDbeta, index: 34, value: -0.8160301446914673, tol: 1.854348957538605e-5 },
+    // rms rows 33x6 NormY [73]: f64 reference 1.0244535997505399e-2, host err 7.0e-8·mag
+    Expected { case: "rms rows 33x6", what: What::NormY, index: 73, value: 0.010244535282254219, tol: 2.0489071995010798e-7 },
+    // rms rows 33x6 NormInvstd [8]: f64 reference 3.5028977906585995e-1, host err 3.6e-8·mag
+    Expected { case: "rms rows 33x6", what: What::NormInvstd, index: 8, value: 0.35028979182243347, tol: 7.005795581317199e-6 },
+    // rms rows 33x6 NormDx [133]: f64 reference 2.3133298886703207e-2, host err 3.8e-8·mag
+    Expected { case: "rms rows 33x6", what: What::NormDx, index: 133, value: 0.023133300244808197, tol: 7.165355333832315e-7 },
+    // rms rows 33x6 NormDgamma [3]: f64 reference 3.335167614841334e0, host err 4.1e-9·mag
+    Expected { case: "rms rows 33x6", what: What::NormDgamma, index: 3, value: 3.335167646408081, tol: 1.5241066251579528e-4 },
+    // rms rows 33x6 NormDbeta [5]: f64 reference -1.2532053887844086e0, host err 3.2e-9·mag
+    Expected { case: "rms rows 33x6", what: What::NormDbeta, index: 5, value: -1.253205418586731, tol: 1.8644191563129425e-4 },
+    // rms cf 70x1x24 NormY [568]: f64 reference 2.4558299983098324e-2, host err 6.9e-8·mag
+    Expected { case: "rms cf 70x1x24", what: What::NormY, index: 568, value: 0.02455829828977585, tol: 4.911659996619665e-7 },
+    // rms cf 70x1x24 NormInvstd [9]: f64 reference 3.2851552303531334e-1, host err 2.0e-8·mag
+    Expected { case: "rms cf 70x1x24", what: What::NormInvstd, index: 9, value: 0.32851552963256836, tol: 6.570310460706267e-6 },
+    // rms cf 70x1x24 NormDx [1121]: f64 reference -4.019254339757446e-2, host err 1.2e-8·mag
+    Expected { case: "rms cf 70x1x24", what: What::NormDx, index: 1121, value: -0.04019254446029663, tol: 1.718761045380529e-6 },
+    // rms cf 70x1x24 NormDgamma [10]: f64 reference -1.1576096202792991e1, host err 1.3e-8·mag
+    Expected { case: "rms cf 70x1x24", what: What::NormDgamma, index: 10, value: -11.576096534729004, tol: 5.182919435053195e-4 },
+    // rms cf 70x1x24 NormDbeta [23]: f64 reference -5.095623731613159e-1, host err 1.4e-8·mag
+    Expected { case: "rms cf 70x1x24", what: What::NormDbeta, index: 23, value: -0.5095620155334473, tol: 5.111127579212189e-4 },
+    // rms cf 3x1x40 const NormY [49]: f64 reference 1.106173107218873e-1, host err 8.3e-9·mag
+    Expected { case: "rms cf 3x1x40 const", what: What::NormY, index: 49, value: 0.11061730980873108, tol: 2.212346214437746e-6 },
+    // rms cf 3x1x40 const NormInvstd [1]: f64 reference 3.999996800003921e-1, host err 4.7e-9·mag
+    Expected { case: "rms cf 3x1x40 const", what: What::NormInvstd, index: 1, value: 0.3999996781349182, tol: 7.999993600007842e-6 },
+    // rms cf 3x1x40 const NormDx [81]: f64 reference -1.0107089220276455e-1, host err 2.1e-8·mag
+    Expected { case: "rms cf 3x1x40 const", what: What::NormDx, index: 81, value: -0.10107088834047318, tol: 3.6632852283461103e-6 },
+    // rms cf 3x1x40 const NormDgamma [11]: f64 reference -1.120669625457995e0, host err 2.0e-8·mag
+    Expected { case: "rms cf 3x1x40 const", what: What::NormDgamma, index: 11, value: -1.1206696033477783, tol: 2.2413392509159903e-5 },
+    // rms cf 3x1x40 const NormDbeta [39]: f64 reference -1.863412857055664e-1, host err 0.0e0·mag
+    Expected { case: "rms cf 3x1x40 const", what: What::NormDbeta, index: 39, value: -0.1863412857055664, tol: 2.4112226963043214e-5 },
+    // rms cf 2x2x1024 +1e4 NormY [1375]: f64 reference 8.216256391182035e-1, host err 8.6e-8·mag
+    Expected { case: "rms cf 2x2x1024 +1e4", what: What::NormY, index: 1375, value: 0.8216257095336914, tol: 1.643251278236407e-5 },
+    // rms cf 2x2x1024 +1e4 NormInvstd [1]: f64 reference 1.000224267541219e-4, host err 2.5e-8·mag
+    Expected { case: "rms cf 2x2x1024 +1e4", what: What::NormInvstd, index: 1, value: 0.00010002242925111204, tol: 2.000448535082438e-9 },
+    // rms cf 2x2x1024 +1e4 NormDx [2731]: f64 reference -5.475768366408216e-6, host err 3.9e-10·mag
+    Expected { case: "rms cf 2x2x1024 +1e4", what: What::NormDx, index: 2731, value: -5.475768375617918e-6, tol: 4.738261185328213e-10 },
+    // rms cf 2x2x1024 +1e4 NormDgamma [12]: f64 reference -6.345791774593669e-1, host err 6.6e-9·mag
+    Expected { case: "rms cf 2x2x1024 +1e4", what: What::NormDgamma, index: 12, value: -0.6345791816711426, tol: 1.269158354918734e-5 },
+    // rms cf 2x2x1024 +1e4 NormDbeta [2047]: f64 reference 8.083834052085876e-1, host err 0.0e0·mag
+    Expected { case: "rms cf 2x2x1024 +1e4", what: What::NormDbeta, index: 2047, value: 0.8083834052085876, tol: 1.6167668104171754e-5 },
+    // gn cf 3x5x7 g1 NormY [46]: f64 reference 7.073698907805079e-1, host err 3.7e-8·mag
+    Expected { case: "gn cf 3x5x7 g1", what: What::NormY, index: 46, value: 0.707369863986969, tol: 1.459077282497086e-5 },
+    // gn cf 3x5x7 g1 NormInvstd [0]: f64 reference 4.3700123107111905e-1, host err 6.3e-9·mag
+    Expected { case: "gn cf 3x5x7 g1", what: What::NormInvstd, index: 0, value: 0.43700122833251953, tol: 8.740024621422381e-6 },
+    // gn cf 3x5x7 g1 NormDx [71]: f64 reference 5.1554442128160495e-2, host err 2.0e-8·mag
+    Expected { case: "gn cf 3x5x7 g1", what: What::NormDx, index: 71, value: 0.05155443400144577, tol: 8.238083451559346e-6 },
+    // gn cf 3x5x7 g1 NormDgamma [3]: f64 reference 1.1659032565052974e0, host err 1.6e-8·mag
+    Expected { case: "gn cf 3x5x7 g1", what: What::NormDgamma, index: 3, value: 1.1659033298492432, tol: 9.248394903630466e-5 },
+    // gn cf 3x5x7 g1 NormDbeta [4]: f64 reference 2.0486146211624146e-1, host err 0.0e0·mag
+    Expected { case: "gn cf 3x5x7 g1", what: What::NormDbeta, index: 4, value: 0.20486146211624146, tol: 1.821189570426941e-4 },
+    // gn cf 3x5x7 g1 NormMean [2]: f64 reference -2.0933733327048165e-1, host err 4.1e-9·mag
+    Expected { case: "gn cf 3x5x7 g1", what: What::NormMean, index: 2, value: -0.20933732390403748, tol: 4.5445903147098635e-5 },
+    // gn cl 2x19x6 g19 NormY [88]: f64 reference -5.199587809196602e-1, host err 1.2e-9·mag
+    Expected { case: "gn cl 2x19x6 g19", what: What::NormY, index: 88, value: -0.5199587941169739, tol: 2.1928114919348034e-4 },
+    // gn cl 2x19x6 g19 NormInvstd [13]: f64 reference 1.9401676511614872e0, host err 5.4e-8·mag
+    Expected { case: "gn cl 2x19x6 g19", what: What::NormInvstd, index: 13, value: 1.9401675462722778, tol: 3.880335302322974e-5 },
+    // gn cl 2x19x6 g19 NormDx [153]: f64 reference 4.407512507594374e-1, host err 9.6e-11·mag
+    Expected { case: "gn cl 2x19x6 g19", what: What::NormDx, index: 153, value: 0.44075125455856323, tol: 7.940920508723887e-4 },
+    // gn cl 2x19x6 g19 NormDgamma [14]: f64 reference -5.377209893805127e-1, host err 3.6e-11·mag
+    Expected { case: "gn cl 2x19x6 g19", what: What::NormDgamma, index: 14, value: -0.5377209782600403, tol: 6.170368082338142e-3 },
+    // gn cl 2x19x6 g19 NormDbeta [18]: f64 reference 2.0937481224536896e0, host err 7.1e-9·mag
+    Expected { case: "gn cl 2x19x6 g19", what: What::NormDbeta, index: 18, value: 2.093748092651367, tol: 8.356227815151216e-5 },
+    // gn cl 2x19x6 g19 NormMean [12]: f64 reference 1.4953981717427572e1, host err 2.0e-8·mag
+    Expected { case: "gn cl 2x19x6 g19", what: What::NormMean, index: 12, value: 14.953981399536133, tol: 3.1028937144242786e-4 },
+    // gn rows 33x6 g3 NormY [79]: f64 reference 1.1224701751389108e0, host err 8.1e-9·mag
+    Expected { case: "gn rows 33x6 g3", what: What::NormY, index: 79, value: 1.1224701404571533, tol: 8.590272825142887e-5 },
+    // gn rows 33x6 g3 NormInvstd [14]: f64 reference 2.023272769883983e0, host err 8.5e-9·mag
+    Expected { case: "gn rows 33x6 g3", what: What::NormInvstd, index: 14, value: 2.023272752761841, tol: 4.046545539767967e-5 },
+    // gn rows 33x6 g3 NormDx [133]: f64 reference -3.4169276261478935e-5, host err 6.0e-10·mag
+    Expected { case: "gn rows 33x6 g3", what: What::NormDx, index: 133, value: -3.421306610107422e-5, tol: 1.4523994137605417e-3 },
+    // gn rows 33x6 g3 NormDgamma [3]: f64 reference 4.518793647312836e0, host err 9.5e-10·mag
+    Expected { case: "gn rows 33x6 g3", what: What::NormDgamma, index: 3, value: 4.51879358291626, tol: 1.3547809532493682e-3 },
+    // gn rows 33x6 g3 NormDbeta [5]: f64 reference -1.2532053887844086e0, host err 3.2e-9·mag
+    Expected { case: "gn rows 33x6 g3", what: What::NormDbeta, index: 5, value: -1.253205418586731, tol: 1.8644191563129425e-4 },
+    // gn rows 33x6 g3 NormMean [13]: f64 reference 7.621902227401733e-2, host err 0.0e0·mag
+    Expected { case: "gn rows 33x6 g3", what: What::NormMean, index: 13, value: 0.07621902227401733, tol: 1.8943233489990236e-5 },
+    // gn cf 2x3x64 g3 NormY [142]: f64 reference -2.351759577000671e-1, host err 1.5e-8·mag
+    Expected { case: "gn cf 2x3x64 g3", what: What::NormY, index: 142, value: -0.2351759672164917, tol: 1.292665717988515e-5 },
+    // gn cf 2x3x64 g3 NormInvstd [3]: f64 reference 3.735117002275978e0, host err 1.2e-8·mag
+    Expected { case: "gn cf 2x3x64 g3", what: What::NormInvstd, index: 3, value: 3.735116958618164, tol: 7.470234004551956e-5 },
+    // gn cf 2x3x64 g3 NormDx [257]: f64 reference 2.133626660336285e0, host err 5.5e-10·mag
+    Expected { case: "gn cf 2x3x64 g3", what: What::NormDx, index: 257, value: 2.133626699447632, tol: 1.4272644774310122e-3 },
+    // gn cf 2x3x64 g3 NormDgamma [1]: f64 reference 5.781207568655389e-1, host err 1.2e-9·mag
+    Expected { case: "gn cf 2x3x64 g3", what: What::NormDgamma, index: 1, value: 0.5781203508377075, tol: 6.728775364418011e-3 },
+    // gn cf 2x3x64 g3 NormDbeta [2]: f64 reference 1.3528904020786285e1, host err 1.2e-9·mag
+    Expected { case: "gn cf 2x3x64 g3", what: What::NormDbeta, index: 2, value: 13.52890396118164, tol: 9.819551086425783e-4 },
+    // gn cf 2x3x64 g3 NormMean [2]: f64 reference 9.700905531644821e-3, host err 1.9e-8·mag
+    Expected { case: "gn cf 2x3x64 g3", what: What::NormMean, index: 2, value: 0.009700916707515717, tol: 1.1679328304487604e-5 },
+    // gn cl 4x8x16 g2 NormY [185]: f64 reference -2.1667093606547294e-1, host err 7.2e-9·mag
+    Expected { case: "gn cl 4x8x16 g2", what: What::NormY, index: 185, value: -0.2166709452867508, tol: 2.5468739198725966e-5 },
+    // gn cl 4x8x16 g2 NormInvstd [0]: f64 reference 5.482059054722664e-1, host err 1.2e-8·mag
+    Expected { case: "gn cl 4x8x16 g2", what: What::NormInvstd, index: 0, value: 0.5482059121131897, tol: 1.096411810944533e-5 },
+    // gn cl 4x8x16 g2 NormDx [342]: f64 reference 2.810989660803835e-1, host err 5.3e-10·mag
+    Expected { case: "gn cl 4x8x16 g2", what: What::NormDx, index: 342, value: 0.28109896183013916, tol: 1.607366692364757e-4 },
+    // gn cl 4x8x16 g2 NormDgamma [1]: f64 reference -2.2926701333588264e0, host err 3.8e-9·mag
+    Expected { case: "gn cl 4x8x16 g2", what: What::NormDgamma, index: 1, value: -2.292670249938965, tol: 6.111426127520023e-4 },
+    // gn cl 4x8x16 g2 NormDbeta [7]: f64 reference 6.754080802202225e0, host err 1.1e-9·mag
+    Expected { case: "gn cl 4x8x16 g2", what: What::NormDbeta, index: 7, value: 6.754080772399902, tol: 5.214912515878677e-4 },
+    // gn cl 4x8x16 g2 NormMean [7]: f64 reference 5.314548943191767e0, host err 3.7e-9·mag
+    Expected { case: "gn cl 4x8x16 g2", what: What::NormMean, index: 7, value: 5.314548969268799, tol: 1.4079217067713672e-4 },
+    // gn cf 2x2x1024 +1e4 g1 NormY [1381]: f64 reference 1.3526778903263734e-1, host err 4.8e-12·mag
+    Expected { case: "gn cf 2x2x1024 +1e4 g1", what: What::NormY, index: 1381, value: 0.13526777923107147, tol: 4.051088360313244e-2 },
+    // gn cf 2x2x1024 +1e4 g1 NormInvstd [1]: f64 reference 1.1960206092729113e0, host err 9.5e-8·mag
+    Expected { case: "gn cf 2x2x1024 +1e4 g1", what: What::NormInvstd, index: 1, value: 1.1960207223892212, tol: 2.3920412185458228e-5 },
+    // gn cf 2x2x1024 +1e4 g1 NormDx [2731]: f64 reference 5.933066473626915e-1, host err 1.2e-16·mag
+    Expected { case: "gn cf 2x2x1024 +1e4 g1", what: What::NormDx, index: 2731, value: 0.5933066606521606, tol: 2.1438865941784525e3 },
+    // gn cf 2x2x1024 +1e4 g1 NormDgamma [0]: f64 reference -2.367937388622626e2, host err 4.3e-13·mag
+    Expected { case: "gn cf 2x2x1024 +1e4 g1", what: What::NormDgamma, index: 0, value: -236.7937469482422, tol: 3.755697438829294e2 },
+    // gn cf 2x2x1024 +1e4 g1 NormDbeta [1]: f64 reference 2.431582511663437e2, host err 3.0e-9·mag
+    Expected { case: "gn cf 2x2x1024 +1e4 g1", what: What::NormDbeta, index: 1, value: 243.1582489013672, tol: 1.529695188522339e-2 },
+    // gn cf 2x2x1024 +1e4 g1 NormMean [0]: f64 reference 9.99775857257843e3, host err 2.2e-8·mag
+    Expected { case: "gn cf 2x2x1024 +1e4 g1", what: What::NormMean, index: 0, value: 9997.7587890625, tol: 1.999721733575486e-1 },
+    // gn cl 1x4x1000 +1e4 g2 NormY [1350]: f64 reference 1.9988195513282328e-1, host err 7.5e-12·mag
+    Expected { case: "gn cl 1x4x1000 +1e4 g2", what: What::NormY, index: 1350, value: 0.19988197088241577, tol: 4.223533213781001e-2 },
+    // gn cl 1x4x1000 +1e4 g2 NormInvstd [0]: f64 reference 1.2006526746879806e0, host err 1.4e-7·mag
+    Expected { case: "gn cl 1x4x1000 +1e4 g2", what: What::NormInvstd, index: 0, value: 1.200652837753296, tol: 2.4013053493759615e-5 },
+    // gn cl 1x4x1000 +1e4 g2 NormDx [2667]: f64 reference 5.614727705760852e-2, host err 2.2e-17·mag
+    Expected { case: "gn cl 1x4x1000 +1e4 g2", what: What::NormDx, index: 2667, value: 0.05614727735519409, tol: 2.7564262547501494e2 },
+    // gn cl 1x4x1000 +1e4 g2 NormDgamma [3]: f64 reference 9.890831332452345e1, host err 5.6e-13·mag
+    Expected { case: "gn cl 1x4x1000 +1e4 g2", what: What::NormDgamma, index: 3, value: 98.90831756591797, tol: 1.5216463739389428e2 },
+    // gn cl 1x4x1000 +1e4 g2 NormDbeta [3]: f64 reference 1.2060686060786247e2, host err 8.8e-9·mag
+    Expected { case: "gn cl 1x4x1000 +1e4 g2", what: What::NormDbeta, index: 3, value: 120.60685729980469, tol: 7.5469581335783015e-3 },
+    // gn cl 1x4x1000 +1e4 g2 NormMean [1]: f64 reference 1.000074946923828e4, host err 4.5e-8·mag
+    Expected { case: "gn cl 1x4x1000 +1e4 g2", what: What::NormMean, index: 1, value: 10000.7490234375, tol: 2.0003483044078998e-1 },
+    // gn cf 2x72x3 g1 NormY [162]: f64 reference 6.6607773014892e-1, host err 2.2e-9·mag
+    Expected { case: "gn cf 2x72x3 g1", what: What::NormY, index: 162, value: 0.666077733039856, tol: 2.677146222625506e-5 },
+    // gn cf 2x72x3 g1 NormInvstd [1]: f64 reference 3.2020797113358736e-2, host err 3.2e-8·mag
+    Expected { case: "gn cf 2x72x3 g1", what: What::NormInvstd, index: 1, value: 0.032020796090364456, tol: 6.404159422671748e-7 },
+    // gn cf 2x72x3 g1 NormDx [289]: f64 reference 9.132549769163958e-3, host err 7.0e-9·mag
+    Expected { case: "gn cf 2x72x3 g1", what: What::NormDx, index: 289, value: 0.009132549166679382, tol: 1.7276789861927927e-6 },
+    // gn cf 2x72x3 g1 NormDgamma [20]: f64 reference 6.28933852969126e-2, host err 2.7e-9·mag
+    Expected { case: "gn cf 2x72x3 g1", what: What::NormDgamma, index: 20, value: 0.06289337575435638, tol: 6.969180660219485e-5 },
+    // gn cf 2x72x3 g1 NormDbeta [71]: f64 reference 2.065521240234375e0, host err 0.0e0·mag
+    Expected { case: "gn cf 2x72x3 g1", what: What::NormDbeta, index: 71, value: 2.065521240234375, tol: 4.149460554122925e-5 },
+    // gn cf 2x72x3 g1 NormMean [0]: f64 reference 5.0257211142943966e1, host err 1.7e-8·mag
+    Expected { case: "gn cf 2x72x3 g1", what: What::NormMean, index: 0, value: 50.25720977783203, tol: 1.6278496969908572e-3 },
+    // gn cl 2x72x3 g1 NormY [163]: f64 reference -8.637354551932024e-1, host err 9.4e-9·mag
+    Expected { case: "gn cl 2x72x3 g1", what: What::NormY, index: 163, value: -0.8637354373931885, tol: 3.796600720363959e-5 },
+    // gn cl 2x72x3 g1 NormInvstd [0]: f64 reference 3.195717611281842e-2, host err 1.7e-8·mag
+    Expected { case: "gn cl 2x72x3 g1", what: What::NormInvstd, index: 0, value: 0.031957175582647324, tol: 6.391435222563685e-7 },
+    // gn cl 2x72x3 g1 NormDx [289]: f64 reference 2.1834352614291406e-3, host err 1.8e-10·mag
+    Expected { case: "gn cl 2x72x3 g1", what: What::NormDx, index: 289, value: 0.0021834352519363165, tol: 1.053159332477397e-6 },
+    // gn cl 2x72x3 g1 NormDgamma [21]: f64 reference -1.4697745921154443e-2, host err 1.2e-10·mag
+    Expected { case: "gn cl 2x72x3 g1", what: What::NormDgamma, index: 21, value: -0.014697745442390442, tol: 8.026884217038359e-5 },
+    // gn cl 2x72x3 g1 NormDbeta [71]: f64 reference -7.415261268615723e-1, host err 0.0e0·mag
+    Expected { case: "gn cl 2x72x3 g1", what: What::NormDbeta, index: 71, value: -0.7415261268615723, tol: 6.384865283966064e-5 },
+    // gn cl 2x72x3 g1 NormMean [1]: f64 reference 5.02297628334275e1, host err 2.4e-9·mag
+    Expected { case: "gn cl 2x72x3 g1", what: What::NormMean, index: 1, value: 50.22976303100586, tol: 1.6295283458889623e-3 },
+    // gn cl 2x72x3 g8 NormY [164]: f64 reference -1.214286522215024e0, host err 4.6e-9·mag
+    Expected { case: "gn cl 2x72x3 g8", what: What::NormY, index: 164, value: -1.21428644657135, tol: 3.2914005860985065e-4 },
+    // gn cl 2x72x3 g8 NormInvstd [5]: f64 reference 2.60080380341628e-1, host err 5.0e-8·mag
+    Expected { case: "gn cl 2x72x3 g8", what: What::NormInvstd, index: 5, value: 0.26008036732673645, tol: 5.201607606832561e-6 },
+    // gn cl 2x72x3 g8 NormDx [289]: f64 reference 1.0277620198331769e-2, host err 1.6e-9·mag
+    Expected { case: "gn cl 2x72x3 g8", what: What::NormDx, index: 289, value: 0.010277620516717434, tol: 3.902826846194239e-6 },
+    // gn cl 2x72x3 g8 NormDgamma [22]: f64 reference 1.1259203746917344e-1, host err 9.2e-11·mag
+    Expected { case: "gn cl 2x72x3 g8", what: What::NormDgamma, index: 22, value: 0.11259203404188156, tol: 7.472570502824901e-4 },
+    // gn cl 2x72x3 g8 NormDbeta [71]: f64 reference -7.415261268615723e-1, host err 0.0e0·mag
+    Expected { case: "gn cl 2x72x3 g8", what: What::NormDbeta, index: 71, value: -0.7415261268615723, tol: 6.384865283966064e-5 },
+    // gn cl 2x72x3 g8 NormMean [4]: f64 reference 5.670449786716037e1, host err 7.0e-9·mag
+    Expected { case: "gn cl 2x72x3 g8", what: What::NormMean, index: 4, value: 56.704498291015625, tol: 1.2098561096839419e-3 },
+    // in cf 3x5x7 NormY [56]: f64 reference -7.379264167713143e-1, host err 3.2e-8·mag
+    Expected { case: "in cf 3x5x7", what: What::NormY, index: 56, value: -0.7379263639450073, tol: 3.280440880132505e-5 },
+    // in cf 3x5x7 NormInvstd [7]: f64 reference 3.7730068704439557e0, host err 1.2e-8·mag
+    Expected { case: "in cf 3x5x7", what: What::NormInvstd, index: 7, value: 3.7730069160461426, tol: 7.546013740887911e-5 },
+    // in cf 3x5x7 NormDx [71]: f64 reference 1.7344902705370388e-1, host err 2.9e-11·mag
+    Expected { case: "in cf 3x5x7", what: What::NormDx, index: 71, value: 0.17344903945922852, tol: 8.492452372535113e-3 },
+    // in cf 3x5x7 NormDgamma [3]: f64 reference 4.4287602336467835e-1, host err 1.8e-9·mag
+    Expected { case: "in cf 3x5x7", what: What::NormDgamma, index: 3, value: 0.4428759813308716, tol: 4.6805431365799566e-4 },
+    // in cf 3x5x7 NormDbeta [4]: f64 reference 2.0486146211624146e-1, host err 0.0e0·mag
+    Expected { case: "in cf 3x5x7", what: What::NormDbeta, index: 4, value: 0.20486146211624146, tol: 1.821189570426941e-4 },
+    // in cf 3x5x7 NormMean [6]: f64 reference -1.731766743319375e0, host err 2.0e-8·mag
+    Expected { case: "in cf 3x5x7", what: What::NormMean, index: 6, value: -1.731766700744629, tol: 4.299779733424067e-5 },
+    // in cf 3x5x7 NormRunningVar [4]: f64 reference 6.935099340764371e-1, host err 3.3e-9·mag
+    Expected { case: "in cf 3x5x7", what: What::NormRunningVar, index: 4, value: 0.6935099363327026, tol: 1.3870198681528743e-5 },
+    // in cl 2x19x6 NormY [98]: f64 reference -2.857924067233587e-1, host err 4.8e-9·mag
+    Expected { case: "in cl 2x19x6", what: What::NormY, index: 98, value: -0.28579241037368774, tol: 1.5176043829544384e-5 },
+    // in cl 2x19x6 NormInvstd [23]: f64 reference 1.2730763863768657e0, host err 2.3e-8·mag
+    Expected { case: "in cl 2x19x6", what: What::NormInvstd, index: 23, value: 1.2730764150619507, tol: 2.5461527727537317e-5 },
+    // in cl 2x19x6 NormDx [153]: f64 reference 4.407512507594374e-1, host err 9.6e-11·mag
+    Expected { case: "in cl 2x19x6", what: What::NormDx, index: 153, value: 0.44075125455856323, tol: 7.940920508723887e-4 },
+    // in cl 2x19x6 NormDgamma [5]: f64 reference 4.5281333366571513e-1, host err 2.7e-11·mag
+    Expected { case: "in cl 2x19x6", what: What::NormDgamma, index: 5, value: 0.4528133273124695, tol: 4.734410529623742e-3 },
+    // in cl 2x19x6 NormDbeta [18]: f64 reference 2.0937481224536896e0, host err 7.1e-9·mag
+    Expected { case: "in cl 2x19x6", what: What::NormDbeta, index: 18, value: 2.093748092651367, tol: 8.356227815151216e-5 },
+    // in cl 2x19x6 NormMean [22]: f64 reference 1.5149210393428802e0, host err 1.3e-8·mag
+    Expected { case: "in cl 2x19x6", what: What::NormMean, index: 22, value: 1.5149210691452026, tol: 4.679554792387368e-5 },
+    // in cl 2x19x6 NormRunningVar [18]: f64 reference 6.368971453846635e-1, host err 2.1e-9·mag
+    Expected { case: "in cl 2x19x6", what: What::NormRunningVar, index: 18, value: 0.6368971467018127, tol: 1.273794290769327e-5 },
+    // in rows 33x6 NormY [89]: f64 reference 2.2875744104385376e-1, host err 0.0e0·mag
+    Expected { case: "in rows 33x6", what: What::NormY, index: 89, value: 0.22875744104385376, tol: 2.6758390890050422e-2 },
+    // in rows 33x6 NormInvstd [24]: f64 reference 3.162277700111307e2, host err 4.2e-8·mag
+    Expected { case: "in rows 33x6", what: What::NormInvstd, index: 24, value: 316.227783203125, tol: 6.3245554002226145e-3 },
+    // in rows 33x6 NormDx [133]: f64 reference 0e0, host err 0.0e0·mag
+    Expected { case: "in rows 33x6", what: What::NormDx, index: 133, value: 0.0, tol: 6.146990834322161e3 },
+    // in rows 33x6 NormDgamma [1]: f64 reference 0e0, host err 0.0e0·mag
+    Expected { case: "in rows 33x6", what: What::NormDgamma, index: 1, value: 0.0, tol: 2.364467196320822e-1 },
+    // in rows 33x6 NormDbeta [5]: f64 reference -1.2532053887844086e0, host err 3.2e-9·mag
+    Expected { case: "in rows 33x6", what: What::NormDbeta, index: 5, value: -1.253205418586731, tol: 1.8644191563129425e-4 },
+    // in rows 33x6 NormMean [23]: f64 reference 4.918912887573242e0, host err 0.0e0·mag
+    Expected { case: "in rows 33x6", what: What::NormMean, index: 23, value: 4.918912887573242, tol: 9.837825775146485e-5 },
+    // in cf 2x3x64 NormY [152]: f64 reference -1.7610991377692886e-1, host err 5.3e-9·mag
+    Expected { case: "in cf 2x3x64", what: What::NormY, index: 152, value: -0.1761099100112915, tol: 1.4107978058347913e-5 },
+    // in cf 2x3x64 NormInvstd [1]: f64 reference 2.325628115513101e0, host err 3.2e-8·mag
+    Expected { case: "in cf 2x3x64", what: What::NormInvstd, index: 1, value: 2.3256280422210693, tol: 4.6512562310262024e-5 },
+    // in cf 2x3x64 NormDx [257]: f64 reference 2.133626660336285e0, host err 5.5e-10·mag
+    Expected { case: "in cf 2x3x64", what: What::NormDx, index: 257, value: 2.133626699447632, tol: 1.4272644774310122e-3 },
+    // in cf 2x3x64 NormDgamma [2]: f64 reference -5.843680235162889e0, host err 7.1e-9·mag
+    Expected { case: "in cf 2x3x64", what: What::NormDgamma, index: 2, value: -5.843679904937744, tol: 9.316703600935925e-4 },
+    // in cf 2x3x64 NormDbeta [2]: f64 reference 1.3528904020786285e1, host err 1.2e-9·mag
+    Expected { case: "in cf 2x3x64", what: What::NormDbeta, index: 2, value: 13.52890396118164, tol: 9.819551086425783e-4 },
+    // in cf 2x3x64 NormMean [0]: f64 reference -2.98139139264822e0, host err 1.1e-8·mag
+    Expected { case: "in cf 2x3x64", what: What::NormMean, index: 0, value: -2.981391429901123, tol: 6.571621362610066e-5 },
+    // in cf 2x3x64 NormRunningVar [2]: f64 reference 3.7832625989459184e-1, host err 1.9e-8·mag
+    Expected { case: "in cf 2x3x64", what: What::NormRunningVar, index: 2, value: 0.37832626700401306, tol: 7.566525197891838e-6 },
+    // in cl 4x8x16 NormY [195]: f64 reference 6.990866251729678e-1, host err 3.1e-8·mag
+    Expected { case: "in cl 4x8x16", what: What::NormY, index: 195, value: 0.6990866661071777, tol: 2.676323518751489e-5 },
+    // in cl 4x8x16 NormInvstd [26]: f64 reference 1.998922003898969e0, host err 6.8e-9·mag
+    Expected { case: "in cl 4x8x16", what: What::NormInvstd, index: 26, value: 1.9989219903945923, tol: 3.9978440077979384e-5 },
+    // in cl 4x8x16 NormDx [342]: f64 reference 9.110925871279398e-1, host err 1.2e-11·mag
+    Expected { case: "in cl 4x8x16", what: What::NormDx, index: 342, value: 0.9110925793647766, tol: 1.295138165335701e-2 },
+    // in cl 4x8x16 NormDgamma [3]: f64 reference 3.0571215198375707e0, host err 3.5e-11·mag
+    Expected { case: "in cl 4x8x16", what: What::NormDgamma, index: 3, value: 3.057121515274048, tol: 2.583821511096869e-3 },
+    // in cl 4x8x16 NormDbeta [7]: f64 reference 6.754080802202225e0, host err 1.1e-9·mag
+    Expected { case: "in cl 4x8x16", what: What::NormDbeta, index: 7, value: 6.754080772399902, tol: 5.214912515878677e-4 },
+    // in cl 4x8x16 NormMean [25]: f64 reference -1.479549452662468e0, host err 2.3e-8·mag
+    Expected { case: "in cl 4x8x16", what: What::NormMean, index: 25, value: -1.4795494079589844, tol: 3.888096844899871e-5 },
+    // in cl 4x8x16 NormRunningVar [7]: f64 reference 4.2267115006382405e-1, host err 2.6e-8·mag
+    Expected { case: "in cl 4x8x16", what: What::NormRunningVar, index: 7, value: 0.4226711392402649, tol: 8.453423001276481e-6 },
+    // in cf 2x2x1024 +1e4 NormY [1391]: f64 reference 1.827516535080851e-1, host err 3.2e-12·mag
+    Expected { case: "in cf 2x2x1024 +1e4", what: What::NormY, index: 1391, value: 0.1827516406774521, tol: 8.011854435765206e-2 },
+    // in cf 2x2x1024 +1e4 NormInvstd [3]: f64 reference 2.3185450533952583e0, host err 6.4e-7·mag
+    Expected { case: "in cf 2x2x1024 +1e4", what: What::NormInvstd, index: 3, value: 2.3185465335845947, tol: 4.637090106790517e-5 },
+    // in cf 2x2x1024 +1e4 NormDx [2731]: f64 reference 1.7011147603275816e0, host err 2.8e-17·mag
+    Expected { case: "in cf 2x2x1024 +1e4", what: What::NormDx, index: 2731, value: 1.7011148929595947, tol: 9.449534718883687e4 },
+    // in cf 2x2x1024 +1e4 NormDgamma [0]: f64 reference -2.401743871109378e1, host err 3.2e-15·mag
+    Expected { case: "in cf 2x2x1024 +1e4", what: What::NormDgamma, index: 0, value: -24.017438888549805, tol: 1.0925973802726683e3 },
+    // in cf 2x2x1024 +1e4 NormDbeta [1]: f64 reference 2.431582511663437e2, host err 3.0e-9·mag
+    Expected { case: "in cf 2x2x1024 +1e4", what: What::NormDbeta, index: 1, value: 243.1582489013672, tol: 1.529695188522339e-2 },
+    // in cf 2x2x1024 +1e4 NormMean [2]: f64 reference 9.99700633430481e3, host err 4.8e-8·mag
+    Expected { case: "in cf 2x2x1024 +1e4", what: What::NormMean, index: 2, value: 9997.005859375, tol: 1.999458793805397e-1 },
+    // in cf 2x2x1024 +1e4 NormRunningVar [1]: f64 reference 2.0044191129702657e-1, host err 7.2e-8·mag
+    Expected { case: "in cf 2x2x1024 +1e4", what: What::NormRunningVar, index: 1, value: 0.2004418969154358, tol: 4.0088382259405315e-6 },
+    // in cl 1x4x1000 +1e4 NormY [1360]: f64 reference 3.601044600123714e-1, host err 3.6e-13·mag
+    Expected { case: "in cl 1x4x1000 +1e4", what: What::NormY, index: 1360, value: 0.3601044714450836, tol: 6.266412765642259e-1 },
+    // in cl 1x4x1000 +1e4 NormInvstd [0]: f64 reference 3.4858895659964175e0, host err 3.1e-8·mag
+    Expected { case: "in cl 1x4x1000 +1e4", what: What::NormInvstd, index: 0, value: 3.4858896732330322, tol: 6.971779131992835e-5 },
+    // in cl 1x4x1000 +1e4 NormDx [2667]: f64 reference 7.176850206975864e-2, host err 7.7e-17·mag
+    Expected { case: "in cl 1x4x1000 +1e4", what: What::NormDx, index: 2667, value: 0.07176849991083145, tol: 5.61131894134308e2 },
+    // in cl 1x4x1000 +1e4 NormDgamma [1]: f64 reference -2.7596580349786972e1, host err 2.2e-13·mag
+    Expected { case: "in cl 1x4x1000 +1e4", what: What::NormDgamma, index: 1, value: -27.59658432006836, tol: 3.583429715752576e2 },
+    // in cl 1x4x1000 +1e4 NormDbeta [3]: f64 reference 1.2060686060786247e2, host err 8.8e-9·mag
+    Expected { case: "in cl 1x4x1000 +1e4", what: What::NormDbeta, index: 3, value: 120.60685729980469, tol: 7.5469581335783015e-3 },
+    // in cl 1x4x1000 +1e4 NormMean [3]: f64 reference 1.0001490451171874e4, host err 2.2e-8·mag
+    Expected { case: "in cl 1x4x1000 +1e4", what: What::NormMean, index: 3, value: 10001.490234375, tol: 2.000443223008016e-1 },
+    // in cl 1x4x1000 +1e4 NormRunningVar [3]: f64 reference 5.994213518878662e-1, host err 4.9e-8·mag
+    Expected { case: "in cl 1x4x1000 +1e4", what: What::NormRunningVar, index: 3, value: 0.5994213223457336, tol: 1.1988427037757325e-5 },
+    // clip 7+64+1 ClipValue [36]: f64 reference -2.7062535285949707e-2, host err 0.0e0·mag
+    Expected { case: "clip 7+64+1", what: What::ClipValue, index: 36, value: -0.027062535285949707, tol: 5.412507057189942e-7 },
+    // clip 7+64+1 ClipTotalL2 [0]: f64 reference 5.25509101831713e0, host err 3.3e-8·mag
+    Expected { case: "clip 7+64+1", what: What::ClipTotalL2, index: 0, value: 5.255091190338135, tol: 1.0510182036634262e-4 },
+    // clip 7+64+1 ClipTotalMax [0]: f64 reference 9.851056337356567e-1, host err 0.0e0·mag
+    Expected { case: "clip 7+64+1", what: What::ClipTotalMax, index: 0, value: 0.9851056337356567, tol: 1.9702112674713135e-5 },
+    // clip 7+64+1 ClipNormL2 [24]: f64 reference 4.9255190967326966e-2, host err 2.7e-8·mag
+    Expected { case: "clip 7+64+1", what: What::ClipNormL2, index: 24, value: 0.049255192279815674, tol: 9.851038193465395e-7 },
+    // clip 1000+0+333 ClipValue [666]: f64 reference 5e-1, host err 0.0e0·mag
+    Expected { case: "clip 1000+0+333", what: What::ClipValue, index: 666, value: 0.5, tol: 1e-5 },
+    // clip 1000+0+333 ClipTotalL2 [0]: f64 reference 6.45967862950406e1, host err 3.2e-9·mag
+    Expected { case: "clip 1000+0+333", what: What::ClipTotalL2, index: 0, value: 64.59678649902344, tol: 1.291935725900812e-3 },
+    // clip 1000+0+333 ClipTotalMax [0]: f64 reference 2.9981260299682617e0, host err 0.0e0·mag
+    Expected { case: "clip 1000+0+333", what: What::ClipTotalMax, index: 0, value: 2.9981260299682617, tol: 5.996252059936524e-5 },
+    // clip 1000+0+333 ClipNormL2 [444]: f64 reference -8.23876665061229e-1, host err 1.7e-8·mag
+    Expected { case: "clip 1000+0+333", what: What::ClipNormL2, index: 444, value: -0.823876678943634, tol: 1.647753330122458e-5 },
+    // clip 100+17+5 x1e30 ClipValue [61]: f64 reference -5e-1, host err 0.0e0·mag
+    Expected { case: "clip 100+17+5 x1e30", what: What::ClipValue, index: 61, value: -0.5, tol: 1e-5 },
+    // clip 100+17+5 x1e30 ClipTotalL2 [0]: f64 reference 6.360303856765814e30, host err 7.7e-9·mag
+    Expected { case: "clip 100+17+5 x1e30", what: What::ClipTotalL2, index: 0, value: 6.360303808090918e30, tol: 1.2720607713531629e26 },
+    // clip 100+17+5 x1e30 ClipTotalMax [0]: f64 reference 9.92488278909427e29, host err 0.0e0·mag
+    Expected { case: "clip 100+17+5 x1e30", what: What::ClipTotalMax, index: 0, value: 9.92488278909427e29, tol: 1.9849765578188543e25 },
+    // clip 100+17+5 x1e30 ClipNormL2 [40]: f64 reference -1.1593224294640322e29, host err 5.5e-8·mag
+    Expected { case: "clip 100+17+5 x1e30", what: What::ClipNormL2, index: 40, value: -1.1593223654205554e29, tol: 2.3186448589280648e24 },
+    // clip 100+17+5 x1e-30 ClipValue [61]: f64 reference 5.625445765295139e-31, host err 0.0e0·mag
+    Expected { case: "clip 100+17+5 x1e-30", what: What::ClipValue, index: 61, value: 5.625445765295139e-31, tol: 1.125089153059028e-35 },
+    // clip 100+17+5 x1e-30 ClipTotalL2 [0]: f64 reference 6.509785868530562e-30, host err 4.4e-8·mag
+    Expected { case: "clip 100+17+5 x1e-30", what: What::ClipTotalL2, index: 0, value: 6.509786152141917e-30, tol: 1.3019571737061124e-34 },
+    // clip 100+17+5 x1e-30 ClipTotalMax [0]: f64 reference 9.8761903839138e-31, host err 0.0e0·mag
+    Expected { case: "clip 100+17+5 x1e-30", what: What::ClipTotalMax, index: 0, value: 9.8761903839138e-31, tol: 1.9752380767827604e-35 },
+    // clip 100+17+5 x1e-30 ClipNormL2 [40]: f64 reference 1.3007736168576204e-32, host err 5.6e-8·mag
+    Expected { case: "clip 100+17+5 x1e-30", what: What::ClipNormL2, index: 40, value: 1.3007736898187298e-32, tol: 2.601547233715241e-37 },
 ];

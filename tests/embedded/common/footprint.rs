@@ -9,6 +9,11 @@
 //             ReLU and Add + ReLU;
 //   renorm:   train_renorm and backward_renorm;
 //   fold:     fold::into_preceding and fold::into_following;
+//   rownorm:  LayerNorm and RmsNorm: forward, forward_in_place, backward;
+//   groupnorm: GroupNorm and InstanceNorm (with running statistics): forward,
+//             forward_in_place, backward;
+//   clip:     clip_grad_value, clip_grad_norm (L2 or max, by a run-time choice) and
+//             total_norm;
 //   all:      every public entry point (all of the above and eval_in_place).
 // Shapes, data and the optional arguments go through `black_box`, so every layout path
 // of each kernel stays in the binary (as in firmware that learns its shapes at run
@@ -16,8 +21,9 @@
 
 use batchnorm::fold::{self, EvalBn, Layer};
 use batchnorm::{
-    moments, BatchNorm, Fusion, FusionGrad, Grads, Moments, Momentum, Renorm, RenormSaved, Running,
-    Shape,
+    clip_grad_norm, clip_grad_value, moments, total_norm, BatchNorm, Fusion, FusionGrad, GradNorm,
+    Grads, GroupNorm, InstanceNorm, LayerNorm, Moments, Momentum, NonFinite, Renorm, RenormSaved,
+    RmsNorm, Rows, Running, Saved, SavedMut, Shape,
 };
 use core::hint::black_box;
 
@@ -35,6 +41,9 @@ pub enum Uses {
     Fused,
     Renorm,
     Fold,
+    RowNorms,
+    GroupNorms,
+    Clip,
     Everything,
 }
 
@@ -82,6 +91,15 @@ pub fn body(uses: Uses) -> bool {
     }
     if uses == Uses::Fold || all {
         ok &= folds(&t);
+    }
+    if uses == Uses::RowNorms || all {
+        ok &= row_norms(&mut t);
+    }
+    if uses == Uses::GroupNorms || all {
+        ok &= group_norms(&mut t);
+    }
+    if uses == Uses::Clip || all {
+        ok &= clip(&mut t);
     }
     if all {
         let T { y, p, shape, .. } = &mut t;
@@ -263,5 +281,129 @@ fn folds(t: &T) -> bool {
     let mut ok = fold::into_preceding(&fbn, layer, &mut w, &mut b).is_ok();
     ok &= fold::into_following(&fbn, layer, &mut w, &mut b, Some(&mut pad)).is_ok();
     black_box((&w, &b, &pad));
+    ok
+}
+
+/// Layer and RMS norm over rows of `S = N / 4` values (γ, β of `S` values: `x`'s first
+/// ones), the row count known only at run time.
+fn row_norms(t: &mut T) -> bool {
+    let T { x, y, z, dx, .. } = t;
+    const S: usize = N / 4;
+    let rows = black_box(Rows::new(4, S));
+    let (gamma, beta) = (&z[..S], &z[S..2 * S]);
+    let (mut mean, mut invstd) = ([0.0f32; 4], [0.0f32; 4]);
+    let (mut dg, mut db) = ([0.0f32; S], [0.0f32; S]);
+    let ln = LayerNorm {
+        eps: black_box(1e-5),
+        gamma: black_box(Some(gamma)),
+        beta: black_box(Some(beta)),
+    };
+    let saved = SavedMut {
+        mean: &mut mean,
+        invstd: &mut invstd,
+    };
+    let mut ok = ln.forward(x, y, rows, saved).is_ok();
+    let saved = SavedMut {
+        mean: &mut mean,
+        invstd: &mut invstd,
+    };
+    ok &= ln.forward_in_place(y, rows, saved).is_ok();
+    let saved = Saved {
+        mean: &mean,
+        invstd: &invstd,
+    };
+    ok &= ln
+        .backward(x, y, rows, saved, grads(dx, &mut dg, &mut db))
+        .is_ok();
+    let rms = RmsNorm {
+        eps: black_box(1e-5),
+        gamma: black_box(Some(gamma)),
+    };
+    ok &= rms.forward(x, y, rows, &mut invstd).is_ok();
+    ok &= rms.forward_in_place(y, rows, &mut invstd).is_ok();
+    ok &= rms
+        .backward(x, y, rows, &invstd, grads(dx, &mut dg, &mut db))
+        .is_ok();
+    black_box((&mean, &invstd, &dg, &db));
+    ok
+}
+
+/// Group norm (4 groups) and instance norm (with running statistics) on the shape, its
+/// layout and the group count known only at run time.
+fn group_norms(t: &mut T) -> bool {
+    let T {
+        x, y, dx, p, shape, ..
+    } = t;
+    let sh = *shape;
+    const U: usize = 4 * C;
+    let (mut mean, mut invstd) = ([0.0f32; U], [0.0f32; U]);
+    let (mut rm, mut rv) = ([0.0f32; C], [1.0f32; C]);
+    let (mut dg, mut db) = ([0.0f32; C], [0.0f32; C]);
+    let gn = GroupNorm {
+        groups: black_box(4),
+        eps: black_box(1e-5),
+        gamma: black_box(Some(&p[0])),
+        beta: black_box(Some(&p[1])),
+    };
+    let g = sh.batch * gn.groups;
+    let saved = SavedMut {
+        mean: &mut mean[..g],
+        invstd: &mut invstd[..g],
+    };
+    let mut ok = gn.forward(x, y, sh, saved).is_ok();
+    let saved = SavedMut {
+        mean: &mut mean[..g],
+        invstd: &mut invstd[..g],
+    };
+    ok &= gn.forward_in_place(y, sh, saved).is_ok();
+    let saved = Saved {
+        mean: &mean[..g],
+        invstd: &invstd[..g],
+    };
+    ok &= gn
+        .backward(x, y, sh, saved, grads(dx, &mut dg, &mut db))
+        .is_ok();
+    let inorm = InstanceNorm {
+        eps: black_box(1e-5),
+        gamma: black_box(Some(&p[0])),
+        beta: black_box(Some(&p[1])),
+    };
+    let saved = SavedMut {
+        mean: &mut mean,
+        invstd: &mut invstd,
+    };
+    ok &= inorm
+        .forward(x, y, sh, saved, Some(running(&mut rm, &mut rv)))
+        .is_ok();
+    let saved = SavedMut {
+        mean: &mut mean,
+        invstd: &mut invstd,
+    };
+    ok &= inorm
+        .forward_in_place(y, sh, saved, black_box(None))
+        .is_ok();
+    let saved = Saved {
+        mean: &mean,
+        invstd: &invstd,
+    };
+    ok &= inorm
+        .backward(x, y, sh, saved, grads(dx, &mut dg, &mut db))
+        .is_ok();
+    black_box((&mean, &invstd, &rm, &rv, &dg, &db));
+    ok
+}
+
+/// Clipping of three gradient slices, the norm and the non-finite policy chosen at
+/// run time.
+fn clip(t: &mut T) -> bool {
+    let T { dx, z, p, .. } = t;
+    let [gamma, beta, ..] = p;
+    let mut ok = clip_grad_value(&mut [&mut dx[..], &mut gamma[..]], black_box(0.5)).is_ok();
+    let norm = black_box(GradNorm::L2);
+    let nonfinite = black_box(NonFinite::Error);
+    let grads: &mut [&mut [f32]] = &mut [&mut dx[..], &mut gamma[..], &mut beta[..]];
+    ok &= clip_grad_norm(grads, black_box(1.0), norm, nonfinite).is_ok();
+    let max = total_norm(&[&z[..], &beta[..]], black_box(GradNorm::Max));
+    black_box(max);
     ok
 }

@@ -306,7 +306,7 @@ impl Reference {
                     r.abs() * self.dgamma_mag[c] + d.abs() * self.dbeta_mag[c],
                 )
             }
-            What::FoldWeight | What::FoldBias | What::FoldPad => (f64::NAN, 0.0),
+            _ => (f64::NAN, 0.0),
         }
     }
 }
@@ -579,5 +579,253 @@ pub fn layer_out_len(case: &FoldCase, padding: usize) -> usize {
         FOLD_LEN + k - 1
     } else {
         FOLD_LEN + 2 * padding + 1 - k
+    }
+}
+
+// ---- batch norm's neighbours: one reference over statistic units ----------------------
+
+use crate::data::{NormCase, NormInputs, NormOp, MAX_UNITS, MOMENTUM};
+
+/// The f64 reference of a norm case (any of the four ops: they differ only in their
+/// statistic units, γ/β indexing and, for RMS norm, no centering). The backward takes
+/// the kernel's saved statistics as given, as batch norm's does.
+pub struct NormRef {
+    case: NormCase,
+    affine: bool,
+    /// Per unit: two-pass mean and biased variance, and the mean square.
+    mean: [f64; MAX_UNITS],
+    var: [f64; MAX_UNITS],
+    ms: [f64; MAX_UNITS],
+    /// Per unit, from the saved statistics: Σg, Σ|g|, Σg·x̂ and its magnitude, with
+    /// g = γ·dy and x̂ = (x − saved mean)·saved invstd.
+    sums: [[f64; 4]; MAX_UNITS],
+    save_mean: [f64; MAX_UNITS],
+    save_invstd: [f64; MAX_UNITS],
+}
+
+impl NormRef {
+    /// `save_mean` is empty for RMS norm (no centering).
+    pub fn new(
+        case: &NormCase,
+        inp: &NormInputs,
+        affine: bool,
+        save_mean: &[f32],
+        save_invstd: &[f32],
+    ) -> NormRef {
+        let mut r = NormRef {
+            case: *case,
+            affine,
+            mean: [0.0; MAX_UNITS],
+            var: [0.0; MAX_UNITS],
+            ms: [0.0; MAX_UNITS],
+            sums: [[0.0; 4]; MAX_UNITS],
+            save_mean: [0.0; MAX_UNITS],
+            save_invstd: [0.0; MAX_UNITS],
+        };
+        let x = |i: usize| inp.t.x[i] as f64;
+        for (u, &si) in save_invstd.iter().enumerate().take(case.units()) {
+            let (mut sum, mut sq, mut m) = (0.0f64, 0.0f64, 0usize);
+            case.for_unit(u, |i| {
+                sum += x(i);
+                sq += x(i) * x(i);
+                m += 1;
+            });
+            let mean = sum / m as f64;
+            let mut ss = 0.0f64;
+            case.for_unit(u, |i| ss += (x(i) - mean) * (x(i) - mean));
+            r.mean[u] = mean;
+            r.var[u] = ss / m as f64;
+            r.ms[u] = sq / m as f64;
+            let sm = save_mean.get(u).map_or(0.0, |&v| v as f64);
+            let si = si as f64;
+            r.save_mean[u] = sm;
+            r.save_invstd[u] = si;
+            let mut s = [0.0f64; 4];
+            case.for_unit(u, |i| {
+                let g = r.gamma(inp, case.param_of(i)) * inp.t.dy[i] as f64;
+                s[0] += g;
+                s[1] += g.abs();
+                s[2] += g * (x(i) - sm) * si;
+                s[3] += g.abs() * (x(i).abs() + sm.abs()) * si;
+            });
+            r.sums[u] = s;
+        }
+        r
+    }
+
+    fn gamma(&self, inp: &NormInputs, j: usize) -> f64 {
+        if self.affine {
+            inp.gamma[j] as f64
+        } else {
+            1.0
+        }
+    }
+
+    fn beta(&self, inp: &NormInputs, j: usize) -> f64 {
+        if self.affine && self.case.op != NormOp::Rms {
+            inp.beta[j] as f64
+        } else {
+            0.0
+        }
+    }
+
+    fn centered(&self) -> bool {
+        self.case.op != NormOp::Rms
+    }
+
+    /// Elements of one unit.
+    fn unit_len(&self) -> f64 {
+        let sh = self.case.data.shape;
+        (sh.channels / self.case.groups() * sh.spatial) as f64
+    }
+
+    /// (exact value, magnitude) of output `what` at `i`: an element for `NormY`,
+    /// `NormDx`; a unit for `NormMean`, `NormInvstd`; a γ/β index for `NormDgamma`,
+    /// `NormDbeta`; a channel for the running statistics (exponential `MOMENTUM`).
+    pub fn want(&self, inp: &NormInputs, what: What, i: usize) -> (f64, f64) {
+        let eps = EPS as f64;
+        let case = &self.case;
+        let x = |i: usize| inp.t.x[i] as f64;
+        let dy = |i: usize| inp.t.dy[i] as f64;
+        match what {
+            What::NormY => {
+                let (u, j) = (case.unit_of(i), case.param_of(i));
+                let (g, b) = (self.gamma(inp, j), self.beta(inp, j));
+                if self.centered() {
+                    let inv = 1.0 / sqrt(self.var[u] + eps);
+                    let mean = self.mean[u];
+                    (
+                        (x(i) - mean) * inv * g + b,
+                        (x(i).abs() + mean.abs()) * inv * g.abs() + b.abs(),
+                    )
+                } else {
+                    let y = x(i) / sqrt(self.ms[u] + eps) * g;
+                    (y, y.abs())
+                }
+            }
+            What::NormMean => (self.mean[i], self.mean[i].abs() + sqrt(self.var[i])),
+            What::NormInvstd => {
+                let spread = if self.centered() {
+                    self.var[i]
+                } else {
+                    self.ms[i]
+                };
+                let v = 1.0 / sqrt(spread + eps);
+                (v, v)
+            }
+            What::NormRunningMean | What::NormRunningVar => {
+                let f = MOMENTUM as f64;
+                let sh = case.data.shape;
+                let m = self.unit_len();
+                let (mut sum, mut mag) = (0.0, 0.0);
+                for n in 0..sh.batch {
+                    let u = n * sh.channels + i;
+                    if what == What::NormRunningMean {
+                        sum += self.mean[u];
+                        mag += self.mean[u].abs() + sqrt(self.var[u]);
+                    } else {
+                        sum += self.var[u] * m / (m - 1.0);
+                        mag += self.var[u] * m / (m - 1.0);
+                    }
+                }
+                let old = if what == What::NormRunningMean {
+                    inp.t.running_mean[i]
+                } else {
+                    inp.t.running_var[i]
+                } as f64;
+                let b = sh.batch as f64;
+                (
+                    (1.0 - f) * old + f * sum / b,
+                    (1.0 - f) * old.abs() + f * mag / b,
+                )
+            }
+            What::NormDx => {
+                let (u, j) = (case.unit_of(i), case.param_of(i));
+                let m = self.unit_len();
+                let (sm, si) = (self.save_mean[u], self.save_invstd[u]);
+                let [sg, sgm, sgx, sgxm] = self.sums[u];
+                let g = self.gamma(inp, j) * dy(i);
+                let xhat = (x(i) - sm) * si;
+                let xhat_mag = (x(i).abs() + sm.abs()) * si;
+                let (mean_g, mean_g_mag) = if self.centered() {
+                    (sg / m, sgm / m)
+                } else {
+                    (0.0, 0.0)
+                };
+                (
+                    si * (g - mean_g - xhat * sgx / m),
+                    si * (g.abs() + mean_g_mag + xhat_mag * sgxm / m),
+                )
+            }
+            What::NormDgamma | What::NormDbeta => {
+                let (mut sum, mut mag) = (0.0, 0.0);
+                case.for_param(i, |e| {
+                    let u = case.unit_of(e);
+                    let (sm, si) = (self.save_mean[u], self.save_invstd[u]);
+                    if what == What::NormDbeta {
+                        sum += dy(e);
+                        mag += dy(e).abs();
+                    } else {
+                        sum += dy(e) * (x(e) - sm) * si;
+                        mag += dy(e).abs() * (x(e).abs() + sm.abs()) * si;
+                    }
+                });
+                (sum, mag)
+            }
+            _ => (f64::NAN, 0.0),
+        }
+    }
+}
+
+// ---- gradient clipping -----------------------------------------------------------------
+
+use crate::data::{ClipCase, ClipInputs};
+
+/// The f64 norms of a clipping case's slices: (L2, max |g|).
+pub fn clip_totals(case: &ClipCase, inp: &ClipInputs) -> (f64, f64) {
+    let (mut sq, mut max) = (0.0f64, 0.0f64);
+    for (k, &len) in case.lens.iter().enumerate() {
+        for &v in &inp.g[k][..len] {
+            let v = v as f64;
+            sq += v * v;
+            max = if v.abs() > max { v.abs() } else { max };
+        }
+    }
+    (sqrt(sq), max)
+}
+
+/// (exact, magnitude) of a clipping output: value `i` of the slices laid end to end
+/// after `clip_grad_value(clip_value)` (`ClipValue`) or `clip_grad_norm(max_norm, L2)`
+/// (`ClipNormL2`: PyTorch's factor `max_norm/(total + 1e-6)`, at most 1), or a total.
+pub fn clip_want(
+    case: &ClipCase,
+    inp: &ClipInputs,
+    what: What,
+    i: usize,
+    clip_value: f32,
+) -> (f64, f64) {
+    let (l2, max) = clip_totals(case, inp);
+    let mut at = i;
+    let mut g = f64::NAN;
+    for (k, &len) in case.lens.iter().enumerate() {
+        if at < len {
+            g = inp.g[k][at] as f64;
+            break;
+        }
+        at -= len;
+    }
+    match what {
+        What::ClipTotalL2 => (l2, l2),
+        What::ClipTotalMax => (max, max),
+        What::ClipValue => {
+            let c = clip_value as f64;
+            let v = clip(g, -c, c);
+            (v, v.abs())
+        }
+        _ => {
+            let f = case.max_norm as f64 / (l2 + 1e-6);
+            let v = if f < 1.0 { g * f } else { g };
+            (v, v.abs())
+        }
     }
 }

@@ -314,6 +314,19 @@ pub enum What {
     FoldWeight,
     FoldBias,
     FoldPad,
+    // Batch norm's neighbours (`NormOutputs`) and gradient clipping (`ClipOutputs`).
+    NormY,
+    NormMean,
+    NormInvstd,
+    NormRunningMean,
+    NormRunningVar,
+    NormDx,
+    NormDgamma,
+    NormDbeta,
+    ClipValue,
+    ClipTotalL2,
+    ClipTotalMax,
+    ClipNormL2,
 }
 
 impl Outputs {
@@ -420,4 +433,262 @@ pub fn run_fold(case: &FoldCase, inp: &FoldInputs) -> Result<FoldOutputs, Failed
         .map_err(|e| ("fold::into_following", e))?;
     }
     Ok(o)
+}
+
+// ---- batch norm's neighbours ------------------------------------------------------------
+
+use crate::data::{NormCase, NormInputs, NormOp, MAX_UNITS};
+use batchnorm::{GroupNorm, InstanceNorm, LayerNorm, RmsNorm, Rows, Saved, SavedMut};
+
+/// What one norm case's forward (with γ and β) and backward (from the forward's saved
+/// statistics) produce.
+pub struct NormOutputs {
+    pub y: [f32; MAX_LEN],
+    /// Per unit; RMS norm writes no mean (left 0).
+    pub mean: [f32; MAX_UNITS],
+    pub invstd: [f32; MAX_UNITS],
+    /// Instance norm's running statistics after an exponential update from the case's.
+    pub running_mean: [f32; MAX_C],
+    pub running_var: [f32; MAX_C],
+    pub dx: [f32; MAX_LEN],
+    pub dgamma: [f32; MAX_LEN],
+    pub dbeta: [f32; MAX_LEN],
+}
+
+impl NormOutputs {
+    pub fn new() -> NormOutputs {
+        NormOutputs {
+            y: [0.0; MAX_LEN],
+            mean: [0.0; MAX_UNITS],
+            invstd: [0.0; MAX_UNITS],
+            running_mean: [0.0; MAX_C],
+            running_var: [0.0; MAX_C],
+            dx: [0.0; MAX_LEN],
+            dgamma: [0.0; MAX_LEN],
+            dbeta: [0.0; MAX_LEN],
+        }
+    }
+
+    pub fn get(&self, what: What, i: usize) -> f64 {
+        let v = match what {
+            What::NormY => self.y[i],
+            What::NormMean => self.mean[i],
+            What::NormInvstd => self.invstd[i],
+            What::NormRunningMean => self.running_mean[i],
+            What::NormRunningVar => self.running_var[i],
+            What::NormDx => self.dx[i],
+            What::NormDgamma => self.dgamma[i],
+            What::NormDbeta => self.dbeta[i],
+            _ => f32::NAN,
+        };
+        v as f64
+    }
+}
+
+/// A norm case's op with γ and β (`affine`) or without, as one call signature: forward
+/// (`x` empty: in place over `y`), and backward.
+pub struct Norm<'a> {
+    pub case: &'a NormCase,
+    pub gamma: Option<&'a [f32]>,
+    pub beta: Option<&'a [f32]>,
+}
+
+impl<'a> Norm<'a> {
+    pub fn new(case: &'a NormCase, inp: &'a NormInputs, affine: bool) -> Norm<'a> {
+        let p = case.params();
+        Norm {
+            case,
+            gamma: affine.then(|| &inp.gamma[..p]),
+            beta: (affine && case.op != NormOp::Rms).then(|| &inp.beta[..p]),
+        }
+    }
+
+    fn rows(&self) -> Rows {
+        let sh = self.case.data.shape;
+        Rows::new(sh.batch, sh.channels * sh.spatial)
+    }
+
+    /// The forward; `running` is used by instance norm only.
+    pub fn forward(
+        &self,
+        x: &[f32],
+        y: &mut [f32],
+        saved: SavedMut<'_>,
+        running: Option<Running<'_>>,
+    ) -> Result<(), Error> {
+        let (eps, gamma, beta) = (EPS, self.gamma, self.beta);
+        let sh = self.case.data.shape;
+        let in_place = x.is_empty();
+        match self.case.op {
+            NormOp::Layer => {
+                let ln = LayerNorm { eps, gamma, beta };
+                match in_place {
+                    true => ln.forward_in_place(y, self.rows(), saved),
+                    false => ln.forward(x, y, self.rows(), saved),
+                }
+            }
+            NormOp::Rms => {
+                let rms = RmsNorm { eps, gamma };
+                match in_place {
+                    true => rms.forward_in_place(y, self.rows(), saved.invstd),
+                    false => rms.forward(x, y, self.rows(), saved.invstd),
+                }
+            }
+            NormOp::Group(groups) => {
+                let gn = GroupNorm {
+                    groups,
+                    eps,
+                    gamma,
+                    beta,
+                };
+                match in_place {
+                    true => gn.forward_in_place(y, sh, saved),
+                    false => gn.forward(x, y, sh, saved),
+                }
+            }
+            NormOp::Instance => {
+                let inorm = InstanceNorm { eps, gamma, beta };
+                match in_place {
+                    true => inorm.forward_in_place(y, sh, saved, running),
+                    false => inorm.forward(x, y, sh, saved, running),
+                }
+            }
+        }
+    }
+
+    pub fn backward(
+        &self,
+        x: &[f32],
+        dy: &[f32],
+        saved: Saved<'_>,
+        grads: Grads<'_>,
+    ) -> Result<(), Error> {
+        let (eps, gamma, beta) = (EPS, self.gamma, self.beta);
+        let sh = self.case.data.shape;
+        match self.case.op {
+            NormOp::Layer => {
+                LayerNorm { eps, gamma, beta }.backward(x, dy, self.rows(), saved, grads)
+            }
+            NormOp::Rms => RmsNorm { eps, gamma }.backward(x, dy, self.rows(), saved.invstd, grads),
+            NormOp::Group(groups) => GroupNorm {
+                groups,
+                eps,
+                gamma,
+                beta,
+            }
+            .backward(x, dy, sh, saved, grads),
+            NormOp::Instance => InstanceNorm { eps, gamma, beta }.backward(x, dy, sh, saved, grads),
+        }
+    }
+}
+
+/// Runs a norm case with γ and β: forward (instance norm: with running statistics
+/// when it can), then backward from what it saved, with dγ and dβ.
+pub fn run_norm(case: &NormCase, inp: &NormInputs, o: &mut NormOutputs) -> Result<(), Failed> {
+    let sh = case.data.shape;
+    let n = crate::data::len_of(sh);
+    let (c, u, p) = (sh.channels, case.units(), case.params());
+    let norm = Norm::new(case, inp, true);
+    let x = &inp.t.x[..n];
+    o.running_mean[..c].copy_from_slice(&inp.t.running_mean[..c]);
+    o.running_var[..c].copy_from_slice(&inp.t.running_var[..c]);
+    let running = case.running().then(|| Running {
+        mean: &mut o.running_mean[..c],
+        var: &mut o.running_var[..c],
+        momentum: Momentum::Exponential(MOMENTUM),
+    });
+    let saved = SavedMut {
+        mean: &mut o.mean[..u],
+        invstd: &mut o.invstd[..u],
+    };
+    norm.forward(x, &mut o.y[..n], saved, running)
+        .map_err(|e| ("norm forward", e))?;
+    let saved = Saved {
+        mean: &o.mean[..u],
+        invstd: &o.invstd[..u],
+    };
+    let grads = Grads {
+        dx: &mut o.dx[..n],
+        dgamma: Some(&mut o.dgamma[..p]),
+        dbeta: Some(&mut o.dbeta[..p]),
+    };
+    norm.backward(x, &inp.t.dy[..n], saved, grads)
+        .map_err(|e| ("norm backward", e))
+}
+
+// ---- gradient clipping ----------------------------------------------------------------
+
+use crate::data::{ClipCase, ClipInputs, CLIP_SLICES};
+use batchnorm::{clip_grad_norm, clip_grad_value, total_norm, GradNorm, NonFinite};
+
+/// A clipping case's results: the slices after `clip_grad_value(0.5)` and after
+/// `clip_grad_norm(max_norm, L2)`, and the totals (`total_norm` L2 and max).
+pub struct ClipOutputs {
+    pub value: ClipInputs,
+    pub norm: ClipInputs,
+    pub total_l2: f32,
+    pub total_max: f32,
+    /// What `clip_grad_norm` returned.
+    pub returned: f32,
+}
+
+/// `clip_grad_value`'s bound in the cases.
+pub const CLIP_VALUE: f32 = 0.5;
+
+/// The case's slices as `clip_grad_norm` takes them.
+pub fn slices<'a>(case: &ClipCase, g: &'a mut ClipInputs) -> [&'a mut [f32]; CLIP_SLICES] {
+    let [a, b, c] = &mut g.g;
+    [
+        &mut a[..case.lens[0]],
+        &mut b[..case.lens[1]],
+        &mut c[..case.lens[2]],
+    ]
+}
+
+impl ClipOutputs {
+    /// Value `i` of the slices laid end to end.
+    pub fn get(&self, case: &ClipCase, what: What, i: usize) -> f64 {
+        let at = |g: &ClipInputs| {
+            let mut i = i;
+            for (k, &len) in case.lens.iter().enumerate() {
+                if i < len {
+                    return g.g[k][i] as f64;
+                }
+                i -= len;
+            }
+            f64::NAN
+        };
+        match what {
+            What::ClipValue => at(&self.value),
+            What::ClipNormL2 => at(&self.norm),
+            What::ClipTotalL2 => self.total_l2 as f64,
+            What::ClipTotalMax => self.total_max as f64,
+            _ => f64::NAN,
+        }
+    }
+}
+
+pub fn run_clip(case: &ClipCase, inp: &ClipInputs) -> Result<ClipOutputs, Failed> {
+    let mut value = inp.clone();
+    clip_grad_value(&mut slices(case, &mut value), CLIP_VALUE)
+        .map_err(|e| ("clip_grad_value", e))?;
+    let mut norm = inp.clone();
+    let s = slices(case, &mut norm);
+    let totals = [&*s[0], &*s[1], &*s[2]];
+    let total_l2 = total_norm(&totals, GradNorm::L2);
+    let total_max = total_norm(&totals, GradNorm::Max);
+    let returned = clip_grad_norm(
+        &mut slices(case, &mut norm),
+        case.max_norm,
+        GradNorm::L2,
+        NonFinite::Error,
+    )
+    .map_err(|e| ("clip_grad_norm", e))?;
+    Ok(ClipOutputs {
+        value,
+        norm,
+        total_l2,
+        total_max,
+        returned,
+    })
 }

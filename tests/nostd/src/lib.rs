@@ -1,7 +1,7 @@
 //! Calls every public entry point of `batchnorm` from a `#![no_std]` staticlib.
 #![no_std]
 
-use batchnorm::{fold, moments, BatchNorm, Fusion, FusionGrad, Grads, Momentum, Moments, Renorm, RenormSaved, Running, Shape};
+use batchnorm::{clip_grad_norm, clip_grad_value, fold, moments, total_norm, BatchNorm, Fusion, FusionGrad, GradNorm, Grads, GroupNorm, InstanceNorm, LayerNorm, Momentum, Moments, NonFinite, Renorm, RenormSaved, RmsNorm, Rows, Running, Saved, SavedMut, Shape};
 
 #[panic_handler]
 fn panic(_: &core::panic::PanicInfo) -> ! {
@@ -58,5 +58,36 @@ pub extern "C" fn batchnorm_nostd_check() -> u32 {
     count(fold::into_preceding(&after, conv, &mut w, &mut b));
     let before = fold::EvalBn { running_mean: &rm[..2], running_var: &rv[..2], gamma: Some(&gamma[..2]), beta: Some(&beta[..2]), eps: 1e-5 };
     count(fold::into_following(&before, conv, &mut w, &mut b, Some(&mut pad)));
+    // Batch norm's neighbours: layer and RMS norm over rows of 12 (γ, β of 12), group
+    // norm in 3 groups (of one channel), instance norm with running statistics.
+    let rows = Rows::new(2, 12);
+    let (mut mean2, mut invstd2) = ([0.0f32; 2], [0.0f32; 2]);
+    let (mut dg12, mut db12) = ([0.0f32; 12], [0.0f32; 12]);
+    let ln = LayerNorm { eps: 1e-5, gamma: Some(&x[..12]), beta: Some(&x[12..]) };
+    count(ln.forward(&x, &mut y, rows, SavedMut { mean: &mut mean2, invstd: &mut invstd2 }));
+    count(ln.forward_in_place(&mut y, rows, SavedMut { mean: &mut mean2, invstd: &mut invstd2 }));
+    let grads = Grads { dx: &mut dx, dgamma: Some(&mut dg12), dbeta: Some(&mut db12) };
+    count(ln.backward(&x, &y, rows, Saved { mean: &mean2, invstd: &invstd2 }, grads));
+    let rms = RmsNorm { eps: RmsNorm::DTYPE_EPS, gamma: Some(&x[..12]) };
+    count(rms.forward(&x, &mut y, rows, &mut invstd2));
+    count(rms.forward_in_place(&mut y, rows, &mut invstd2));
+    let grads = Grads { dx: &mut dx, dgamma: Some(&mut dg12), dbeta: None };
+    count(rms.backward(&x, &y, rows, &invstd2, grads));
+    let (mut mean6, mut invstd6) = ([0.0f32; 6], [0.0f32; 6]);
+    let gn = GroupNorm { groups: 3, eps: 1e-5, gamma: Some(&gamma), beta: Some(&beta) };
+    count(gn.forward(&x, &mut y, shape, SavedMut { mean: &mut mean6, invstd: &mut invstd6 }));
+    count(gn.forward_in_place(&mut y, shape, SavedMut { mean: &mut mean6, invstd: &mut invstd6 }));
+    let grads = Grads { dx: &mut dx, dgamma: Some(&mut dg), dbeta: Some(&mut db) };
+    count(gn.backward(&x, &y, shape, Saved { mean: &mean6, invstd: &invstd6 }, grads));
+    let inorm = InstanceNorm { eps: 1e-5, gamma: None, beta: Some(&beta) };
+    let running = Running { mean: &mut rm, var: &mut rv, momentum: Momentum::Cumulative { batches_tracked: 2 } };
+    count(inorm.forward(&x, &mut y, shape, SavedMut { mean: &mut mean6, invstd: &mut invstd6 }, Some(running)));
+    count(inorm.forward_in_place(&mut y, shape, SavedMut { mean: &mut mean6, invstd: &mut invstd6 }, None));
+    let grads = Grads { dx: &mut dx, dgamma: None, dbeta: Some(&mut db) };
+    count(inorm.backward(&x, &y, shape, Saved { mean: &mean6, invstd: &invstd6 }, grads));
+    // Gradient clipping over two slices.
+    count(clip_grad_value(&mut [&mut dx, &mut dg], 0.5));
+    let _ = total_norm(&[&dx, &dg], GradNorm::Max);
+    count(clip_grad_norm(&mut [&mut dx, &mut dg], 1.0, GradNorm::L2, NonFinite::Scale).map(|_| ()));
     failures
 }

@@ -149,6 +149,74 @@ fn main() {
             );
         }
     }
+    for (k, case) in data::NORM_CASES.iter().enumerate() {
+        let inp = data::NormInputs::new(case);
+        let mut o = scenario::NormOutputs::new();
+        if let Err((kernel, e)) = scenario::run_norm(case, &inp, &mut o) {
+            panic!("{}: {kernel} returned Err({e:?})", case.name);
+        }
+        let sh = case.data.shape;
+        let (n, u, p) = (data::len_of(sh), case.units(), case.params());
+        let rms = case.op == data::NormOp::Rms;
+        let saved_mean = if rms { &[][..] } else { &o.mean[..u] };
+        let r = reference::NormRef::new(case, &inp, true, saved_mean, &o.invstd[..u]);
+        let mut picks = vec![
+            (What::NormY, n / 3 + k),
+            (What::NormInvstd, (k + 1) % u),
+            (What::NormDx, (2 * n) / 3 + 1),
+            (What::NormDgamma, (k + 2) % p),
+            (What::NormDbeta, p - 1),
+        ];
+        if !rms {
+            picks.push((What::NormMean, k % u));
+        }
+        if case.running() {
+            picks.push((What::NormRunningVar, sh.channels - 1));
+        }
+        for (what, i) in picks {
+            let got = o.get(what, i);
+            let (want, mag) = r.want(&inp, what, i);
+            worst = worst.max(record(case.name, what, i, got, want, mag));
+        }
+    }
+    for case in data::CLIP_CASES {
+        let inp = data::ClipInputs::new(case);
+        let o = match scenario::run_clip(case, &inp) {
+            Ok(o) => o,
+            Err((kernel, e)) => panic!("{}: {kernel} returned Err({e:?})", case.name),
+        };
+        let total: usize = case.lens.iter().sum();
+        for (what, i) in [
+            (What::ClipValue, total / 2),
+            (What::ClipTotalL2, 0),
+            (What::ClipTotalMax, 0),
+            (What::ClipNormL2, total / 3),
+        ] {
+            let got = o.get(case, what, i);
+            let (want, mag) = reference::clip_want(case, &inp, what, i, scenario::CLIP_VALUE);
+            worst = worst.max(record(case.name, what, i, got, want, mag));
+        }
+    }
     println!("];");
     eprintln!("expected.rs written; worst host error {worst:.2e}·mag");
+}
+
+/// Checks a host value of a neighbour or of clipping against f64 and prints its entry;
+/// returns its error (in units of mag).
+fn record(case: &str, what: What, i: usize, got: f64, want: f64, mag: f64) -> f64 {
+    let err = if got == want {
+        0.0
+    } else {
+        (got - want).abs() / mag
+    };
+    assert!(
+        err <= HOST_RTOL,
+        "{case} {what:?}[{i}]: host {got} vs f64 {want}, err {err:e}·mag"
+    );
+    println!("    // {case} {what:?} [{i}]: f64 reference {want:e}, host err {err:.1e}·mag");
+    println!(
+        "    Expected {{ case: {case:?}, what: What::{what:?}, index: {i}, value: {got:?}, tol: {:e} }},",
+        TARGET_RTOL * mag
+    );
+    err
 }
