@@ -1,6 +1,7 @@
 //! The backward pass, for train and for eval mode.
 
-use crate::engine::{self, Walk, MAX_BAND, SMALL};
+use crate::distributed::BackwardSums;
+use crate::engine::{self, Band, Walk, MAX_BAND, SMALL};
 use crate::error::{check_len, Error};
 use crate::forward::BatchNorm;
 use crate::kernels::{
@@ -165,9 +166,29 @@ impl BatchNorm<'_> {
         grads: Grads<'_>,
         renorm: Option<[&[f32]; 2]>,
     ) {
+        self.backward_kernel_with(through, dy, x, shape, saved, grads, renorm, None);
+    }
+
+    /// [`backward_kernel`](Self::backward_kernel), with the sums `[Σdy, Σdy·(x − mean)]`
+    /// of every channel either reduced from the tensor (`global` None) or given with
+    /// the count `m` they were taken over (the sums of a larger batch, of which this
+    /// tensor is a part). From there on both take the same path: the distributed and
+    /// parallel backward are this function.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn backward_kernel_with(
+        &self,
+        through: Through<'_>,
+        dy: &[f32],
+        x: &[f32],
+        shape: Shape,
+        saved: [&[f32]; 2],
+        grads: Grads<'_>,
+        renorm: Option<[&[f32]; 2]>,
+        global: Option<(&[BackwardSums], f64)>,
+    ) {
         let walk = Walk::new(shape);
-        let count = (shape.batch * shape.spatial) as f64;
-        let args = (through, dy, x, saved, grads, renorm);
+        let count = global.map_or((shape.batch * shape.spatial) as f64, |(_, m)| m);
+        let args = (through, dy, x, saved, grads, renorm, global);
         if walk.small() {
             self.backward_bands::<SMALL>(&walk, count, args)
         } else {
@@ -175,19 +196,21 @@ impl BatchNorm<'_> {
         }
     }
 
-    /// [`backward_kernel`](Self::backward_kernel) with per-channel arrays of `B`.
+    /// [`backward_kernel_with`](Self::backward_kernel_with) with per-channel arrays
+    /// of `B`.
     #[allow(clippy::type_complexity)]
     fn backward_bands<const B: usize>(
         &self,
         walk: &Walk,
         count: f64,
-        (mut through, dy, x, [save_mean, save_invstd], grads, renorm): (
+        (mut through, dy, x, [save_mean, save_invstd], grads, renorm, global): (
             Through<'_>,
             &[f32],
             &[f32],
             [&[f32]; 2],
             Grads<'_>,
             Option<[&[f32]; 2]>,
+            Option<(&[BackwardSums], f64)>,
         ),
     ) {
         let Grads {
@@ -195,42 +218,17 @@ impl BatchNorm<'_> {
             mut dgamma,
             mut dbeta,
         } = grads;
-        let steps = 0..walk.steps();
         // Channels-first: the sums and dx of a band run back to back while it is cached.
         for band in walk.bands(2) {
             let mu = [band.of(save_mean)];
             let mut sums = [[0.0; 2]; B];
-            match &mut through {
-                Through::Bn => engine::reduce(
-                    GradSums,
-                    walk,
-                    band,
-                    [dy, x],
-                    &mut [],
-                    mu,
-                    steps.clone(),
-                    &mut sums,
-                ),
-                Through::Relu { y } => engine::reduce(
-                    ReluGradSums::<false>,
-                    walk,
-                    band,
-                    [dy, y, x],
-                    &mut [],
-                    mu,
-                    steps.clone(),
-                    &mut sums,
-                ),
-                Through::AddRelu { y, dz } => engine::reduce(
-                    ReluGradSums::<true>,
-                    walk,
-                    band,
-                    [dy, y, x],
-                    dz,
-                    mu,
-                    steps.clone(),
-                    &mut sums,
-                ),
+            match global {
+                Some((global, _)) => {
+                    for (s, g) in sums.iter_mut().zip(band.of(global)) {
+                        *s = [g.dy, g.dy_xmu];
+                    }
+                }
+                None => grad_sums_pass(&mut through, walk, band, dy, x, mu[0], &mut sums),
             }
             // [k, a, b, p] of every channel
             let mut k = [[0.0; B]; 4];
@@ -423,5 +421,44 @@ fn out_of_range(v: f64) -> f64 {
 fn write(out: &mut Option<&mut [f32]>, c: usize, v: f64) {
     if let Some(out) = out {
         out[c] = v as f32;
+    }
+}
+
+/// The sums pass of the train backward over `band`: `[Σdy, Σdy·(x − mean)]` of each
+/// of its channels into `sums`, with `dy` masked by the fused ReLU (and the masked
+/// `dy` written to `dz` for Add + ReLU).
+pub(crate) fn grad_sums_pass(
+    through: &mut Through<'_>,
+    walk: &Walk,
+    band: Band,
+    dy: &[f32],
+    x: &[f32],
+    mean: &[f32],
+    sums: &mut [[f64; 2]],
+) {
+    let steps = 0..walk.steps();
+    let mu = [mean];
+    match through {
+        Through::Bn => engine::reduce(GradSums, walk, band, [dy, x], &mut [], mu, steps, sums),
+        Through::Relu { y } => engine::reduce(
+            ReluGradSums::<false>,
+            walk,
+            band,
+            [dy, y, x],
+            &mut [],
+            mu,
+            steps,
+            sums,
+        ),
+        Through::AddRelu { y, dz } => engine::reduce(
+            ReluGradSums::<true>,
+            walk,
+            band,
+            [dy, y, x],
+            dz,
+            mu,
+            steps,
+            sums,
+        ),
     }
 }

@@ -4,6 +4,7 @@
 #![forbid(missing_docs)]
 
 mod backward;
+pub mod distributed;
 mod engine;
 mod error;
 pub mod fold;
