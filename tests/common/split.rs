@@ -27,13 +27,16 @@ pub fn part_of(x: &[f32], shape: Shape, (first, n): (usize, usize)) -> (&[f32], 
     (&x[first * per..(first + n) * per], part)
 }
 
+/// Running mean and variance.
+pub type Stats<'a> = (&'a [f32], &'a [f32]);
+
 /// What a train forward produced.
 pub struct TrainOut<'a> {
     pub y: &'a [f32],
     pub save_mean: &'a [f32],
     pub save_invstd: &'a [f32],
     /// Running statistics before and after, with their momentum.
-    pub running: Option<((&'a [f32], &'a [f32]), (&'a [f32], &'a [f32]), Momentum)>,
+    pub running: Option<(Stats<'a>, Stats<'a>, Momentum)>,
 }
 
 /// Checks a train forward of the whole batch `x` against the oracle; panics with
