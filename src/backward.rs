@@ -276,8 +276,25 @@ impl BatchNorm<'_> {
         stats: [&[f32]; 2],
         grads: Grads<'_>,
     ) {
+        self.backward_eval_kernel_with(through, dy, x, shape, stats, grads, EvalSums::Reduce);
+    }
+
+    /// [`backward_eval_kernel`](Self::backward_eval_kernel), where the sums of `dγ` and
+    /// `dβ` may also be given or kept (see [`EvalSums`]): a tensor in parts (threads)
+    /// takes the same path as a whole one.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn backward_eval_kernel_with(
+        &self,
+        through: Through<'_>,
+        dy: &[f32],
+        x: &[f32],
+        shape: Shape,
+        stats: [&[f32]; 2],
+        grads: Grads<'_>,
+        sums: EvalSums<'_>,
+    ) {
         let walk = Walk::new(shape);
-        let args = (through, dy, x, stats, grads);
+        let args = (through, dy, x, stats, grads, sums);
         if walk.small() {
             self.backward_eval_bands::<SMALL>(&walk, args)
         } else {
@@ -285,18 +302,19 @@ impl BatchNorm<'_> {
         }
     }
 
-    /// [`backward_eval_kernel`](Self::backward_eval_kernel) with per-channel arrays
-    /// of `B`.
+    /// [`backward_eval_kernel_with`](Self::backward_eval_kernel_with) with
+    /// per-channel arrays of `B`.
     #[allow(clippy::type_complexity)]
     fn backward_eval_bands<const B: usize>(
         &self,
         walk: &Walk,
-        (mut through, dy, x, [running_mean, running_var], grads): (
+        (mut through, dy, x, [running_mean, running_var], grads, mut mode): (
             Through<'_>,
             &[f32],
             &[f32],
             [&[f32]; 2],
             Grads<'_>,
+            EvalSums<'_>,
         ),
     ) {
         let Grads {
@@ -306,7 +324,7 @@ impl BatchNorm<'_> {
         } = grads;
         let steps = 0..walk.steps();
 
-        let sums_wanted = dgamma.is_some() || dbeta.is_some();
+        let sums_wanted = dgamma.is_some() || dbeta.is_some() || !matches!(mode, EvalSums::Reduce);
         for band in walk.bands(usize::from(sums_wanted)) {
             // [running mean, γ/√(running_var + eps)]
             let at = |i: usize| {
@@ -336,28 +354,41 @@ impl BatchNorm<'_> {
             // dx is written in the sums pass: one read of dy.
             let mut sums = [[0.0; 2]; B];
             let all = steps.clone();
-            match &mut through {
-                Through::Bn => {
-                    engine::reduce(ScaledGradSums, walk, band, [dy, x], dx, k, all, &mut sums)
+            if let EvalSums::Given(given) = mode {
+                for (s, g) in sums.iter_mut().zip(band.of(given)) {
+                    *s = [g.dy, g.dy_xmu];
                 }
-                Through::Relu { y } => {
-                    let ins = [dy, y, x];
-                    engine::reduce(ReluScaledGradSums, walk, band, ins, dx, k, all, &mut sums)
+            } else {
+                match &mut through {
+                    Through::Bn => {
+                        engine::reduce(ScaledGradSums, walk, band, [dy, x], dx, k, all, &mut sums)
+                    }
+                    Through::Relu { y } => {
+                        let ins = [dy, y, x];
+                        engine::reduce(ReluScaledGradSums, walk, band, ins, dx, k, all, &mut sums)
+                    }
+                    Through::AddRelu { y, dz } => {
+                        let ins = [dy, y, x];
+                        engine::reduce(
+                            ReluGradSums::<true>,
+                            walk,
+                            band,
+                            ins,
+                            dz,
+                            [mu],
+                            all,
+                            &mut sums,
+                        );
+                        engine::map(Scale, walk, band, [dz], dx, scale)
+                    }
                 }
-                Through::AddRelu { y, dz } => {
-                    let ins = [dy, y, x];
-                    engine::reduce(
-                        ReluGradSums::<true>,
-                        walk,
-                        band,
-                        ins,
-                        dz,
-                        [mu],
-                        all,
-                        &mut sums,
-                    );
-                    engine::map(Scale, walk, band, [dz], dx, scale)
+            }
+            if let EvalSums::Into(out) = &mut mode {
+                let out = &mut out[band.first..][..band.channels];
+                for (o, [dy, dy_xmu]) in out.iter_mut().zip(sums) {
+                    *o = BackwardSums { dy, dy_xmu };
                 }
+                continue;
             }
             for (i, ([sum_dy, sum_dyx], invstd)) in
                 sums.iter().zip(invstd).enumerate().take(band.channels)
@@ -403,6 +434,18 @@ pub(crate) enum Through<'a> {
     Bn,
     Relu { y: &'a [f32] },
     AddRelu { y: &'a [f32], dz: &'a mut [f32] },
+}
+
+/// Where the eval backward's sums `[Σdy, Σdy·(x − running_mean)]` come from and
+/// go: reduced from the tensor into `dγ`, `dβ` (`Reduce`); reduced and kept, one per
+/// channel, with `dγ`, `dβ` left alone (`Into`: a part of a tensor); or given, and
+/// only turned into `dγ`, `dβ` (`Given`: the merged sums of the parts).
+// Only the parallel backward keeps or gives sums.
+#[cfg_attr(not(feature = "rayon"), allow(dead_code))]
+pub(crate) enum EvalSums<'a> {
+    Reduce,
+    Into(&'a mut [BackwardSums]),
+    Given(&'a [BackwardSums]),
 }
 
 /// 1 when `v` (> 0) lies within 2^±64, else the power of two (within f32's normal

@@ -175,13 +175,24 @@ pub fn backward_sums(
     check_len("save_mean", save_mean.len(), shape.channels)?;
     check_len("out", out.len(), shape.channels)?;
     check_local(shape)?;
+    sums_kernel(dy, x, shape, save_mean, out);
+    Ok(())
+}
+
+/// [`backward_sums`], unchecked.
+pub(crate) fn sums_kernel(
+    dy: &[f32],
+    x: &[f32],
+    shape: Shape,
+    save_mean: &[f32],
+    out: &mut [BackwardSums],
+) {
     let walk = Walk::new(shape);
     if walk.small() {
         sums_bands::<SMALL>(&walk, dy, x, save_mean, out);
     } else {
         sums_bands::<MAX_BAND>(&walk, dy, x, save_mean, out);
     }
-    Ok(())
 }
 
 /// [`backward_sums`] with per-channel arrays of `B`.

@@ -13,6 +13,8 @@ mod fused;
 mod kernels;
 mod lanes;
 mod moments;
+#[cfg(feature = "rayon")]
+pub mod parallel;
 mod renorm;
 mod shape;
 
