@@ -297,6 +297,78 @@ impl BatchNorm<'_> {
         Ok(())
     }
 
+    /// The checks [`train_with_moments`](Self::train_with_moments) makes that depend
+    /// on this rank alone (all but those of the merged moments), without touching any
+    /// data: a rank runs them *before* the reduction and shares the outcome, so that
+    /// every rank leaves together on bad input instead of some waiting in a collective.
+    ///
+    /// # Errors
+    /// As [`train_with_moments`](Self::train_with_moments) but for `"global"` and the
+    /// global count: eps, momentum, lengths, and an empty local part.
+    ///
+    /// ```
+    /// use batchnorm::{BatchNorm, Error, Shape};
+    ///
+    /// let bn = BatchNorm { eps: 1e-5, gamma: None, beta: None };
+    /// let shape = Shape::rows(2, 3);
+    /// assert!(bn.check_train_part(&[0.0; 6], &[0.0; 6], shape, &[0.0; 3], &[0.0; 3], None).is_ok());
+    /// let err = bn.check_train_part(&[0.0; 6], &[0.0; 5], shape, &[0.0; 3], &[0.0; 3], None);
+    /// assert_eq!(err, Err(Error::Length { arg: "y", expected: 6, actual: 5 }));
+    /// ```
+    pub fn check_train_part(
+        &self,
+        x: &[f32],
+        y: &[f32],
+        shape: Shape,
+        save_mean: &[f32],
+        save_invstd: &[f32],
+        running: Option<&Running<'_>>,
+    ) -> Result<(), Error> {
+        let len = shape.len()?;
+        self.check(shape.channels)?;
+        check_len("save_mean", save_mean.len(), shape.channels)?;
+        check_len("save_invstd", save_invstd.len(), shape.channels)?;
+        if let Some(r) = running {
+            r.momentum.factor()?;
+            check_len("running_mean", r.mean.len(), shape.channels)?;
+            check_len("running_var", r.var.len(), shape.channels)?;
+        }
+        check_local(shape)?;
+        check_len("x", x.len(), len)?;
+        check_len("y", y.len(), len)
+    }
+
+    /// The checks [`backward_with_sums`](Self::backward_with_sums) makes that depend on
+    /// this rank alone (all but those of the merged sums and count), without touching
+    /// any data; see [`check_train_part`](Self::check_train_part).
+    ///
+    /// # Errors
+    /// As [`backward_with_sums`](Self::backward_with_sums) but for `"global"` and
+    /// `count`.
+    ///
+    /// ```
+    /// use batchnorm::{BatchNorm, Grads, Shape};
+    ///
+    /// let bn = BatchNorm { eps: 1e-5, gamma: None, beta: None };
+    /// let mut dx = [0.0; 4];
+    /// let grads = Grads { dx: &mut dx, dgamma: None, dbeta: None };
+    /// let shape = Shape::rows(2, 2);
+    /// assert!(bn.check_backward_part(&[0.0; 4], &[0.0; 4], shape, &[0.0; 2], &[1.0; 2], &grads).is_ok());
+    /// assert!(bn.check_backward_part(&[0.0; 3], &[0.0; 4], shape, &[0.0; 2], &[1.0; 2], &grads).is_err());
+    /// ```
+    pub fn check_backward_part(
+        &self,
+        dy: &[f32],
+        x: &[f32],
+        shape: Shape,
+        save_mean: &[f32],
+        save_invstd: &[f32],
+        grads: &Grads<'_>,
+    ) -> Result<(), Error> {
+        self.check_backward(dy, x, shape, SAVED, [save_mean, save_invstd], grads)?;
+        check_local(shape).map(|_| ())
+    }
+
     /// The checks of [`train_with_moments`](Self::train_with_moments) but those of
     /// `x` and `y`; returns the element count.
     pub(crate) fn check_with_moments(

@@ -310,7 +310,7 @@ impl Mlp {
 /// Summed cross-entropy of softmax(logits) against `labels`, and the number of
 /// correct argmax predictions. With `grad`, also the gradient of the *mean* loss,
 /// ∂L/∂logits = (softmax − one-hot)/batch.
-fn softmax_cross_entropy(
+pub(crate) fn softmax_cross_entropy(
     logits: &[f32],
     labels: &[usize],
     mut grad: Option<&mut Vec<f32>>,
