@@ -255,7 +255,7 @@ fn relative_diff(a: &[f32], b: &[f32]) -> f32 {
 
 fn run<C: Communicator>(comm: &C) -> Result<(usize, usize), Box<dyn std::error::Error>> {
     let (rank, size) = (comm.rank() as usize, comm.size() as usize);
-    if BATCH % size != 0 {
+    if !BATCH.is_multiple_of(size) {
         return Err(format!("{size} ranks do not divide the batch of {BATCH}").into());
     }
     let part = BATCH / size;
