@@ -4,33 +4,34 @@
 //! thread pool (the global one, or the one a caller [`install`](rayon::ThreadPool::install)s).
 //!
 //! # Bit-identical whatever the number of threads
-//! The tensor is cut into **tiles** by its shape alone, never by the number of
-//! threads or by which thread is free: each tile is a contiguous piece of the slice
-//! that is itself a tensor, about [`TILE`] values.
+//! The work is cut by the tensor's shape alone, never by the number of threads or by
+//! which thread is free, into pieces that are contiguous tensors themselves:
 //!
-//! | layout | a sample (`C·S` values) | tiles |
+//! | tensor | train, backward | moments, eval, backward_eval, and train/backward otherwise |
 //! |---|---|---|
-//! | channels-first, `S > 1` | at most a tile | runs of whole samples (split by batch) |
-//! | channels-first, `S > 1` | more than a tile | within each sample, groups of channels (split by channel); a run longer than a tile in pieces |
-//! | channels-last, `[N, C]` rows | — | runs of whole rows (`N·S` rows of `C` values); a row longer than a tile in groups of channels |
+//! | channels-first, `S > 1`, at least 16 groups of [`GROUP`] values | **by channel**: groups of whole channels across the batch, each a job of its own (reduction, then elementwise pass, while the group is in L2) | — |
+//! | channels-first, `S > 1` | tiles of ≈ [`TILE`] values: runs of whole samples (by batch); within a sample larger than a tile, groups of channels; a run longer than a tile in pieces | same |
+//! | channels-last, `[N, C]` rows | tiles of whole rows (by batch rows); a row longer than a tile in groups of channels | same |
 //!
-//! Tiles run in any order on any thread, each by the one-core code (the distributed
-//! building blocks, [`distributed`](crate::distributed)): moments or backward sums per
-//! tile, merged per channel **in tile order** (a fixed left fold, in f64), then every
-//! tile normalized with the merged statistics. The saved and running statistics and
-//! `dγ`, `dβ` are written once, from the merged values. The same input therefore gives
-//! the same bits on 1, 2 or 64 threads; a tensor of one tile takes the one-core path
-//! and gives the bits of [`BatchNorm::train`] and the others. Against the one-core
-//! functions on a tensor of several tiles, results differ by rounding only (another
-//! grouping of the same sums), within the accuracy of either.
+//! Each piece runs the one-core code (the distributed building blocks,
+//! [`distributed`](crate::distributed)): moments or backward sums per piece, merged per
+//! channel **in a fixed order** (tile order, or sample order within a channel group; a
+//! left fold in f64), then every piece normalized with the merged statistics. The saved
+//! and running statistics and `dγ`, `dβ` are written once per channel, from the merged
+//! values. The same input therefore gives the same bits on 1, 2 or 64 threads; a tensor
+//! of one tile takes the one-core path and gives the bits of [`BatchNorm::train`] and
+//! the others. Against the one-core functions on a larger tensor, results differ by
+//! rounding only (another grouping of the same sums), within the accuracy of either.
 //!
 //! # Scaling
-//! Work per tile is ~`TILE` values (≈ 256 KiB of f32), so a tensor has
-//! `len / TILE` tiles to spread: a ResNet-50 activation of batch 32
-//! (`32×256×56×56` = 25.7 M values) has ~390, enough for 64 cores; the merge is
-//! `tiles × channels` moments, serial, small against the tensor. A tensor of fewer
-//! tiles than cores leaves cores idle: smaller tiles would cost more merge and
-//! per-tile setup than such a tensor takes to stream.
+//! A tensor has `len / TILE` tiles, or `C / channels per group` groups, to spread: a
+//! ResNet-50 activation of batch 32 (`32×256×56×56`, 25.7 M values) has 256 channel
+//! groups for train and backward and ~390 tiles for the others, enough for 64 cores.
+//! A tensor of fewer pieces than cores leaves cores idle (a `[256, 1024]` matrix has 4
+//! tiles): smaller tiles would cost more merging and per-tile setup than such a tensor
+//! takes to stream. Tiled train and backward read the tensor twice (statistics over all
+//! tiles, then the elementwise pass); the channel groups keep the one-core kernels' cache
+//! reuse between the two passes. The merge is serial and small (`pieces × C` values).
 //!
 //! ```
 //! use batchnorm::{parallel, BatchNorm, Shape};
@@ -164,6 +165,191 @@ fn pieces<'a>(tiles: &[Tile], mut out: &'a mut [f32]) -> Vec<&'a mut [f32]> {
     v
 }
 
+/// Values per channel group of the channel-parallel walk (512 KiB of f32 per tensor):
+/// a group's reduction and its elementwise pass then run back to back while the group
+/// is in a core's L2, as the one-core kernels do with a band.
+pub const GROUP: usize = 1 << 17;
+
+/// Fewest groups for the channel-parallel walk: with fewer, tiles spread the work better.
+const MIN_GROUPS: usize = 16;
+
+/// Channels per group when a channels-first tensor (`S > 1`) is walked channel-parallel:
+/// whole channels across the batch, about [`GROUP`] values a group, when that makes at
+/// least [`MIN_GROUPS`] groups; `None` for tiles. By the shape alone.
+fn channel_groups(shape: Shape) -> Option<usize> {
+    if shape.walk() != Layout::ChannelsFirst || shape.channels == 0 {
+        return None;
+    }
+    let per_channel = (shape.batch * shape.spatial).max(1);
+    let g = (GROUP / per_channel).clamp(1, shape.channels);
+    (shape.channels.div_ceil(g) >= MIN_GROUPS).then_some(g)
+}
+
+/// Channel group `i`'s pieces of a channels-first `t`: one per sample, in sample order.
+fn group_views(shape: Shape, g: usize, t: &[f32]) -> Vec<Vec<&[f32]>> {
+    let (c, s) = (shape.channels, shape.spatial);
+    let mut out: Vec<Vec<&[f32]>> = (0..c.div_ceil(g)).map(|_| Vec::new()).collect();
+    for sample in t.chunks(c * s) {
+        for (o, piece) in out.iter_mut().zip(sample.chunks(g * s)) {
+            o.push(piece);
+        }
+    }
+    out
+}
+
+/// [`group_views`], mutable.
+fn group_pieces(shape: Shape, g: usize, t: &mut [f32]) -> Vec<Vec<&mut [f32]>> {
+    let (c, s) = (shape.channels, shape.spatial);
+    let mut out: Vec<Vec<&mut [f32]>> = (0..c.div_ceil(g)).map(|_| Vec::new()).collect();
+    for sample in t.chunks_mut(c * s) {
+        for (o, piece) in out.iter_mut().zip(sample.chunks_mut(g * s)) {
+            o.push(piece);
+        }
+    }
+    out
+}
+
+/// `Some(chunk)` of `out` per group of `g` channels, or `None` for each of `groups`.
+fn group_outs(out: Option<&mut [f32]>, g: usize, groups: usize) -> Vec<Option<&mut [f32]>> {
+    match out {
+        Some(out) => out.chunks_mut(g).map(Some).collect(),
+        None => (0..groups).map(|_| None).collect(),
+    }
+}
+
+/// The layer restricted to channels `range`.
+fn sub<'a>(bn: &BatchNorm<'a>, range: core::ops::Range<usize>) -> BatchNorm<'a> {
+    BatchNorm {
+        eps: bn.eps,
+        gamma: bn.gamma.map(|g| &g[range.clone()]),
+        beta: bn.beta.map(|b| &b[range]),
+    }
+}
+
+/// The train forward channel-parallel: each group of `g` channels is a job of its own
+/// (its moments merged over the samples in order, its saved and running statistics,
+/// then its elementwise pass), unchecked.
+#[allow(clippy::too_many_arguments)]
+fn train_groups(
+    bn: &BatchNorm,
+    x: &[f32],
+    y: &mut [f32],
+    shape: Shape,
+    g: usize,
+    save_mean: &mut [f32],
+    save_invstd: &mut [f32],
+    running: Option<Running<'_>>,
+) {
+    let groups = shape.channels.div_ceil(g);
+    let runs: Vec<Option<Running<'_>>> = match running {
+        Some(r) => {
+            let momentum = r.momentum;
+            let chunks = r.mean.chunks_mut(g).zip(r.var.chunks_mut(g));
+            chunks
+                .map(|(mean, var)| {
+                    Some(Running {
+                        mean,
+                        var,
+                        momentum,
+                    })
+                })
+                .collect()
+        }
+        None => (0..groups).map(|_| None).collect(),
+    };
+    group_pieces(shape, g, y)
+        .into_par_iter()
+        .zip(group_views(shape, g, x))
+        .zip(save_mean.par_chunks_mut(g))
+        .zip(save_invstd.par_chunks_mut(g))
+        .zip(runs)
+        .enumerate()
+        .for_each(|(i, ((((ys, xs), mean), invstd), running))| {
+            let width = mean.len();
+            let bn = sub(bn, i * g..i * g + width);
+            let piece = Shape::channels_first(1, width, shape.spatial);
+            let mut global = vec![Moments::EMPTY; width];
+            let mut part = vec![Moments::EMPTY; width];
+            for x in &xs {
+                // The piece's length is right by construction.
+                let _ = crate::moments(x, piece, &mut part);
+                for (g, p) in global.iter_mut().zip(&part) {
+                    *g = g.merge(*p);
+                }
+            }
+            let none = Shape::rows(0, width);
+            let saved = [mean, invstd];
+            bn.train_kernel_with(
+                Centered,
+                [&[]],
+                &mut [],
+                none,
+                saved,
+                running,
+                None,
+                Some(&global),
+            );
+            let (mut m, mut v) = (vec![0.0; width], vec![0.0; width]);
+            for (x, y) in xs.iter().zip(ys) {
+                let saved = [&mut m[..], &mut v[..]];
+                bn.train_kernel_with(Centered, [x], y, piece, saved, None, None, Some(&global));
+            }
+        });
+}
+
+/// The train backward channel-parallel, as [`train_groups`], unchecked.
+#[allow(clippy::too_many_arguments)]
+fn backward_groups(
+    bn: &BatchNorm,
+    dy: &[f32],
+    x: &[f32],
+    shape: Shape,
+    g: usize,
+    [save_mean, save_invstd]: [&[f32]; 2],
+    grads: Grads<'_>,
+) {
+    let groups = shape.channels.div_ceil(g);
+    let count = (shape.batch * shape.spatial) as u64;
+    let Grads { dx, dgamma, dbeta } = grads;
+    group_pieces(shape, g, dx)
+        .into_par_iter()
+        .zip(group_views(shape, g, dy))
+        .zip(group_views(shape, g, x))
+        .zip(group_outs(dgamma, g, groups))
+        .zip(group_outs(dbeta, g, groups))
+        .enumerate()
+        .for_each(|(i, ((((dxs, dys), xs), dgamma), dbeta))| {
+            let ch = i * g..(i * g + g).min(shape.channels);
+            let width = ch.len();
+            let bn = sub(bn, ch.clone());
+            let saved = [&save_mean[ch.clone()], &save_invstd[ch]];
+            let piece = Shape::channels_first(1, width, shape.spatial);
+            let mut sums = vec![BackwardSums::ZERO; width];
+            let mut part = vec![BackwardSums::ZERO; width];
+            for (dy, x) in dys.iter().zip(&xs) {
+                sums_kernel(dy, x, piece, saved[0], &mut part);
+                for (s, p) in sums.iter_mut().zip(&part) {
+                    *s = s.merge(*p);
+                }
+            }
+            let none = Shape::rows(0, width);
+            let dgb = Grads {
+                dx: &mut [],
+                dgamma,
+                dbeta,
+            };
+            bn.backward_sums_kernel(&[], &[], none, saved, dgb, &sums, count);
+            for ((dy, x), dx) in dys.iter().zip(&xs).zip(dxs) {
+                let grads = Grads {
+                    dx,
+                    dgamma: None,
+                    dbeta: None,
+                };
+                bn.backward_sums_kernel(dy, x, piece, saved, grads, &sums, count);
+            }
+        });
+}
+
 /// Per-channel values of every tile, merged per channel in tile order.
 fn merge<T: Copy>(tiles: &[Tile], parts: Vec<Vec<T>>, out: &mut [T], f: impl Fn(T, T) -> T) {
     for (t, part) in tiles.iter().zip(parts) {
@@ -241,6 +427,10 @@ pub fn train(
     let len = bn.check_train(shape, SAVED, [save_mean, save_invstd], &running)?;
     check_len("x", x.len(), len)?;
     check_len("y", y.len(), len)?;
+    if let Some(g) = channel_groups(shape) {
+        train_groups(bn, x, y, shape, g, save_mean, save_invstd, running);
+        return Ok(());
+    }
     let tiles = tiles(shape);
     if tiles.len() <= 1 {
         return bn.train(x, y, shape, save_mean, save_invstd, running);
@@ -333,6 +523,10 @@ pub fn backward(
 ) -> Result<(), Error> {
     let saved = [save_mean, save_invstd];
     bn.check_backward(dy, x, shape, SAVED, saved, &grads)?;
+    if let Some(g) = channel_groups(shape) {
+        backward_groups(bn, dy, x, shape, g, saved, grads);
+        return Ok(());
+    }
     let tiles = tiles(shape);
     if tiles.len() <= 1 {
         return bn.backward(dy, x, shape, save_mean, save_invstd, grads);

@@ -9,7 +9,8 @@
 //!   runs;
 //! - the train forward and backward match the f64 oracle of the whole tensor
 //!   (`common/split.rs`), as the one-core kernels do;
-//! - a tensor of one tile gives the one-core functions' bits.
+//! - a tensor of one tile gives the one-core functions' bits;
+//! - the channel-parallel walk of long channels-first channels, on a fixed shape.
 #![cfg(feature = "rayon")]
 
 #[path = "common/cases.rs"]
@@ -187,6 +188,34 @@ fn same_bits_on_one_two_and_three_threads() {
             }
         }
     });
+}
+
+/// Channels-first with long channels: the channel-parallel walk (22 groups of 14
+/// channels), which a drawn case meets only sometimes.
+#[test]
+fn channel_groups_same_bits_and_oracle() {
+    let shape = Shape::channels_first(3, 300, 3001);
+    let mut rng = Rng::new(99);
+    let profiles = (0..300)
+        .map(|_| Profile {
+            offset: [0.0, 1e4][rng.below(2)],
+            spread: [1.0, 1e-3][rng.below(2)],
+        })
+        .collect();
+    let case = Case {
+        shape,
+        profiles,
+        seed: 7,
+        eps: 1e-5,
+        gamma: true,
+        beta: true,
+    };
+    let momentum = Some(Momentum::Exponential(0.1));
+    let one = on(1, || outputs(&case, momentum));
+    let two = on(2, || outputs(&case, momentum));
+    for ((name, a), (_, b)) in one.iter().zip(&two) {
+        assert!(a == b, "{name} differs on 2 threads");
+    }
 }
 
 /// The tensors of the small cases are one tile: the one-core functions' bits.
