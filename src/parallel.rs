@@ -26,7 +26,7 @@
 //! # Scaling
 //! A tensor has `len / TILE` tiles, or `C / channels per group` groups, to spread: a
 //! ResNet-50 activation of batch 32 (`32×256×56×56`, 25.7 M values) has 256 channel
-//! groups for train and backward and ~390 tiles for the others, enough for 64 cores.
+//! groups for train and backward and 416 tiles for the others, enough for 64 cores.
 //! A tensor of fewer pieces than cores leaves cores idle (a `[256, 1024]` matrix has 4
 //! tiles): smaller tiles would cost more merging and per-tile setup than such a tensor
 //! takes to stream. Tiled train and backward read the tensor twice (statistics over all
@@ -37,7 +37,7 @@
 //! use batchnorm::{parallel, BatchNorm, Shape};
 //!
 //! let bn = BatchNorm { eps: 1e-5, gamma: None, beta: None };
-//! let shape = Shape::channels_first(4, 3, 100_000); // 12 tiles or so
+//! let shape = Shape::channels_first(4, 3, 100_000); // 24 tiles: 12 runs in 2 pieces
 //! let x: Vec<f32> = (0..4 * 3 * 100_000).map(|i| (i % 7) as f32).collect();
 //! let (mut y, mut mean, mut invstd) = (vec![0.0; x.len()], [0.0; 3], [0.0; 3]);
 //! let pool = |n| rayon::ThreadPoolBuilder::new().num_threads(n).build().unwrap();
