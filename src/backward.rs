@@ -451,7 +451,7 @@ pub(crate) enum EvalSums<'a> {
 /// 1 when `v` (> 0) lies within 2^±64, else the power of two (within f32's normal
 /// range) that brings it to about 2^±64: the same scaling for all of a channel's
 /// constants keeps the largest in range without pushing the smaller ones out.
-fn out_of_range(v: f64) -> f64 {
+pub(crate) fn out_of_range(v: f64) -> f64 {
     const LIMIT: i32 = 64;
     let e = libm::frexp(v).1;
     if !v.is_finite() || v == 0.0 || (-LIMIT..=LIMIT).contains(&e) {

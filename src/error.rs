@@ -64,6 +64,12 @@ pub enum Error {
         /// The channel whose scale is zero.
         channel: usize,
     },
+    /// The total norm of the gradients is NaN or infinite, and the caller asked for
+    /// an error then ([`NonFinite::Error`](crate::NonFinite::Error)).
+    NonFiniteNorm {
+        /// The norm.
+        norm: f32,
+    },
 }
 
 impl fmt::Display for Error {
@@ -92,6 +98,9 @@ impl fmt::Display for Error {
                     f,
                     "channel {channel} is scaled by zero: no padding value maps to 0"
                 )
+            }
+            Error::NonFiniteNorm { norm } => {
+                write!(f, "the total norm of the gradients is {norm}, not finite")
             }
         }
     }

@@ -242,3 +242,126 @@ impl Map<2, 0> for ReluMask {
         relu_grad(dy, y)
     }
 }
+
+/// `x̂·γ` with `x̂` as [`Centered`] computes it: a row norm's output with γ alone;
+/// inputs `[x, γ]` (γ one row's worth, shared by every row), `k = [mean, invstd, fix]`.
+#[derive(Clone, Copy)]
+pub(crate) struct RowScale;
+
+impl Map<2, 3> for RowScale {
+    #[inline(always)]
+    fn map(k: &[V; 3], [x, g]: [V; 2]) -> V {
+        Centered::map(k, [x]) * g
+    }
+}
+
+/// `x̂ + β`: a row norm's output with β alone; inputs `[x, β]`.
+#[derive(Clone, Copy)]
+pub(crate) struct RowShift;
+
+impl Map<2, 3> for RowShift {
+    #[inline(always)]
+    fn map(k: &[V; 3], [x, b]: [V; 2]) -> V {
+        Centered::map(k, [x]) + b
+    }
+}
+
+/// `x̂·γ + β`: a row norm's output with γ and β; inputs `[x, γ, β]`.
+#[derive(Clone, Copy)]
+pub(crate) struct RowAffine;
+
+impl Map<3, 3> for RowAffine {
+    #[inline(always)]
+    fn map(k: &[V; 3], [x, g, b]: [V; 3]) -> V {
+        Centered::map(k, [x]).mul_add(g, b)
+    }
+}
+
+/// A row norm's backward sums: `Σg` and `Σg·(x − mean)` with `g = dy·γ` (`dy` when
+/// there is no γ); writes `x̂ = (x − mean)·invstd`. Inputs `[x, dy, γ]` or `[x, dy]`,
+/// `k = [mean, invstd]`.
+#[derive(Clone, Copy)]
+pub(crate) struct RowGradSums;
+
+impl Reduce<2, 2, 2> for RowGradSums {
+    const WRITES: bool = true;
+
+    #[inline(always)]
+    fn pad(k: &[V; 2]) -> [V; 2] {
+        // x = mean, dy = 0: both sums take 0, whatever invstd is.
+        [k[0], V::ZERO]
+    }
+
+    #[inline(always)]
+    fn step(k: &[V; 2], [x, g]: [V; 2], acc: &mut [V; 2]) -> V {
+        let d = x - k[0];
+        acc[0] += g;
+        acc[1] = g.mul_add(d, acc[1]);
+        d * k[1]
+    }
+}
+
+impl Reduce<3, 2, 2> for RowGradSums {
+    const WRITES: bool = true;
+
+    #[inline(always)]
+    fn pad(k: &[V; 2]) -> [V; 3] {
+        [k[0], V::ZERO, V::ZERO]
+    }
+
+    #[inline(always)]
+    fn step(k: &[V; 2], [x, dy, g]: [V; 3], acc: &mut [V; 2]) -> V {
+        RowGradSums::step(k, [x, dy * g], acc)
+    }
+}
+
+/// A row norm's input gradient from `x̂` (in place): `dx = (g·k + x̂·a + b)·p` with
+/// `g = dy·γ` (or `dy`); inputs `[x̂, dy, γ]` or `[x̂, dy]`, `k = [k, a, b, p]` (`p` a
+/// power of two that keeps the others in f32's range).
+#[derive(Clone, Copy)]
+pub(crate) struct RowGradInput;
+
+impl Map<2, 4> for RowGradInput {
+    #[inline(always)]
+    fn map(k: &[V; 4], [xh, g]: [V; 2]) -> V {
+        g.mul_add(k[0], xh.mul_add(k[1], k[2])) * k[3]
+    }
+}
+
+impl Map<3, 4> for RowGradInput {
+    #[inline(always)]
+    fn map(k: &[V; 4], [xh, dy, g]: [V; 3]) -> V {
+        RowGradInput::map(k, [xh, dy * g])
+    }
+}
+
+/// `Σ(x·scale)²`; `k = [scale]`, a power of two that keeps the squares in f32's
+/// range (gradient clipping's L2 norm).
+#[derive(Clone, Copy)]
+pub(crate) struct SumSquares;
+
+impl Reduce<1, 1, 1> for SumSquares {
+    #[inline(always)]
+    fn pad(_: &[V; 1]) -> [V; 1] {
+        [V::ZERO]
+    }
+
+    #[inline(always)]
+    fn step(k: &[V; 1], [x]: [V; 1], acc: &mut [V; 1]) -> V {
+        let v = x * k[0];
+        acc[0] = v.mul_add(v, acc[0]);
+        V::ZERO
+    }
+}
+
+/// `clamp(x, lo, hi)` as PyTorch's: NaN stays NaN; `k = [lo, hi]`.
+#[derive(Clone, Copy)]
+pub(crate) struct Clamp;
+
+impl Map<1, 2> for Clamp {
+    #[inline(always)]
+    fn map(k: &[V; 2], [x]: [V; 1]) -> V {
+        let x = x.simd_lt(k[0]).bitselect(k[0], x);
+        x.simd_gt(k[1]).bitselect(k[1], x)
+    }
+}

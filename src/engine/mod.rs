@@ -102,6 +102,9 @@ pub(crate) struct Walk {
     channels: usize,
     spatial: usize,
     len: usize,
+    /// How many of a kernel's last inputs are shared by every run: one run's worth of
+    /// values, read at the same positions in every run (a row's γ and β).
+    shared: usize,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -169,7 +172,30 @@ impl Walk {
             spatial: shape.spatial,
             // Checked by the caller (`Shape::len`), in that order of products.
             len: shape.len().unwrap_or(0),
+            shared: 0,
         }
+    }
+
+    /// `rows` contiguous rows of `len` values, each walked as one run with its own
+    /// constants (the rows of layer and RMS norm); see [`sharing`](Self::sharing).
+    /// `rows·len` must already be known to fit.
+    pub(crate) fn rows(rows: usize, len: usize) -> Walk {
+        Walk {
+            kind: Kind::Runs,
+            cap: SMALL,
+            batch: 1,
+            channels: rows,
+            spatial: len,
+            len: rows.saturating_mul(len),
+            shared: 0,
+        }
+    }
+
+    /// This walk of [rows](Self::rows) for a kernel whose last `shared` inputs hold
+    /// one row's worth of values, which every row reads at the same positions (γ and
+    /// β of a row norm).
+    pub(crate) fn sharing(self, shared: usize) -> Walk {
+        Walk { shared, ..self }
     }
 
     /// Whether bands hold at most [`SMALL`] channels (else [`MAX_BAND`]): the length
@@ -347,4 +373,24 @@ fn sub<'a, const I: usize>(ins: &[&'a [f32]; I], at: Range<usize>) -> [&'a [f32]
             &x[at.clone()]
         }
     })
+}
+
+impl Walk {
+    /// `ins` restricted to the run `at`: the [shared](Walk::rows) ones to the run's
+    /// positions, the others as [`sub`] does.
+    #[inline(always)]
+    fn run<'a, const I: usize>(&self, ins: &[&'a [f32]; I], at: Range<usize>) -> [&'a [f32]; I] {
+        if self.shared == 0 {
+            return sub(ins, at);
+        }
+        let from = I.saturating_sub(self.shared);
+        core::array::from_fn(|j| {
+            let x = ins[j];
+            match j >= from {
+                true => x.get(..at.len()).unwrap_or(&[]),
+                false if x.is_empty() => x,
+                false => &x[at.clone()],
+            }
+        })
+    }
 }

@@ -3,7 +3,7 @@
 
 use core::ops::Range;
 
-use super::{sub, Band, Map, Reduce, Walk, BLOCK};
+use super::{Band, Map, Reduce, Walk, BLOCK};
 use crate::lanes::{load_tail, mask_overlap, store_tail, LANES, UNROLL, V};
 
 /// Reduces channel by channel: each channel's runs in turn, into accumulators that
@@ -30,7 +30,7 @@ pub(super) fn reduce<R: Reduce<I, K, A>, const I: usize, const K: usize, const A
             } else {
                 &mut [][..]
             };
-            reduce_run::<R, I, K, A>(sub(&ins, run), out, &kv, &mut acc, &mut adds, sums);
+            reduce_run::<R, I, K, A>(w.run(&ins, run), out, &kv, &mut acc, &mut adds, sums);
         }
         if adds > 0 {
             spill(&mut acc, sums);
@@ -159,7 +159,7 @@ pub(super) fn map<M: Map<I, K>, const I: usize, const K: usize, const IN_PLACE: 
             let at = (n * c + band.first + i) * s;
             let run = at..at + s;
             let kv = splat(&k, i);
-            map_run::<M, I, K, IN_PLACE>(sub(&ins, run.clone()), &mut out[run], &kv);
+            map_run::<M, I, K, IN_PLACE>(w.run(&ins, run.clone()), &mut out[run], &kv);
         }
     }
 }

@@ -82,47 +82,51 @@ impl RefMoments {
 /// itself is accurate to ~1e-15 relative even at m = 10⁷ and |mean|/std = 10⁴.
 /// Non-finite inputs propagate as IEEE says (the mean becomes ±inf/NaN, var NaN).
 pub fn ref_moments(x: &[f32], shape: &Shape) -> Vec<RefMoments> {
-    let m = per_channel(shape);
     (0..shape.channels)
-        .map(|c| {
-            if m == 0 {
-                return RefMoments {
-                    count: 0,
-                    mean: 0.0,
-                    m2: 0.0,
-                    var: f64::NAN,
-                    max_dev: 0.0,
-                };
-            }
-            let (mut sum, mut comp) = (0.0f64, 0.0f64);
-            for i in channel_indices(shape, c) {
-                let v = x[i] as f64;
-                let t = sum + v;
-                comp += if sum.abs() >= v.abs() {
-                    (sum - t) + v
-                } else {
-                    (v - t) + sum
-                };
-                sum = t;
-            }
-            let mean = (sum + comp) / m as f64;
-            let (mut sd, mut sd2, mut max_dev) = (0.0f64, 0.0f64, 0.0f64);
-            for i in channel_indices(shape, c) {
-                let d = x[i] as f64 - mean;
-                sd += d;
-                sd2 += d * d;
-                max_dev = max_dev.max(d.abs());
-            }
-            let m2 = sd2 - sd * sd / m as f64;
-            RefMoments {
-                count: m,
-                mean,
-                m2,
-                var: m2 / m as f64,
-                max_dev,
-            }
-        })
+        .map(|c| ref_moments_at(x, &channel_indices(shape, c).collect::<Vec<_>>()))
         .collect()
+}
+
+/// [`ref_moments`] of the values of `x` at the flat indices `idx` (a row, a group, an
+/// instance).
+pub fn ref_moments_at(x: &[f32], idx: &[usize]) -> RefMoments {
+    let m = idx.len();
+    if m == 0 {
+        return RefMoments {
+            count: 0,
+            mean: 0.0,
+            m2: 0.0,
+            var: f64::NAN,
+            max_dev: 0.0,
+        };
+    }
+    let (mut sum, mut comp) = (0.0f64, 0.0f64);
+    for &i in idx {
+        let v = x[i] as f64;
+        let t = sum + v;
+        comp += if sum.abs() >= v.abs() {
+            (sum - t) + v
+        } else {
+            (v - t) + sum
+        };
+        sum = t;
+    }
+    let mean = (sum + comp) / m as f64;
+    let (mut sd, mut sd2, mut max_dev) = (0.0f64, 0.0f64, 0.0f64);
+    for &i in idx {
+        let d = x[i] as f64 - mean;
+        sd += d;
+        sd2 += d * d;
+        max_dev = max_dev.max(d.abs());
+    }
+    let m2 = sd2 - sd * sd / m as f64;
+    RefMoments {
+        count: m,
+        mean,
+        m2,
+        var: m2 / m as f64,
+        max_dev,
+    }
 }
 
 /// γ_c (1 when absent).
@@ -765,6 +769,173 @@ pub mod tol {
         let dx = r.dx.iter().map(|&v| elementwise(&[v])).collect();
         Grads { dbeta, dgamma, dx }
     }
+}
+
+// ----------------------------------------------------------------------------------
+// The neighbours: layer, RMS, group and instance norm (f64, naive)
+// ----------------------------------------------------------------------------------
+
+/// How a normalization splits a tensor: its statistics' units (each the flat indices
+/// of one row, (sample, group) or (sample, channel)) and the γ/β index of every
+/// element.
+#[derive(Clone, Debug)]
+pub struct Units {
+    pub units: Vec<Vec<usize>>,
+    pub param: Vec<usize>,
+}
+
+/// Layer and RMS norm: `rows` rows of `len` values; γ, β per position of a row.
+pub fn layer_units(rows: usize, len: usize) -> Units {
+    Units {
+        units: (0..rows)
+            .map(|r| (r * len..(r + 1) * len).collect())
+            .collect(),
+        param: (0..rows * len).map(|i| i % len).collect(),
+    }
+}
+
+/// Group norm (instance norm: `groups = C`): units in `[batch][groups]` order; γ, β
+/// per channel.
+pub fn group_units(shape: &Shape, groups: usize) -> Units {
+    let per = shape.channels / groups;
+    let mut units = Vec::new();
+    for n in 0..shape.batch {
+        for g in 0..groups {
+            let mut u = Vec::new();
+            for c in g * per..(g + 1) * per {
+                u.extend((0..shape.spatial).map(|s| index(shape, n, c, s)));
+            }
+            units.push(u);
+        }
+    }
+    let param = (0..numel(shape)).map(|i| channel_of(shape, i)).collect();
+    Units { units, param }
+}
+
+/// The oracle's forward of a unit normalization.
+#[derive(Clone, Debug)]
+pub struct RefNorm {
+    /// Per unit: its moments (for RMS norm: mean 0, `var` the mean square, `max_dev`
+    /// the largest |x|), and `invstd = 1/√(var + eps)`.
+    pub stats: Vec<RefMoments>,
+    pub invstd: Vec<f64>,
+    pub xhat: Vec<f64>,
+    pub y: Vec<f64>,
+}
+
+/// Forward of layer norm (`rms` false) or RMS norm (`rms` true) over `units`:
+/// `y = x̂·γ + β`, with `x̂ = (x − mean)/√(var + eps)`, or `x/√(mean(x²) + eps)`. A
+/// non-finite value makes its whole unit NaN (for RMS norm too, where PyTorch leaves
+/// the finite values of a row with an infinity at 0: see `RmsNorm`).
+pub fn ref_norm(
+    x: &[f32],
+    u: &Units,
+    gamma: Option<&[f32]>,
+    beta: Option<&[f32]>,
+    eps: f32,
+    rms: bool,
+) -> RefNorm {
+    let mut out = RefNorm {
+        stats: Vec::new(),
+        invstd: Vec::new(),
+        xhat: vec![f64::NAN; x.len()],
+        y: vec![f64::NAN; x.len()],
+    };
+    for idx in &u.units {
+        let mut st = ref_moments_at(x, idx);
+        if rms {
+            let sq: f64 = idx.iter().map(|&i| (x[i] as f64).powi(2)).sum();
+            let finite = idx.iter().all(|&i| x[i].is_finite());
+            st = RefMoments {
+                mean: 0.0,
+                var: if finite {
+                    sq / idx.len() as f64
+                } else {
+                    f64::NAN
+                },
+                max_dev: idx.iter().map(|&i| (x[i] as f64).abs()).fold(0.0, f64::max),
+                ..st
+            };
+        }
+        let invstd = 1.0 / (st.var + eps as f64).sqrt();
+        for &i in idx {
+            let xh = (x[i] as f64 - st.mean) * invstd;
+            let j = u.param[i];
+            out.xhat[i] = xh;
+            out.y[i] = xh * gamma_of(gamma, j) + beta_of(beta, j);
+        }
+        out.stats.push(st);
+        out.invstd.push(invstd);
+    }
+    out
+}
+
+/// The oracle's backward of a unit normalization, from the saved f32 statistics the
+/// kernel was given, with each value's bound under the tolerance model.
+#[derive(Clone, Debug)]
+pub struct RefNormGrads {
+    pub dx: Vec<f64>,
+    pub dgamma: Vec<f64>,
+    pub dbeta: Vec<f64>,
+    pub tol_dx: Vec<f64>,
+    pub tol_dgamma: Vec<f64>,
+    pub tol_dbeta: Vec<f64>,
+}
+
+/// Backward of [`ref_norm`]: with `x̂ = (x − mean)·invstd` (mean 0 for RMS norm, when
+/// `mean` is `None`), `g = dy·γ`, means over the unit:
+/// `dx = invstd·(g − mean(g) − x̂·mean(g·x̂))` (no `mean(g)` for RMS norm),
+/// `dγ = Σdy·x̂`, `dβ = Σdy` per parameter, `params` of them.
+pub fn ref_norm_backward(
+    x: &[f32],
+    dy: &[f32],
+    u: &Units,
+    gamma: Option<&[f32]>,
+    mean: Option<&[f32]>,
+    invstd: &[f32],
+    params: usize,
+) -> RefNormGrads {
+    let mut r = RefNormGrads {
+        dx: vec![f64::NAN; x.len()],
+        dgamma: vec![0.0; params],
+        dbeta: vec![0.0; params],
+        tol_dx: vec![f64::NAN; x.len()],
+        tol_dgamma: vec![0.0; params],
+        tol_dbeta: vec![0.0; params],
+    };
+    let mut abs_dgamma = vec![0.0; params];
+    let mut abs_dbeta = vec![0.0; params];
+    for (k, idx) in u.units.iter().enumerate() {
+        let mu = mean.map_or(0.0, |m| m[k] as f64);
+        let inv = invstd[k] as f64;
+        let m = idx.len() as f64;
+        let xhat = |i: usize| (x[i] as f64 - mu) * inv;
+        let g = |i: usize| dy[i] as f64 * gamma_of(gamma, u.param[i]);
+        let (mut sg, mut sgx, mut abs_g, mut abs_gx) = (0.0, 0.0, 0.0, 0.0);
+        for &i in idx {
+            sg += g(i);
+            sgx += g(i) * xhat(i);
+            abs_g += g(i).abs();
+            abs_gx += (g(i) * xhat(i)).abs();
+            let j = u.param[i];
+            r.dgamma[j] += dy[i] as f64 * xhat(i);
+            r.dbeta[j] += dy[i] as f64;
+            abs_dgamma[j] += (dy[i] as f64 * xhat(i)).abs();
+            abs_dbeta[j] += (dy[i] as f64).abs();
+        }
+        let centered = if mean.is_some() { 1.0 } else { 0.0 };
+        for &i in idx {
+            let (a, b) = (inv * centered * sg / m, inv * xhat(i) * sgx / m);
+            r.dx[i] = inv * g(i) - a - b;
+            r.tol_dx[i] = inv.abs() * (tol::sum(abs_g) / m + xhat(i).abs() * tol::sum(abs_gx) / m)
+                + tol::elementwise(&[inv * g(i), a, b, r.dx[i]]);
+        }
+    }
+    for j in 0..params {
+        r.tol_dgamma[j] = tol::sum(abs_dgamma[j]);
+        r.tol_dbeta[j] = tol::sum(abs_dbeta[j]);
+    }
+    r
 }
 
 /// Does `actual` match `expected` within `tol`? Non-finite expectations must be met

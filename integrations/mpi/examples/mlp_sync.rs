@@ -1,20 +1,22 @@
 //! The `mlp` demo (examples/mlp), data-parallel: `mpirun -n P …/examples/mlp_sync`.
 //!
-//! The demo's network with BN (`Linear → BN → tanh` × 3 → `Linear`, softmax
-//! cross-entropy, plain SGD), on the demo's spirals, with its initial weights and
-//! batch order; every batch of 64 is split into P equal parts, one per rank. Each rank
-//! runs the forward and backward of its part with `SyncBatchNorm` (the statistics of
-//! the whole batch of 64), the weight gradients are summed over ranks in rank order,
-//! and every rank takes the same SGD step: the replicas stay identical.
+//! The demo's own network (`examples/mlp/net.rs`: `Linear → norm → tanh` × 3 →
+//! `Linear`, softmax cross-entropy, plain SGD) with its norm slot filled by
+//! [`SyncNorm`], batch norm synchronized over the ranks; the demo's spirals, initial
+//! weights and batch order. Every batch of 64 is split into P equal parts, one per
+//! rank; each rank computes the gradients of its part (`Mlp::gradients`), every
+//! gradient is summed over ranks in rank order, and every rank takes the same SGD step:
+//! the replicas stay identical.
 //!
-//! Rank 0 also trains the demo's own one-process network (`examples/mlp/net.rs`,
+//! Rank 0 also trains the demo's one-process network (`Mlp::new` with BN,
 //! `Mlp::train_step` on the whole batches) and compares: the eval-mode logits on the
 //! test set (which every weight, γ, β and running statistic enters) must agree to 1e-4
 //! of their scale, and the test accuracies exactly; the replicas must hold the same
 //! bits. Prints the accuracies, the largest difference, a digest of the trained
 //! network's bits and `mlp_sync: N passed, M failed`.
 //!
-//! The data, the layers and the loss are the demo's files, included as modules.
+//! The data, the layers, the network and the loss are the demo's files, included as
+//! modules; only the norm is new.
 
 #[path = "../../../examples/mlp/data.rs"]
 mod data;
@@ -26,12 +28,13 @@ mod net;
 
 use std::process::ExitCode;
 
-use batchnorm::{BatchNorm, Grads, Momentum, Running, Shape};
-use batchnorm_mpi::{sum_in_rank_order, SyncBatchNorm};
+use batchnorm::{BatchNorm, Error, Grads, Momentum, Running, Shape};
+use batchnorm_mpi::{sum_in_rank_order, SyncBatchNorm, SyncError};
 use data::{Points, Rng};
-use linear::{Linear, Param};
+use linear::Param;
+use mpi::topology::SimpleCommunicator;
 use mpi::traits::*;
-use net::{softmax_cross_entropy, Mlp, Mode};
+use net::{Mlp, Mode, Normalize};
 
 // The demo's quick configuration (examples/mlp/main.rs: 2 epochs), constant learning
 // rate. Rounding differences grow with the steps: 2.3e-5 after these 2 epochs, 3.3e-4
@@ -45,187 +48,112 @@ const LR: f32 = 0.3;
 const SEED_DATA: u64 = 5;
 const SEED_INIT: u64 = 42;
 const SEED_ORDER: u64 = 7;
+// net.rs's BN: PyTorch's defaults.
 const EPS: f32 = 1e-5;
 const MOMENTUM: Momentum = Momentum::Exponential(0.1);
 /// Agreement with the one-process network, relative to the largest magnitude.
 const TOLERANCE: f32 = 1e-4;
 
-/// A hidden layer `Linear → SyncBN → tanh` and what its backward needs.
-struct Hidden {
-    linear: Linear,
+/// Batch norm over `[batch][features]` synchronized over `comm`: the statistics and
+/// the backward sums of the whole batch, which the ranks hold in parts.
+#[derive(Clone)]
+struct SyncNorm<'a> {
+    comm: &'a SimpleCommunicator,
     gamma: Param,
     beta: Param,
     running_mean: Vec<f32>,
     running_var: Vec<f32>,
     save_mean: Vec<f32>,
     save_invstd: Vec<f32>,
+    /// Values per channel of the whole batch, from the last train forward.
     count: u64,
-    pre: Vec<f32>,
-    normed: Vec<f32>,
-    act: Vec<f32>,
 }
 
-/// The demo's network with every BN synchronized over `comm`.
-struct DataParallel {
-    hidden: Vec<Hidden>,
-    out: Linear,
-}
-
-impl DataParallel {
-    /// The initial weights of `Mlp::new` with the same seed: the same draws in the
-    /// same order.
-    fn new(rng: &mut Rng) -> Self {
-        let mut fan_in = 2;
-        let mut hidden = Vec::new();
-        for &w in &WIDTHS {
-            hidden.push(Hidden {
-                linear: Linear::new(fan_in, w, rng),
-                gamma: Param::new(vec![1.0; w]),
-                beta: Param::new(vec![0.0; w]),
-                running_mean: vec![0.0; w],
-                running_var: vec![1.0; w],
-                save_mean: vec![0.0; w],
-                save_invstd: vec![0.0; w],
-                count: 0,
-                pre: Vec::new(),
-                normed: Vec::new(),
-                act: Vec::new(),
-            });
-            fan_in = w;
+impl<'a> SyncNorm<'a> {
+    /// As net.rs's `Norm::new`: γ = 1, β = 0, running mean 0 and variance 1.
+    fn new(features: usize, comm: &'a SimpleCommunicator) -> Self {
+        SyncNorm {
+            comm,
+            gamma: Param::new(vec![1.0; features]),
+            beta: Param::new(vec![0.0; features]),
+            running_mean: vec![0.0; features],
+            running_var: vec![1.0; features],
+            save_mean: vec![0.0; features],
+            save_invstd: vec![0.0; features],
+            count: 0,
         }
-        DataParallel {
-            hidden,
-            out: Linear::new(fan_in, CLASSES, rng),
+    }
+}
+
+/// The crate's error of a synchronized call: a collective that failed on another rank
+/// has none, so the process reports it and exits (as MPI_Abort would), which ends the
+/// run on every rank.
+fn local(e: SyncError) -> Error {
+    match e {
+        SyncError::Local(e) => e,
+        other => {
+            eprintln!("mlp_sync: {other}");
+            std::process::exit(1)
+        }
+    }
+}
+
+impl Normalize for SyncNorm<'_> {
+    fn forward(&mut self, x: &[f32], y: &mut Vec<f32>, mode: Mode) -> Result<(), Error> {
+        let features = self.gamma.value.len();
+        let shape = Shape::rows(x.len() / features, features);
+        y.resize(x.len(), 0.0);
+        let bn = bn(&self.gamma.value, &self.beta.value);
+        match mode {
+            Mode::Train => {
+                let running = Running {
+                    mean: &mut self.running_mean,
+                    var: &mut self.running_var,
+                    momentum: MOMENTUM,
+                };
+                let sync = SyncBatchNorm {
+                    comm: self.comm,
+                    bn,
+                };
+                let (mean, invstd) = (&mut self.save_mean, &mut self.save_invstd);
+                self.count = sync
+                    .train(x, y, shape, mean, invstd, Some(running))
+                    .map_err(local)?;
+                Ok(())
+            }
+            // The running statistics are the same on every rank: eval is local.
+            Mode::Eval => bn.eval(x, y, shape, &self.running_mean, &self.running_var),
         }
     }
 
-    /// One SGD step on this rank's part of a batch; every rank calls it together.
-    fn train_step<C: Communicator>(
-        &mut self,
-        comm: &C,
-        x: &[f32],
-        labels: &[usize],
-    ) -> Result<(), Box<dyn std::error::Error>> {
-        let ranks = comm.size() as f32;
-        // Forward.
-        for i in 0..self.hidden.len() {
-            let (below, rest) = self.hidden.split_at_mut(i);
-            let input = below.last().map_or(x, |h| &h.act[..]);
-            let h = &mut rest[0];
-            h.linear.forward(input, &mut h.pre);
-            h.normed.resize(h.pre.len(), 0.0);
-            let shape = Shape::rows(labels.len(), h.gamma.value.len());
-            let bn = bn(&h.gamma.value, &h.beta.value);
-            let running = Running {
-                mean: &mut h.running_mean,
-                var: &mut h.running_var,
-                momentum: MOMENTUM,
-            };
-            let sync = SyncBatchNorm { comm, bn };
-            h.count = sync.train(
-                &h.pre,
-                &mut h.normed,
-                shape,
-                &mut h.save_mean,
-                &mut h.save_invstd,
-                Some(running),
-            )?;
-            h.act = h.normed.iter().map(|v| v.tanh()).collect();
-        }
-        let mut logits = Vec::new();
-        let last = &self.hidden.last().ok_or("no hidden layer")?.act;
-        self.out.forward(last, &mut logits);
-        // The gradient of the mean loss over this rank's part: `ranks` times that of
-        // the whole batch's (equal parts), so the summed weight gradients are divided
-        // by `ranks`, as are BN's dγ, dβ (already of the whole batch).
-        let mut grad = Vec::new();
-        softmax_cross_entropy(&logits, labels, Some(&mut grad));
-        let mut below = Vec::new();
-        self.out.backward(last, &grad, Some(&mut below));
-        for i in (0..self.hidden.len()).rev() {
-            let (lower, rest) = self.hidden.split_at_mut(i);
-            let input = lower.last().map_or(x, |h| &h.act[..]);
-            let h = &mut rest[0];
-            let dnormed: Vec<f32> = below
-                .iter()
-                .zip(&h.act)
-                .map(|(d, a)| d * (1.0 - a * a))
-                .collect();
-            let mut dpre = vec![0.0; dnormed.len()];
-            let shape = Shape::rows(labels.len(), h.gamma.value.len());
-            let sync = SyncBatchNorm {
-                comm,
-                bn: bn(&h.gamma.value, &h.beta.value),
-            };
-            let grads = Grads {
-                dx: &mut dpre,
-                dgamma: Some(&mut h.gamma.grad),
-                dbeta: Some(&mut h.beta.grad),
-            };
-            let (mean, invstd) = (&h.save_mean, &h.save_invstd);
-            sync.backward(&dnormed, &h.pre, shape, mean, invstd, h.count, grads)?;
-            let dx = (i > 0).then_some(&mut below);
-            h.linear.backward(input, &dpre, dx);
-        }
-        // Allreduce of the weight gradients (fixed order), then the same step on all.
-        let all = |p: &mut Param, reduce: bool| {
-            if reduce {
-                sum_in_rank_order(comm, &mut p.grad);
-            }
-            p.grad.iter_mut().for_each(|g| *g /= ranks);
-            p.step(LR);
+    /// `dx` of this rank's part; dγ and dβ of the whole batch come out the same on
+    /// every rank, and are kept divided by the rank count, so that the gradient sum
+    /// over ranks every parameter goes through gives them back.
+    fn backward(&mut self, dy: &[f32], x: &[f32], dx: &mut Vec<f32>) -> Result<(), Error> {
+        let features = self.gamma.value.len();
+        let shape = Shape::rows(x.len() / features, features);
+        dx.resize(x.len(), 0.0);
+        let sync = SyncBatchNorm {
+            comm: self.comm,
+            bn: bn(&self.gamma.value, &self.beta.value),
         };
-        for h in &mut self.hidden {
-            all(&mut h.linear.weight, true);
-            all(&mut h.linear.bias, true);
-            all(&mut h.gamma, false);
-            all(&mut h.beta, false);
+        let grads = Grads {
+            dx,
+            dgamma: Some(&mut self.gamma.grad),
+            dbeta: Some(&mut self.beta.grad),
+        };
+        let (mean, invstd) = (&self.save_mean, &self.save_invstd);
+        sync.backward(dy, x, shape, mean, invstd, self.count, grads)
+            .map_err(local)?;
+        let ranks = self.comm.size() as f32;
+        for g in self.gamma.grad.iter_mut().chain(&mut self.beta.grad) {
+            *g /= ranks;
         }
-        all(&mut self.out.weight, true);
-        all(&mut self.out.bias, true);
         Ok(())
     }
 
-    /// Eval-mode logits (BN with the running statistics), on one rank.
-    fn logits(&self, x: &[f32]) -> Result<Vec<f32>, batchnorm::Error> {
-        let mut input = x.to_vec();
-        for h in &self.hidden {
-            let mut pre = Vec::new();
-            h.linear.forward(&input, &mut pre);
-            let mut y = vec![0.0; pre.len()];
-            let shape = Shape::rows(pre.len() / h.gamma.value.len(), h.gamma.value.len());
-            bn(&h.gamma.value, &h.beta.value).eval(
-                &pre,
-                &mut y,
-                shape,
-                &h.running_mean,
-                &h.running_var,
-            )?;
-            input = y.iter().map(|v| v.tanh()).collect();
-        }
-        let mut logits = Vec::new();
-        self.out.forward(&input, &mut logits);
-        Ok(logits)
-    }
-
-    /// Every parameter and running statistic, in a fixed order.
-    fn state(&self) -> Vec<f32> {
-        let mut v = Vec::new();
-        for h in &self.hidden {
-            for p in [
-                &h.linear.weight.value,
-                &h.linear.bias.value,
-                &h.gamma.value,
-                &h.beta.value,
-                &h.running_mean,
-                &h.running_var,
-            ] {
-                v.extend_from_slice(p);
-            }
-        }
-        v.extend_from_slice(&self.out.weight.value);
-        v.extend_from_slice(&self.out.bias.value);
-        v
+    fn params(&mut self) -> Vec<&mut Param> {
+        vec![&mut self.gamma, &mut self.beta]
     }
 }
 
@@ -237,8 +165,17 @@ fn bn<'a>(gamma: &'a [f32], beta: &'a [f32]) -> BatchNorm<'a> {
     }
 }
 
+/// The share of rows whose largest logit is the label's (the first, on ties).
 fn accuracy(logits: &[f32], labels: &[usize]) -> f64 {
-    softmax_cross_entropy(logits, labels, None).correct as f64 / labels.len() as f64
+    let rows = logits.chunks_exact(logits.len() / labels.len());
+    let correct = rows
+        .zip(labels)
+        .filter(|(row, &label)| {
+            let best = (0..row.len()).fold(0, |b, i| if row[i] > row[b] { i } else { b });
+            best == label
+        })
+        .count();
+    correct as f64 / labels.len() as f64
 }
 
 /// The largest |a − b| over the largest |b|.
@@ -253,7 +190,7 @@ fn relative_diff(a: &[f32], b: &[f32]) -> f32 {
         / scale
 }
 
-fn run<C: Communicator>(comm: &C) -> Result<(usize, usize), Box<dyn std::error::Error>> {
+fn run(comm: &SimpleCommunicator) -> Result<(usize, usize), Box<dyn std::error::Error>> {
     let (rank, size) = (comm.rank() as usize, comm.size() as usize);
     if !BATCH.is_multiple_of(size) {
         return Err(format!("{size} ranks do not divide the batch of {BATCH}").into());
@@ -263,7 +200,8 @@ fn run<C: Communicator>(comm: &C) -> Result<(usize, usize), Box<dyn std::error::
     let points = data::spirals(CLASSES, POINTS_PER_CLASS, 1.0, 0.04, &mut rng);
     let (train, test) = data::split(&points, 0.25, &mut rng);
 
-    let mut net = DataParallel::new(&mut Rng::new(SEED_INIT));
+    let sync_norm = |w| Some(SyncNorm::new(w, comm));
+    let mut net = Mlp::with_norm(2, &WIDTHS, CLASSES, sync_norm, &mut Rng::new(SEED_INIT));
     let mut reference =
         (rank == 0).then(|| Mlp::new(2, &WIDTHS, CLASSES, true, &mut Rng::new(SEED_INIT)));
     let mut order_rng = Rng::new(SEED_ORDER);
@@ -272,7 +210,14 @@ fn run<C: Communicator>(comm: &C) -> Result<(usize, usize), Box<dyn std::error::
         order_rng.shuffle(&mut order);
         for indices in order.chunks_exact(BATCH) {
             let mine: Points = train.select(&indices[rank * part..][..part]);
-            net.train_step(comm, &mine.x, &mine.label)?;
+            // The gradient of the mean loss over this rank's part is `size` times that
+            // of the whole batch's (equal parts): summed over ranks, divided by `size`.
+            net.gradients(&mine.x, &mine.label)?;
+            for p in net.params() {
+                sum_in_rank_order(comm, &mut p.grad);
+                p.grad.iter_mut().for_each(|g| *g /= size as f32);
+                p.step(LR);
+            }
             if let Some(reference) = &mut reference {
                 let batch = train.select(indices);
                 reference.train_step(&batch.x, &batch.label, LR)?;
@@ -295,8 +240,11 @@ fn run<C: Communicator>(comm: &C) -> Result<(usize, usize), Box<dyn std::error::
         }
     };
 
-    // The replicas: the same bits on every rank.
-    let state = net.state();
+    // The replicas: the same parameters and eval logits (the running statistics enter
+    // those), bit for bit, on every rank.
+    let ours = net.forward(&test.x, Mode::Eval)?.to_vec();
+    let mut state: Vec<f32> = net.params().iter().flat_map(|p| p.value.clone()).collect();
+    state.extend_from_slice(&ours);
     let mut all = vec![0.0f32; state.len() * size];
     comm.all_gather_into(&state[..], &mut all[..]);
     let same = all.chunks(state.len()).all(|p| {
@@ -311,7 +259,6 @@ fn run<C: Communicator>(comm: &C) -> Result<(usize, usize), Box<dyn std::error::
 
     let mut agree = true;
     if let Some(reference) = &mut reference {
-        let ours = net.logits(&test.x)?;
         let theirs = reference.forward(&test.x, Mode::Eval)?.to_vec();
         let d_logits = relative_diff(&ours, &theirs);
         let (a, b) = (accuracy(&ours, &test.label), accuracy(&theirs, &test.label));
