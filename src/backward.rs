@@ -1,6 +1,7 @@
 //! The backward pass, for train and for eval mode.
 
-use crate::engine::{self, Walk, MAX_BAND, SMALL};
+use crate::distributed::BackwardSums;
+use crate::engine::{self, Band, Walk, MAX_BAND, SMALL};
 use crate::error::{check_len, Error};
 use crate::forward::BatchNorm;
 use crate::kernels::{
@@ -165,9 +166,29 @@ impl BatchNorm<'_> {
         grads: Grads<'_>,
         renorm: Option<[&[f32]; 2]>,
     ) {
+        self.backward_kernel_with(through, dy, x, shape, saved, grads, renorm, None);
+    }
+
+    /// [`backward_kernel`](Self::backward_kernel), with the sums `[Σdy, Σdy·(x − mean)]`
+    /// of every channel either reduced from the tensor (`global` None) or given with
+    /// the count `m` they were taken over (the sums of a larger batch, of which this
+    /// tensor is a part). From there on both take the same path: the distributed and
+    /// parallel backward are this function.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn backward_kernel_with(
+        &self,
+        through: Through<'_>,
+        dy: &[f32],
+        x: &[f32],
+        shape: Shape,
+        saved: [&[f32]; 2],
+        grads: Grads<'_>,
+        renorm: Option<[&[f32]; 2]>,
+        global: Option<(&[BackwardSums], f64)>,
+    ) {
         let walk = Walk::new(shape);
-        let count = (shape.batch * shape.spatial) as f64;
-        let args = (through, dy, x, saved, grads, renorm);
+        let count = global.map_or((shape.batch * shape.spatial) as f64, |(_, m)| m);
+        let args = (through, dy, x, saved, grads, renorm, global);
         if walk.small() {
             self.backward_bands::<SMALL>(&walk, count, args)
         } else {
@@ -175,19 +196,21 @@ impl BatchNorm<'_> {
         }
     }
 
-    /// [`backward_kernel`](Self::backward_kernel) with per-channel arrays of `B`.
+    /// [`backward_kernel_with`](Self::backward_kernel_with) with per-channel arrays
+    /// of `B`.
     #[allow(clippy::type_complexity)]
     fn backward_bands<const B: usize>(
         &self,
         walk: &Walk,
         count: f64,
-        (mut through, dy, x, [save_mean, save_invstd], grads, renorm): (
+        (mut through, dy, x, [save_mean, save_invstd], grads, renorm, global): (
             Through<'_>,
             &[f32],
             &[f32],
             [&[f32]; 2],
             Grads<'_>,
             Option<[&[f32]; 2]>,
+            Option<(&[BackwardSums], f64)>,
         ),
     ) {
         let Grads {
@@ -195,42 +218,17 @@ impl BatchNorm<'_> {
             mut dgamma,
             mut dbeta,
         } = grads;
-        let steps = 0..walk.steps();
         // Channels-first: the sums and dx of a band run back to back while it is cached.
         for band in walk.bands(2) {
             let mu = [band.of(save_mean)];
             let mut sums = [[0.0; 2]; B];
-            match &mut through {
-                Through::Bn => engine::reduce(
-                    GradSums,
-                    walk,
-                    band,
-                    [dy, x],
-                    &mut [],
-                    mu,
-                    steps.clone(),
-                    &mut sums,
-                ),
-                Through::Relu { y } => engine::reduce(
-                    ReluGradSums::<false>,
-                    walk,
-                    band,
-                    [dy, y, x],
-                    &mut [],
-                    mu,
-                    steps.clone(),
-                    &mut sums,
-                ),
-                Through::AddRelu { y, dz } => engine::reduce(
-                    ReluGradSums::<true>,
-                    walk,
-                    band,
-                    [dy, y, x],
-                    dz,
-                    mu,
-                    steps.clone(),
-                    &mut sums,
-                ),
+            match global {
+                Some((global, _)) => {
+                    for (s, g) in sums.iter_mut().zip(band.of(global)) {
+                        *s = [g.dy, g.dy_xmu];
+                    }
+                }
+                None => grad_sums_pass(&mut through, walk, band, dy, x, mu[0], &mut sums),
             }
             // [k, a, b, p] of every channel
             let mut k = [[0.0; B]; 4];
@@ -278,8 +276,25 @@ impl BatchNorm<'_> {
         stats: [&[f32]; 2],
         grads: Grads<'_>,
     ) {
+        self.backward_eval_kernel_with(through, dy, x, shape, stats, grads, EvalSums::Reduce);
+    }
+
+    /// [`backward_eval_kernel`](Self::backward_eval_kernel), where the sums of `dγ` and
+    /// `dβ` may also be given or kept (see [`EvalSums`]): a tensor in parts (threads)
+    /// takes the same path as a whole one.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn backward_eval_kernel_with(
+        &self,
+        through: Through<'_>,
+        dy: &[f32],
+        x: &[f32],
+        shape: Shape,
+        stats: [&[f32]; 2],
+        grads: Grads<'_>,
+        sums: EvalSums<'_>,
+    ) {
         let walk = Walk::new(shape);
-        let args = (through, dy, x, stats, grads);
+        let args = (through, dy, x, stats, grads, sums);
         if walk.small() {
             self.backward_eval_bands::<SMALL>(&walk, args)
         } else {
@@ -287,18 +302,19 @@ impl BatchNorm<'_> {
         }
     }
 
-    /// [`backward_eval_kernel`](Self::backward_eval_kernel) with per-channel arrays
-    /// of `B`.
+    /// [`backward_eval_kernel_with`](Self::backward_eval_kernel_with) with
+    /// per-channel arrays of `B`.
     #[allow(clippy::type_complexity)]
     fn backward_eval_bands<const B: usize>(
         &self,
         walk: &Walk,
-        (mut through, dy, x, [running_mean, running_var], grads): (
+        (mut through, dy, x, [running_mean, running_var], grads, mut mode): (
             Through<'_>,
             &[f32],
             &[f32],
             [&[f32]; 2],
             Grads<'_>,
+            EvalSums<'_>,
         ),
     ) {
         let Grads {
@@ -308,7 +324,7 @@ impl BatchNorm<'_> {
         } = grads;
         let steps = 0..walk.steps();
 
-        let sums_wanted = dgamma.is_some() || dbeta.is_some();
+        let sums_wanted = dgamma.is_some() || dbeta.is_some() || !matches!(mode, EvalSums::Reduce);
         for band in walk.bands(usize::from(sums_wanted)) {
             // [running mean, γ/√(running_var + eps)]
             let at = |i: usize| {
@@ -338,28 +354,41 @@ impl BatchNorm<'_> {
             // dx is written in the sums pass: one read of dy.
             let mut sums = [[0.0; 2]; B];
             let all = steps.clone();
-            match &mut through {
-                Through::Bn => {
-                    engine::reduce(ScaledGradSums, walk, band, [dy, x], dx, k, all, &mut sums)
+            if let EvalSums::Given(given) = mode {
+                for (s, g) in sums.iter_mut().zip(band.of(given)) {
+                    *s = [g.dy, g.dy_xmu];
                 }
-                Through::Relu { y } => {
-                    let ins = [dy, y, x];
-                    engine::reduce(ReluScaledGradSums, walk, band, ins, dx, k, all, &mut sums)
+            } else {
+                match &mut through {
+                    Through::Bn => {
+                        engine::reduce(ScaledGradSums, walk, band, [dy, x], dx, k, all, &mut sums)
+                    }
+                    Through::Relu { y } => {
+                        let ins = [dy, y, x];
+                        engine::reduce(ReluScaledGradSums, walk, band, ins, dx, k, all, &mut sums)
+                    }
+                    Through::AddRelu { y, dz } => {
+                        let ins = [dy, y, x];
+                        engine::reduce(
+                            ReluGradSums::<true>,
+                            walk,
+                            band,
+                            ins,
+                            dz,
+                            [mu],
+                            all,
+                            &mut sums,
+                        );
+                        engine::map(Scale, walk, band, [dz], dx, scale)
+                    }
                 }
-                Through::AddRelu { y, dz } => {
-                    let ins = [dy, y, x];
-                    engine::reduce(
-                        ReluGradSums::<true>,
-                        walk,
-                        band,
-                        ins,
-                        dz,
-                        [mu],
-                        all,
-                        &mut sums,
-                    );
-                    engine::map(Scale, walk, band, [dz], dx, scale)
+            }
+            if let EvalSums::Into(out) = &mut mode {
+                let out = &mut out[band.first..][..band.channels];
+                for (o, [dy, dy_xmu]) in out.iter_mut().zip(sums) {
+                    *o = BackwardSums { dy, dy_xmu };
                 }
+                continue;
             }
             for (i, ([sum_dy, sum_dyx], invstd)) in
                 sums.iter().zip(invstd).enumerate().take(band.channels)
@@ -407,6 +436,18 @@ pub(crate) enum Through<'a> {
     AddRelu { y: &'a [f32], dz: &'a mut [f32] },
 }
 
+/// Where the eval backward's sums `[Σdy, Σdy·(x − running_mean)]` come from and
+/// go: reduced from the tensor into `dγ`, `dβ` (`Reduce`); reduced and kept, one per
+/// channel, with `dγ`, `dβ` left alone (`Into`: a part of a tensor); or given, and
+/// only turned into `dγ`, `dβ` (`Given`: the merged sums of the parts).
+// Only the parallel backward keeps or gives sums.
+#[cfg_attr(not(feature = "rayon"), allow(dead_code))]
+pub(crate) enum EvalSums<'a> {
+    Reduce,
+    Into(&'a mut [BackwardSums]),
+    Given(&'a [BackwardSums]),
+}
+
 /// 1 when `v` (> 0) lies within 2^±64, else the power of two (within f32's normal
 /// range) that brings it to about 2^±64: the same scaling for all of a channel's
 /// constants keeps the largest in range without pushing the smaller ones out.
@@ -423,5 +464,44 @@ pub(crate) fn out_of_range(v: f64) -> f64 {
 fn write(out: &mut Option<&mut [f32]>, c: usize, v: f64) {
     if let Some(out) = out {
         out[c] = v as f32;
+    }
+}
+
+/// The sums pass of the train backward over `band`: `[Σdy, Σdy·(x − mean)]` of each
+/// of its channels into `sums`, with `dy` masked by the fused ReLU (and the masked
+/// `dy` written to `dz` for Add + ReLU).
+pub(crate) fn grad_sums_pass(
+    through: &mut Through<'_>,
+    walk: &Walk,
+    band: Band,
+    dy: &[f32],
+    x: &[f32],
+    mean: &[f32],
+    sums: &mut [[f64; 2]],
+) {
+    let steps = 0..walk.steps();
+    let mu = [mean];
+    match through {
+        Through::Bn => engine::reduce(GradSums, walk, band, [dy, x], &mut [], mu, steps, sums),
+        Through::Relu { y } => engine::reduce(
+            ReluGradSums::<false>,
+            walk,
+            band,
+            [dy, y, x],
+            &mut [],
+            mu,
+            steps,
+            sums,
+        ),
+        Through::AddRelu { y, dz } => engine::reduce(
+            ReluGradSums::<true>,
+            walk,
+            band,
+            [dy, y, x],
+            dz,
+            mu,
+            steps,
+            sums,
+        ),
     }
 }

@@ -463,29 +463,48 @@ impl BatchNorm<'_> {
         running: Option<Running<'_>>,
         renorm: Option<(Renorm, [&mut [f32]; 2])>,
     ) {
+        self.train_kernel_with(m, ins, y, shape, saved, running, renorm, None);
+    }
+
+    /// [`train_kernel`](Self::train_kernel), with the statistics of every channel
+    /// either reduced from the tensor (`global` None) or given (`global`: the merged
+    /// moments of a larger batch, one per channel, of which this tensor is a part).
+    /// Given or reduced, they take the same path from there on: the distributed and
+    /// parallel train are this function.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn train_kernel_with<M: Map<I, 3> + Copy, const I: usize>(
+        &self,
+        m: M,
+        ins: [&[f32]; I],
+        y: &mut [f32],
+        shape: Shape,
+        saved: [&mut [f32]; 2],
+        running: Option<Running<'_>>,
+        renorm: Option<(Renorm, [&mut [f32]; 2])>,
+        global: Option<&[Moments]>,
+    ) {
         let walk = Walk::new(shape);
-        let count = (shape.batch * shape.spatial) as f64;
-        let args = (m, ins, y, saved, running, renorm);
+        let args = (m, ins, y, saved, running, renorm, global);
         if walk.small() {
-            self.train_bands::<M, I, SMALL>(&walk, count, args)
+            self.train_bands::<M, I, SMALL>(&walk, args)
         } else {
-            self.train_bands::<M, I, MAX_BAND>(&walk, count, args)
+            self.train_bands::<M, I, MAX_BAND>(&walk, args)
         }
     }
 
-    /// [`train_kernel`](Self::train_kernel) with per-channel arrays of `B`.
+    /// [`train_kernel_with`](Self::train_kernel_with) with per-channel arrays of `B`.
     #[allow(clippy::type_complexity)]
     fn train_bands<M: Map<I, 3> + Copy, const I: usize, const B: usize>(
         &self,
         walk: &Walk,
-        count: f64,
-        (m, ins, y, [save_mean, save_invstd], mut running, mut renorm): (
+        (m, ins, y, [save_mean, save_invstd], mut running, mut renorm, global): (
             M,
             [&[f32]; I],
             &mut [f32],
             [&mut [f32]; 2],
             Option<Running<'_>>,
             Option<(Renorm, [&mut [f32]; 2])>,
+            Option<&[Moments]>,
         ),
     ) {
         // Validated in `check_train`.
@@ -496,8 +515,17 @@ impl BatchNorm<'_> {
             // Channels-first: the band's channels are normalized right after their
             // statistics, while they are cached.
             let mut stats = [Moments::EMPTY; B];
-            let x = if ins[0].is_empty() { &*y } else { ins[0] };
-            band_moments::<B>(walk, band, x, &mut stats[..band.channels]);
+            match global {
+                Some(global) => {
+                    for (st, g) in stats.iter_mut().zip(band.of(global)) {
+                        *st = *g;
+                    }
+                }
+                None => {
+                    let x = if ins[0].is_empty() { &*y } else { ins[0] };
+                    band_moments::<B>(walk, band, x, &mut stats[..band.channels]);
+                }
+            }
             // [mean, scale, shift] of every channel
             let mut k = [[0.0; B]; 3];
             let invstd =
@@ -525,6 +553,9 @@ impl BatchNorm<'_> {
                 save_mean[c] = mu;
                 save_invstd[c] = invstd as f32;
                 if let Some(r) = running.as_mut() {
+                    // The count of the channel's moments: this tensor's `m`, or the
+                    // global batch's when the moments were merged elsewhere.
+                    let count = st.count as f64;
                     let unbiased = var * count / (count - 1.0);
                     r.mean[c] = ((1.0 - factor) * f64::from(r.mean[c]) + factor * st.mean) as f32;
                     r.var[c] = ((1.0 - factor) * f64::from(r.var[c]) + factor * unbiased) as f32;

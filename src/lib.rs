@@ -5,6 +5,7 @@
 
 mod backward;
 mod clip;
+pub mod distributed;
 mod engine;
 mod error;
 pub mod fold;
@@ -15,6 +16,8 @@ mod kernels;
 mod lanes;
 mod layer_norm;
 mod moments;
+#[cfg(feature = "rayon")]
+pub mod parallel;
 mod renorm;
 mod saved;
 mod shape;
