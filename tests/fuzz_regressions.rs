@@ -280,3 +280,32 @@ fn empty_tensor_with_huge_batch_and_channels_does_not_overflow() {
     assert_eq!(moments(&[], shape, &mut out), Ok(()));
     assert_eq!(out, [Moments::EMPTY; 2]);
 }
+
+/// An empty tensor (batch 0) whose channels · spatial does not fit in `usize` is valid
+/// (its element count is 0), but `GroupNorm`'s check computes the values per group as
+/// `channels / groups · spatial` unchecked (src/group_norm.rs, `GroupNorm::check`):
+/// with overflow checks on (debug builds, the fuzz targets) that multiplication panics;
+/// without, it wraps. Instance norm goes through the same check. Found while writing
+/// the `group_norm` fuzz target.
+#[test]
+fn group_norm_empty_tensor_with_huge_channels_and_spatial_does_not_overflow() {
+    use batchnorm::{GroupNorm, InstanceNorm, SavedMut};
+    let shape = Shape::channels_first(0, 1 << 40, 1 << 40);
+    let gn = GroupNorm {
+        groups: 1,
+        eps: 1e-5,
+        gamma: None,
+        beta: None,
+    };
+    let saved = || SavedMut {
+        mean: &mut [],
+        invstd: &mut [],
+    };
+    assert_eq!(gn.forward(&[], &mut [], shape, saved()), Ok(()));
+    let inorm = InstanceNorm {
+        eps: 1e-5,
+        gamma: None,
+        beta: None,
+    };
+    assert_eq!(inorm.forward(&[], &mut [], shape, saved(), None), Ok(()));
+}
