@@ -309,3 +309,46 @@ fn group_norm_empty_tensor_with_huge_channels_and_spatial_does_not_overflow() {
     };
     assert_eq!(inorm.forward(&[], &mut [], shape, saved(), None), Ok(()));
 }
+
+/// An empty tensor (batch 0) costs `GroupNorm` and `InstanceNorm` time in proportion
+/// to its channel count: they walk the channels chunk by chunk (src/group_norm.rs,
+/// `forward_chunks`/`backward_chunks` over `Grouping::chunks`) before finding no
+/// sample in any, about 10 ms per 2²⁴ channels in a debug build, so 2⁴⁰ channels take
+/// hours. Found while writing the `group_norm` fuzz target (a hang there).
+#[test]
+fn group_norm_empty_tensor_with_huge_channel_count_returns() {
+    use batchnorm::{GroupNorm, InstanceNorm, Saved, SavedMut};
+    let shape = Shape::channels_first(0, 1 << 40, 1);
+    let out = within(10, "GroupNorm::forward", move || {
+        let gn = GroupNorm {
+            groups: 1 << 40,
+            eps: 1e-5,
+            gamma: None,
+            beta: None,
+        };
+        let saved = SavedMut {
+            mean: &mut [],
+            invstd: &mut [],
+        };
+        gn.forward(&[], &mut [], shape, saved)
+    });
+    assert_eq!(out, Ok(()));
+    let out = within(10, "InstanceNorm::backward", move || {
+        let inorm = InstanceNorm {
+            eps: 1e-5,
+            gamma: None,
+            beta: None,
+        };
+        let grads = Grads {
+            dx: &mut [],
+            dgamma: None,
+            dbeta: None,
+        };
+        let saved = Saved {
+            mean: &[],
+            invstd: &[],
+        };
+        inorm.backward(&[], &[], shape, saved, grads)
+    });
+    assert_eq!(out, Ok(()));
+}
