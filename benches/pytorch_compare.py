@@ -82,6 +82,7 @@ if os.environ.get("MALLOC_MMAP_MAX_") != "0":
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
 
 try:
     import onnx  # noqa: E402
@@ -103,7 +104,14 @@ CASES = {
     "S6": (16, 3, (224, 224)),
     "T0": (1, 8, (2, 2)),
     "T1": (1, 64, (7, 7)),
+    "L1": (4096, 768, ()),
+    "L2": (32, 4096, ()),
+    "G1": (8, 256, (56, 56)),
+    "I1": (4, 64, (128, 128)),
 }
+# The neighbours' cases: layer and RMS norm over the last dim, group norm's groups,
+# instance norm; the others are batch norm's.
+NEIGHBOURS = {"L1": "rows", "L2": "rows", "G1": 32, "I1": "instance"}
 EPS, MOMENTUM = 1e-5, 0.1
 SAMPLE_S = 0.004  # seconds per sample, at least
 MAX_REPS = 10_000_000
@@ -153,6 +161,9 @@ class Tensors:
         y, self.save_mean, self.save_invstd = torch.native_batch_norm(
             x, self.w, self.b, self.rm, self.rv, True, MOMENTUM, EPS
         )
+        if name in NEIGHBOURS:
+            self.neighbour = Neighbour(self, NEIGHBOURS[name])
+            return
         self.dims = [0] + list(range(2, x.dim()))
         self.view = (1, c) + (1,) * (x.dim() - 2)  # a per-channel tensor broadcast over x
         self.m = x.numel() // c
@@ -203,8 +214,58 @@ def relu_backward(t, y):
     return grads, g
 
 
+class Neighbour:
+    """PyTorch's calls of layer, RMS, group and instance norm on t.x: the aten ops
+    F.layer_norm, F.rms_norm and F.group_norm run (with their saved statistics for the
+    backwards), and autograd where there is no backward op (RMS and instance norm)."""
+
+    def __init__(self, t, kind):
+        x, dy, w, b = t.x, t.dy, t.w, t.b
+        n, c = x.shape[0], x.shape[1]
+        if kind == "rows":
+            shape = [c]
+            _, mean, rstd = torch.native_layer_norm(x, shape, w, b, EPS)
+            self.calls = {
+                "layer_norm": lambda: torch.native_layer_norm(x, shape, w, b, EPS),
+                "layer_norm_backward": lambda: torch.ops.aten.native_layer_norm_backward(
+                    dy, x, shape, mean, rstd, w, b, [True] * 3
+                ),
+                "rms_norm": lambda: F.rms_norm(x, shape, w, EPS),
+                "rms_norm_backward": autograd_backward(
+                    lambda x, w: F.rms_norm(x, shape, w, EPS), dy, x, w
+                ),
+            }
+        elif kind == "instance":
+            def inorm(x, w, b):
+                return F.instance_norm(x, weight=w, bias=b, use_input_stats=True, eps=EPS)
+            self.calls = {
+                "instance_norm": lambda: inorm(x, w, b),
+                "instance_norm_backward": autograd_backward(inorm, dy, x, w, b),
+            }
+        else:
+            hw = x[0, 0].numel()
+            _, mean, rstd = torch.native_group_norm(x, w, b, n, c, hw, kind, EPS)
+            self.calls = {
+                "group_norm": lambda: torch.native_group_norm(x, w, b, n, c, hw, kind, EPS),
+                "group_norm_backward": lambda: torch.ops.aten.native_group_norm_backward(
+                    dy, x, mean, rstd, w, n, c, hw, kind, [True] * 3
+                ),
+            }
+
+
+def autograd_backward(f, dy, *inputs):
+    """The backward of f(*inputs) alone: its graph is built once, and each call runs
+    autograd through it (dx and the parameters' gradients)."""
+    leaves = [v.detach().requires_grad_() for v in inputs]
+    with torch.enable_grad():
+        y = f(*leaves)
+    return lambda: torch.autograd.grad(y, leaves, dy, retain_graph=True)
+
+
 def torch_calls(t):
     """PyTorch's call for each of our kernels (a kernel missing here: no PyTorch column)."""
+    if hasattr(t, "neighbour"):
+        return t.neighbour.calls
     bn = torch.native_batch_norm
     return {
         "moments": lambda: torch.var_mean(t.x, t.dims, correction=0),
@@ -381,7 +442,7 @@ def main():
         pt = best["torch"] if pt_call is not None else None
         ox = best["ort"] if ort_call is not None else None
         per_call = r["per_call"] == "true"
-        if pt is not None and not per_call and kernel != "moments":
+        if pt is not None and not per_call and kernel != "moments" and name not in NEIGHBOURS:
             logs.append(math.log(pt / ours_ms))
         print(
             f"| {name} | {layout} | {kernel} | {fmt(ours_ms, per_call)} | "

@@ -164,14 +164,29 @@ def slower(rows, key):
     ]
 
 
+# The families of batch norm's neighbours: summed up on a line of their own.
+NEIGHBOURS = ("layer norm", "rms norm", "group norm", "instance norm")
+
+
 def summary(rows):
     sized = [r for r in rows if not r["per_call"]]
     tiny = [r for r in rows if r["per_call"]]
     compared = [r for r in sized if r["kernel"] != "moments" and r["torch_ms"] is not None]
+    neighbours = [r for r in compared if r["family"] in NEIGHBOURS]
+    compared = [r for r in compared if r["family"] not in NEIGHBOURS]
     logs = [math.log(r["torch_ms"] / r["ours_ms"]) for r in compared]
     out = []
+    if neighbours:
+        nl = [math.log(r["torch_ms"] / r["ours_ms"]) for r in neighbours]
+        worst = min(neighbours, key=lambda r: r["torch_ms"] / r["ours_ms"])
+        out.append(
+            f"- Neighbours (layer, RMS, group, instance norm; {len(nl)} cells): geometric "
+            f"mean of PyTorch / ours **{math.exp(sum(nl) / len(nl)):.2f}×**, lowest "
+            f"{worst['torch_ms'] / worst['ours_ms']:.2f}× ({worst['shape']} {worst['layout']} "
+            f"{worst['kernel']})."
+        )
     if logs:
-        names = ", ".join(ordered(r["shape"] for r in sized))
+        names = ", ".join(ordered(r["shape"] for r in compared))
         line = (
             f"- Geometric mean of PyTorch / ours over {names}, every kernel but moments "
             f"({len(logs)} cells): **{math.exp(sum(logs) / len(logs)):.2f}×**"

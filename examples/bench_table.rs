@@ -85,6 +85,7 @@ fn main() {
             let kernels = KERNELS
                 .iter()
                 .copied()
+                .filter(|&k| case.runs(k))
                 .filter(|k| only_kernel.as_ref().is_none_or(|o| o == k.name()));
             if list {
                 for kernel in kernels {
@@ -96,6 +97,7 @@ fn main() {
                         channels,
                         spatial,
                         per_call,
+                        ..
                     } = case;
                     println!(
                         "{shape},{name},{k},{f},{bpe},{batch},{channels},{spatial},{per_call}"

@@ -216,7 +216,12 @@ impl GroupNorm<'_> {
             }
         }
         let g = Grouping::new(shape, self.groups);
-        if g.walk.small() {
+        if len == 0 {
+            // No values: dγ and dβ are 0, and nothing is walked.
+            for d in [grads.dgamma, grads.dbeta].into_iter().flatten() {
+                d.fill(0.0);
+            }
+        } else if g.walk.small() {
             self.backward_chunks::<SMALL>(&g, x, dy, saved, grads)
         } else {
             self.backward_chunks::<MAX_BAND>(&g, x, dy, saved, grads)
@@ -244,7 +249,8 @@ impl GroupNorm<'_> {
         for (name, len) in ["save_mean", "save_invstd"].into_iter().zip(saved) {
             check_len(name, len, stats)?;
         }
-        let per_group = c / self.groups * shape.spatial;
+        // Saturating: an empty batch may hold channels · spatial beyond usize.
+        let per_group = (c / self.groups).saturating_mul(shape.spatial);
         if stats > 0 && per_group == 0 {
             return Err(Error::TooFewValues {
                 needed: 1,
@@ -274,11 +280,15 @@ impl GroupNorm<'_> {
         saved: SavedMut<'_>,
         running: Option<Running<'_>>,
     ) {
-        let g = Grouping::new(shape, self.groups);
-        if g.walk.small() {
-            self.forward_chunks::<SMALL>(&g, x, y, saved, running)
-        } else {
-            self.forward_chunks::<MAX_BAND>(&g, x, y, saved, running)
+        if shape.len() != Ok(0) {
+            // (No values: no statistics either, and nothing to walk, however many
+            // channels there are.)
+            let g = Grouping::new(shape, self.groups);
+            if g.walk.small() {
+                self.forward_chunks::<SMALL>(&g, x, y, saved, running)
+            } else {
+                self.forward_chunks::<MAX_BAND>(&g, x, y, saved, running)
+            }
         }
     }
 
@@ -305,26 +315,29 @@ impl GroupNorm<'_> {
             for n in 0..g.batch {
                 let at = g.sample(n);
                 let xn = x.get(at.clone()).unwrap_or(&[]);
-                let yn = &mut y[at];
+                let yn = y.get_mut(at).unwrap_or_default();
                 let src = if x.is_empty() { &*yn } else { xn };
                 let mut stats = [Moments::EMPTY; B];
                 for band in g.bands::<B>(chunk.clone()) {
                     let mut m = [Moments::EMPTY; B];
                     band_moments::<B>(&g.walk, band, src, &mut m[..band.channels]);
                     for (i, m) in m.iter().enumerate().take(band.channels) {
-                        let s = &mut stats[(band.first + i) / g.per - first_group];
-                        *s = s.merge(*m);
+                        if let Some(s) = stats.get_mut((band.first + i) / g.per - first_group) {
+                            *s = s.merge(*m);
+                        }
                     }
                 }
                 let inv = bn.invstds::<B>(groups, |i| stats.get(i).map_or(1.0, Moments::var));
-                for (j, (st, inv)) in stats.iter().zip(inv).enumerate().take(groups) {
-                    let at = n * g.groups + first_group + j;
-                    saved.mean[at] = st.mean as f32;
-                    saved.invstd[at] = inv as f32;
+                let at = n * g.groups + first_group;
+                let out = saved.mean[at..].iter_mut().zip(&mut saved.invstd[at..]);
+                let sums = batch_sums.iter_mut();
+                for (((st, inv), (mean, invstd)), sums) in
+                    stats.iter().zip(inv).zip(out).zip(sums).take(groups)
+                {
+                    (*mean, *invstd) = (st.mean as f32, inv as f32);
                     if running.is_some() {
-                        let var = st.var() * per_group / (per_group - 1.0);
-                        batch_sums[j][0] += st.mean;
-                        batch_sums[j][1] += var;
+                        sums[0] += st.mean;
+                        sums[1] += st.var() * per_group / (per_group - 1.0);
                     }
                 }
                 for band in g.bands::<B>(chunk.clone()) {
@@ -333,7 +346,7 @@ impl GroupNorm<'_> {
                     for i in 0..band.channels {
                         let c = band.first + i;
                         let j = c / g.per - first_group;
-                        let (st, inv) = (stats[j], inv[j]);
+                        let (st, inv) = (get(&stats, j), get(&inv, j));
                         let s = bn.gamma(c) * inv;
                         let mu = st.mean as f32;
                         let shift = bn.beta(c) - (st.mean - f64::from(mu)) * s;
@@ -342,19 +355,22 @@ impl GroupNorm<'_> {
                         }
                     }
                     let k = [&k[0][..], &k[1][..], &k[2][..]];
-                    let ins = [if x.is_empty() { &[][..] } else { xn }];
-                    engine::map(Centered, &g.walk, band, ins, &mut y[g.sample(n)], k);
+                    let yn = y.get_mut(g.sample(n)).unwrap_or_default();
+                    engine::map(Centered, &g.walk, band, [xn], yn, k);
                 }
             }
             if let Some(r) = running.as_mut() {
                 let samples = g.batch as f64;
-                for (j, [mean, var]) in batch_sums.iter().enumerate().take(groups) {
-                    let c = first_group + j;
-                    let update = |old: f32, batch: f64| {
-                        ((1.0 - factor) * f64::from(old) + factor * batch / samples) as f32
-                    };
-                    r.mean[c] = update(r.mean[c], *mean);
-                    r.var[c] = update(r.var[c], *var);
+                let update = |old: &mut f32, batch: f64| {
+                    *old = ((1.0 - factor) * f64::from(*old) + factor * batch / samples) as f32
+                };
+                let rm = r.mean.get_mut(first_group..).unwrap_or_default();
+                let running = rm
+                    .iter_mut()
+                    .zip(r.var.get_mut(first_group..).unwrap_or_default());
+                for ([mean, var], (rm, rv)) in batch_sums.iter().zip(running).take(groups) {
+                    update(rm, *mean);
+                    update(rv, *var);
                 }
             }
         }
@@ -386,8 +402,9 @@ impl GroupNorm<'_> {
             let mut param_sums = [[0.0; 2]; B];
             for n in 0..g.batch {
                 let at = g.sample(n);
-                let (xn, dyn_) = (&x[at.clone()], &dy[at.clone()]);
-                let stat = |c: usize, s: &[f32]| s[n * g.groups + c / g.per];
+                let (xn, dyn_) = (x.get(at.clone()), dy.get(at));
+                let (xn, dyn_) = (xn.unwrap_or_default(), dyn_.unwrap_or_default());
+                let stat = |c: usize, s: &[f32]| get(s, n * g.groups + c / g.per);
                 // Per group of the chunk: [Σγ·dy, Σγ·dy·(x − mean)].
                 let mut group_sums = [[0.0; 2]; B];
                 for band in g.bands::<B>(chunk.clone()) {
@@ -411,14 +428,16 @@ impl GroupNorm<'_> {
                     for (i, [sum_dy, sum_dyx]) in sums.iter().enumerate().take(band.channels) {
                         let c = band.first + i;
                         let (gamma, inv) = (bn.gamma(c), f64::from(stat(c, saved.invstd)));
-                        let s = &mut group_sums[c / g.per - first_group];
-                        s[0] += gamma * sum_dy;
-                        s[1] += gamma * sum_dyx;
+                        if let Some(s) = group_sums.get_mut(c / g.per - first_group) {
+                            s[0] += gamma * sum_dy;
+                            s[1] += gamma * sum_dyx;
+                        }
                         let (db, dg) = (*sum_dy, sum_dyx * inv);
                         if exact {
-                            let p = &mut param_sums[c - chunk.start];
-                            p[0] += db;
-                            p[1] += dg;
+                            if let Some(p) = param_sums.get_mut(c - chunk.start) {
+                                p[0] += db;
+                                p[1] += dg;
+                            }
                         } else {
                             add(&mut dbeta, c, db);
                             add(&mut dgamma, c, dg);
@@ -431,7 +450,7 @@ impl GroupNorm<'_> {
                     let mut k = [[0.0; B]; 5];
                     for i in 0..band.channels {
                         let c = band.first + i;
-                        let [sum_g, sum_gd] = group_sums[c / g.per - first_group];
+                        let [sum_g, sum_gd] = get(&group_sums, c / g.per - first_group);
                         let inv = f64::from(stat(c, saved.invstd));
                         let kk = bn.gamma(c) * inv;
                         let a = -inv * inv * inv * sum_gd / m;
@@ -443,7 +462,7 @@ impl GroupNorm<'_> {
                         }
                     }
                     let k = [&k[0][..], &k[1][..], &k[2][..], &k[3][..], &k[4][..]];
-                    let out = &mut dx[g.sample(n)];
+                    let out = dx.get_mut(g.sample(n)).unwrap_or_default();
                     engine::map(GradInput, &g.walk, band, [dyn_, xn], out, k);
                 }
             }
@@ -596,6 +615,11 @@ fn check_running(shape: Shape, running: &Option<Running<'_>>) -> Result<(), Erro
         return Err(Error::TooFewValues { needed, actual });
     }
     Ok(())
+}
+
+/// `xs[i]`, or the default past the end (which the callers' checks rule out).
+fn get<T: Copy + Default>(xs: &[T], i: usize) -> T {
+    xs.get(i).copied().unwrap_or_default()
 }
 
 /// Adds `v` to `out[c]` when `out` was asked for (in f32).

@@ -494,10 +494,12 @@ impl RowNorm<'_> {
                 for (k, v) in k.iter_mut().zip([mu, inv as f32, fix as f32]) {
                     k[i] = v;
                 }
-                if let Some(m) = mean.as_deref_mut() {
-                    m[r] = mu;
+                if let Some(m) = mean.as_deref_mut().and_then(|m| m.get_mut(r)) {
+                    *m = mu;
                 }
-                invstd[r] = inv as f32;
+                if let Some(v) = invstd.get_mut(r) {
+                    *v = inv as f32;
+                }
             }
             let k = [&k[0][..], &k[1][..], &k[2][..]];
             match (gamma, beta) {
@@ -551,7 +553,9 @@ impl RowNorm<'_> {
             let at = band.first * rows.len..(band.first + band.channels) * rows.len;
             if dgamma.is_some() || dbeta.is_some() {
                 let part = Rows::new(band.channels, rows.len);
-                add_column_sums(&dy[at.clone()], &dx[at], part, &mut dgamma, &mut dbeta);
+                let (dy, xhat) = (dy.get(at.clone()), dx.get(at));
+                let (dy, xhat) = (dy.unwrap_or_default(), xhat.unwrap_or_default());
+                add_column_sums(dy, xhat, part, &mut dgamma, &mut dbeta);
             }
             // dx = (g·k + x̂·a + b)·p with k = invstd, a = −invstd·mean(g·x̂) and
             // b = −invstd·mean(g) (0 for RMS norm), scaled by `p` as batch norm's.

@@ -16,6 +16,8 @@
 
 use std::hint::black_box;
 
+mod norms;
+
 use batchnorm::{
     moments, BatchNorm, Fusion, FusionGrad, Grads, Layout, Moments, Momentum, Renorm, RenormSaved,
     Running, Shape,
@@ -47,6 +49,19 @@ pub struct Case {
     pub spatial: usize,
     /// Tiny: what matters is the cost of a call, shown in µs per call.
     pub per_call: bool,
+    /// Which normalization the case is for.
+    pub norm: Norm,
+}
+
+/// The normalization a case measures: batch norm (every batch-norm kernel), or one
+/// of its neighbours (their kernels only).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Norm {
+    Batch,
+    /// Layer and RMS norm over rows of `channels · spatial` values, one per sample.
+    Rows,
+    Group(usize),
+    Instance,
 }
 
 const fn case(name: &'static str, batch: usize, channels: usize, spatial: usize) -> Case {
@@ -56,6 +71,20 @@ const fn case(name: &'static str, batch: usize, channels: usize, spatial: usize)
         channels,
         spatial,
         per_call: false,
+        norm: Norm::Batch,
+    }
+}
+
+const fn neighbour(
+    name: &'static str,
+    batch: usize,
+    channels: usize,
+    spatial: usize,
+    norm: Norm,
+) -> Case {
+    Case {
+        norm,
+        ..case(name, batch, channels, spatial)
     }
 }
 
@@ -66,8 +95,11 @@ const fn tiny(name: &'static str, batch: usize, channels: usize, spatial: usize)
     }
 }
 
-/// The shapes of /work/shared/ANCHORS.md, in its order (`S*` sized, `T*` per call).
-pub const CASES: [Case; 8] = [
+/// The shapes of /work/shared/ANCHORS.md, in its order (`S*` sized, `T*` per call),
+/// then the neighbours' transformer and CNN shapes: layer and RMS norm on 4096 rows of
+/// 768 and 32 rows of 4096 (`L*`), group norm N8 C256 56×56 in 32 groups (`G1`),
+/// instance norm N4 C64 128×128 (`I1`).
+pub const CASES: [Case; 12] = [
     case("S1", 1, 64, 56 * 56),
     case("S2", 32, 64, 56 * 56),
     case("S3", 32, 256, 56 * 56),
@@ -76,6 +108,10 @@ pub const CASES: [Case; 8] = [
     case("S6", 16, 3, 224 * 224),
     tiny("T0", 1, 8, 2 * 2),
     tiny("T1", 1, 64, 7 * 7),
+    neighbour("L1", 4096, 768, 1, Norm::Rows),
+    neighbour("L2", 32, 4096, 1, Norm::Rows),
+    neighbour("G1", 8, 256, 56 * 56, Norm::Group(32)),
+    neighbour("I1", 4, 64, 128 * 128, Norm::Instance),
 ];
 
 impl Case {
@@ -90,6 +126,41 @@ impl Case {
         } else {
             &[Layout::ChannelsFirst, Layout::ChannelsLast]
         }
+    }
+
+    /// Whether `kernel` is measured on this case.
+    pub fn runs(&self, kernel: Kernel) -> bool {
+        use Kernel::*;
+        match self.norm {
+            Norm::Batch => kernel.norm_kernel().is_none(),
+            Norm::Rows => matches!(
+                kernel,
+                LayerNorm | LayerNormBackward | RmsNorm | RmsNormBackward
+            ),
+            Norm::Group(_) => matches!(kernel, GroupNorm | GroupNormBackward),
+            Norm::Instance => matches!(kernel, InstanceNorm | InstanceNormBackward),
+        }
+    }
+
+    /// The statistics' units: rows, (sample, group) or (sample, channel).
+    pub fn units(&self) -> usize {
+        match self.norm {
+            Norm::Batch => self.channels,
+            Norm::Rows => self.batch,
+            Norm::Group(g) => self.batch * g,
+            Norm::Instance => self.batch * self.channels,
+        }
+    }
+
+    /// Bytes of one unit of statistics (a row, a group or an instance of one sample).
+    fn unit_bytes(&self) -> usize {
+        let per = match self.norm {
+            Norm::Batch => self.batch * self.spatial,
+            Norm::Rows => self.channels * self.spatial,
+            Norm::Group(g) => self.channels / g * self.spatial,
+            Norm::Instance => self.spatial,
+        };
+        4 * per
     }
 
     pub fn shape(&self, layout: Layout) -> Shape {
@@ -168,11 +239,39 @@ kernels! {
     /// `BatchNorm::backward_renorm`: dx = γ·r·invstd·(dy − Σdy/m − x̂·Σdy·x̂/m),
     /// dγ = r·Σdy·x̂ + d·Σdy, dβ = Σdy, from what `train_renorm` saved.
     BackwardRenorm => "backward_renorm" in "renorm",
+    /// `LayerNorm::forward` over each row, with γ and β: y, saved mean/invstd.
+    LayerNorm => "layer_norm" in "layer norm",
+    /// `LayerNorm::backward`: dx, dγ, dβ.
+    LayerNormBackward => "layer_norm_backward" in "layer norm",
+    /// `RmsNorm::forward` with γ.
+    RmsNorm => "rms_norm" in "rms norm",
+    /// `RmsNorm::backward`: dx, dγ (and Σdy).
+    RmsNormBackward => "rms_norm_backward" in "rms norm",
+    /// `GroupNorm::forward` with γ and β.
+    GroupNorm => "group_norm" in "group norm",
+    /// `GroupNorm::backward`: dx, dγ, dβ.
+    GroupNormBackward => "group_norm_backward" in "group norm",
+    /// `InstanceNorm::forward` with γ and β, no running statistics (PyTorch's default).
+    InstanceNorm => "instance_norm" in "instance norm",
+    /// `InstanceNorm::backward`: dx, dγ, dβ.
+    InstanceNormBackward => "instance_norm_backward" in "instance norm",
 }
 
 impl Kernel {
     pub fn from_name(name: &str) -> Option<Kernel> {
         KERNELS.iter().copied().find(|k| k.name() == name)
+    }
+
+    /// `Some` for the neighbours' kernels: whether it is a backward.
+    fn norm_kernel(self) -> Option<bool> {
+        use Kernel::*;
+        match self {
+            LayerNorm | RmsNorm | GroupNorm | InstanceNorm => Some(false),
+            LayerNormBackward | RmsNormBackward | GroupNormBackward | InstanceNormBackward => {
+                Some(true)
+            }
+            _ => None,
+        }
     }
 
     /// Minimum traffic, in bytes per element (4 per f32 tensor read or written).
@@ -202,6 +301,10 @@ impl Kernel {
             Kernel::BackwardAddRelu => (20, 8),
             Kernel::TrainRenorm => (8, 4), // as train: r, d are per channel
             Kernel::BackwardRenorm => (12, 8), // as backward
+            // The neighbours: as train (read x, write y; read x again) and backward
+            // (read dy, x, write dx; read dy, x again), per row, group or instance.
+            _ if self.norm_kernel() == Some(false) => (8, 4),
+            _ => (12, 8),
         };
         Traffic { once, again }
     }
@@ -222,10 +325,13 @@ pub struct Traffic {
 /// half of L2).
 pub fn traffic_per_elem(case: &Case, layout: Layout, kernel: Kernel) -> usize {
     let Traffic { once, again } = kernel.traffic();
-    let channel_bytes = case.batch * case.spatial * 4;
-    let reuse = layout == Layout::ChannelsFirst
-        && case.spatial > 1
-        && again / 4 * channel_bytes <= L2_BYTES / 2;
+    let fits = again / 4 * case.unit_bytes() <= L2_BYTES / 2;
+    // Batch norm's channel is contiguous runs channels-first only; a neighbour's unit
+    // (a row, a group or instance of one sample) is one sample's, in either layout.
+    let reuse = match case.norm {
+        Norm::Batch => layout == Layout::ChannelsFirst && case.spatial > 1 && fits,
+        _ => fits,
+    };
     once + if reuse { 0 } else { again }
 }
 
@@ -280,6 +386,9 @@ pub struct Work {
     pub dgamma: Vec<f32>,
     pub dbeta: Vec<f32>,
     pub parts: Vec<Moments>,
+    /// The neighbours' saved statistics, one per unit (row, group, instance).
+    pub unit_mean: Vec<f32>,
+    pub unit_invstd: Vec<f32>,
     /// Per-channel scratch of the scalar kernels: batch variance, the affine's scale
     /// and shift, backward's `k` and `a`.
     pub var: Vec<f32>,
@@ -307,6 +416,7 @@ impl Work {
         fill(&mut z, 5, 0.0);
         let copy_len = KERNELS
             .iter()
+            .filter(|&&k| case.runs(k))
             .map(|&k| copy_floats(traffic_bytes(&case, layout, k)))
             .max()
             .unwrap_or(0);
@@ -333,6 +443,8 @@ impl Work {
             dgamma: channel(),
             dbeta: channel(),
             parts: vec![Moments::EMPTY; c],
+            unit_mean: vec![0.0; case.units()],
+            unit_invstd: vec![1.0; case.units()],
             var: channel(),
             scale: channel(),
             shift: channel(),
@@ -341,6 +453,16 @@ impl Work {
             copy_src: vec![1.0; copy_len],
             copy_dst: vec![0.0; copy_len],
         };
+        if case.norm != Norm::Batch {
+            // The forwards' saved statistics, for the backwards.
+            for k in KERNELS
+                .iter()
+                .filter(|k| case.runs(**k) && k.norm_kernel() == Some(false))
+            {
+                work.run(*k);
+            }
+            return work;
+        }
         // Real statistics and outputs, so backward and eval see the values they would in
         // use: the fused outputs (about half of them 0) that the fused backwards mask dy
         // with, the saved statistics, running statistics equal to the batch's, and r, d
@@ -361,6 +483,9 @@ impl Work {
 
     /// Our kernel.
     pub fn run(&mut self, kernel: Kernel) {
+        if kernel.norm_kernel().is_some() {
+            return norms::run(self, kernel).expect("valid benchmark arguments");
+        }
         let bn = BatchNorm {
             eps: EPS,
             gamma: Some(&self.gamma),
@@ -488,6 +613,7 @@ impl Work {
                 };
                 bn.backward_renorm(&self.dy, &self.x, self.shape, &saved, grads)
             }
+            _ => unreachable!("{kernel:?} is run by `norms::run`"),
         };
         r.expect("valid benchmark arguments");
     }
@@ -509,6 +635,9 @@ impl Work {
     /// was 1.1–1.7× slower for each of eval and backward, ReLU and Add+ReLU, NCHW and
     /// NHWC (train's loops are eval's after the statistics).
     pub fn scalar(&mut self, kernel: Kernel) {
+        if kernel.norm_kernel().is_some() {
+            return norms::scalar(self, kernel);
+        }
         // Rows (spatial 1) are walked channels-last whatever the layout: same memory.
         let i = Idx {
             n: self.case.batch,
@@ -622,6 +751,7 @@ impl Work {
                 let (mean, db, k, a) = (&self.mean, &self.dbeta, &self.k, &self.a);
                 scalar::grad_input(&self.dy, &self.x, &mut self.out, i, mean, db, k, a);
             }
+            _ => unreachable!("{kernel:?} is run by `norms::scalar`"),
         }
     }
 

@@ -13,6 +13,8 @@
 
 mod data;
 mod linear;
+// Shared with the why_bn demo, which uses parts of it this one does not.
+#[allow(dead_code)]
 mod net;
 mod plot;
 

@@ -1,9 +1,12 @@
-//! The network: `[Linear → (BN) → tanh] × depth → Linear → softmax cross-entropy`.
+//! The network: `[Linear → (norm) → tanh] × depth → Linear → softmax cross-entropy`.
 //!
 //! Everything batch norm does — the train forward with running statistics, the eval
 //! forward, the backward pass to x, γ and β, the fold into the linear layer — is a
 //! call into `batchnorm`; the example only owns the buffers and the SGD update of γ
 //! and β.
+//!
+//! The norm is anything that implements [`Normalize`]; this demo uses BN ([`Norm`]),
+//! and the `why_bn` demo, which shares this file, plugs in its own layers.
 
 use batchnorm::fold::{self, EvalBn, Layer};
 use batchnorm::{BatchNorm, Error, Grads, Momentum, Running, Shape};
@@ -23,10 +26,23 @@ pub enum Mode {
     Eval,
 }
 
+/// What a hidden layer normalizes its pre-activations with, over `[batch][features]`.
+pub trait Normalize: Clone {
+    /// `y` from `x`; in [`Mode::Train`] also whatever the backward pass needs.
+    fn forward(&mut self, x: &[f32], y: &mut Vec<f32>, mode: Mode) -> Result<(), Error>;
+
+    /// `dx` from `dy = ∂L/∂y` and the last train forward's input `x`; keeps the
+    /// gradients of the parameters.
+    fn backward(&mut self, dy: &[f32], x: &[f32], dx: &mut Vec<f32>) -> Result<(), Error>;
+
+    /// The trainable parameters, in a fixed order (the SGD step walks them).
+    fn params(&mut self) -> Vec<&mut Param>;
+}
+
 /// One batch-norm layer over `[batch][features]` activations: its parameters, its
 /// running statistics, and what the train forward saves for the backward pass.
 #[derive(Clone)]
-struct Norm {
+pub struct Norm {
     gamma: Param,
     beta: Param,
     running_mean: Vec<f32>,
@@ -37,7 +53,7 @@ struct Norm {
 
 impl Norm {
     /// γ = 1, β = 0, running mean 0 and variance 1, as PyTorch starts.
-    fn new(features: usize) -> Self {
+    pub fn new(features: usize) -> Self {
         let (ones, zeros) = (vec![1.0; features], vec![0.0; features]);
         Norm {
             gamma: Param::new(ones.clone()),
@@ -54,6 +70,19 @@ impl Norm {
         Shape::rows(x.len() / features, features)
     }
 
+    /// This layer in eval mode, as the fold reads it.
+    fn eval_bn(&self) -> EvalBn<'_> {
+        EvalBn {
+            running_mean: &self.running_mean,
+            running_var: &self.running_var,
+            gamma: Some(&self.gamma.value),
+            beta: Some(&self.beta.value),
+            eps: EPS,
+        }
+    }
+}
+
+impl Normalize for Norm {
     fn forward(&mut self, x: &[f32], y: &mut Vec<f32>, mode: Mode) -> Result<(), Error> {
         let shape = self.shape(x);
         y.resize(x.len(), 0.0);
@@ -85,20 +114,8 @@ impl Norm {
         bn.backward(dy, x, shape, &self.save_mean, &self.save_invstd, grads)
     }
 
-    fn step(&mut self, lr: f32) {
-        self.gamma.step(lr);
-        self.beta.step(lr);
-    }
-
-    /// This layer in eval mode, as the fold reads it.
-    fn eval_bn(&self) -> EvalBn<'_> {
-        EvalBn {
-            running_mean: &self.running_mean,
-            running_var: &self.running_var,
-            gamma: Some(&self.gamma.value),
-            beta: Some(&self.beta.value),
-            eps: EPS,
-        }
+    fn params(&mut self) -> Vec<&mut Param> {
+        vec![&mut self.gamma, &mut self.beta]
     }
 }
 
@@ -112,11 +129,11 @@ fn batch_norm<'a>(gamma: &'a [f32], beta: &'a [f32]) -> BatchNorm<'a> {
     }
 }
 
-/// `Linear → (BN) → tanh`, with its activations kept for the backward pass.
+/// `Linear → (norm) → tanh`, with its activations kept for the backward pass.
 #[derive(Clone)]
-struct Hidden {
+struct Hidden<N> {
     linear: Linear,
-    norm: Option<Norm>,
+    norm: Option<N>,
     /// Linear output, the input of BN.
     pre: Vec<f32>,
     /// BN output (unused without BN), the input of tanh.
@@ -128,7 +145,7 @@ struct Hidden {
     dpre: Vec<f32>,
 }
 
-impl Hidden {
+impl<N: Normalize> Hidden<N> {
     /// `x → Linear → (BN) → tanh`, keeping every intermediate for the backward pass.
     fn forward(&mut self, x: &[f32], mode: Mode) -> Result<(), Error> {
         self.linear.forward(x, &mut self.pre);
@@ -170,7 +187,7 @@ impl Hidden {
     fn step(&mut self, lr: f32) {
         self.linear.step(lr);
         if let Some(norm) = &mut self.norm {
-            norm.step(lr);
+            norm.params().into_iter().for_each(|p| p.step(lr));
         }
     }
 
@@ -190,9 +207,10 @@ pub struct Score {
     pub correct: usize,
 }
 
+/// The network, with `N` after every hidden linear layer (or nothing).
 #[derive(Clone)]
-pub struct Mlp {
-    hidden: Vec<Hidden>,
+pub struct Mlp<N = Norm> {
+    hidden: Vec<Hidden<N>>,
     out: Linear,
     logits: Vec<f32>,
     /// ∂L/∂logits, then ∂L/∂act of each hidden layer, going down.
@@ -215,12 +233,47 @@ impl Mlp {
         batch_norm: bool,
         rng: &mut Rng,
     ) -> Self {
+        Self::with_norm(
+            inputs,
+            widths,
+            classes,
+            |w| batch_norm.then(|| Norm::new(w)),
+            rng,
+        )
+    }
+
+    /// The same network in eval mode with every BN folded into the linear layer
+    /// before it (`batchnorm::fold`): `Linear' → tanh`, no BN left.
+    pub fn folded(&self) -> Result<Mlp, Error> {
+        let mut net = self.clone();
+        for h in &mut net.hidden {
+            if let Some(norm) = h.norm.take() {
+                let linear = &mut h.linear;
+                let layer = Layer::linear(linear.inputs, linear.outputs); // weight [out][in]
+                let (weight, bias) = (&mut linear.weight.value, &mut linear.bias.value);
+                fold::into_preceding(&norm.eval_bn(), layer, weight, bias)?;
+            }
+        }
+        Ok(net)
+    }
+}
+
+impl<N: Normalize> Mlp<N> {
+    /// `inputs → widths[0] → … → classes` with `norm(width)` after every hidden
+    /// linear layer. The weights depend on `rng` alone, not on the norm.
+    pub fn with_norm(
+        inputs: usize,
+        widths: &[usize],
+        classes: usize,
+        mut norm: impl FnMut(usize) -> Option<N>,
+        rng: &mut Rng,
+    ) -> Self {
         let mut fan_in = inputs;
         let mut hidden = Vec::new();
         for &width in widths {
             hidden.push(Hidden {
                 linear: Linear::new(fan_in, width, rng),
-                norm: batch_norm.then(|| Norm::new(width)),
+                norm: norm(width),
                 pre: Vec::new(),
                 normed: Vec::new(),
                 act: Vec::new(),
@@ -241,6 +294,25 @@ impl Mlp {
     /// Per hidden layer, the fraction of saturated tanh units in the last forward.
     pub fn saturation(&self) -> Vec<f64> {
         self.hidden.iter().map(Hidden::saturation).collect()
+    }
+
+    /// Per hidden layer, its tanh outputs `[batch][width]` in the last forward.
+    pub fn activations(&self) -> Vec<&[f32]> {
+        self.hidden.iter().map(|h| &h.act[..]).collect()
+    }
+
+    /// Every trainable tensor, in a fixed order: per hidden layer its weight, bias
+    /// and norm parameters, then the output layer's weight and bias.
+    pub fn params(&mut self) -> Vec<&mut Param> {
+        let mut params = Vec::new();
+        for h in &mut self.hidden {
+            params.extend([&mut h.linear.weight, &mut h.linear.bias]);
+            if let Some(norm) = &mut h.norm {
+                params.extend(norm.params());
+            }
+        }
+        params.extend([&mut self.out.weight, &mut self.out.bias]);
+        params
     }
 
     /// The logits of the points `x` (`[n][inputs]`).
@@ -268,7 +340,7 @@ impl Mlp {
 
     /// Forward in train mode and backward: every layer keeps the gradient of the mean
     /// cross-entropy over the batch with respect to its parameters.
-    fn gradients(&mut self, x: &[f32], labels: &[usize]) -> Result<Score, Error> {
+    pub fn gradients(&mut self, x: &[f32], labels: &[usize]) -> Result<Score, Error> {
         self.forward(x, Mode::Train)?;
         let score = softmax_cross_entropy(&self.logits, labels, Some(&mut self.grad));
         let last = self.hidden.last().map_or(x, |h| &h.act[..]);
@@ -289,21 +361,6 @@ impl Mlp {
     pub fn evaluate(&mut self, x: &[f32], labels: &[usize]) -> Result<Score, Error> {
         let logits = self.forward(x, Mode::Eval)?;
         Ok(softmax_cross_entropy(logits, labels, None))
-    }
-
-    /// The same network in eval mode with every BN folded into the linear layer
-    /// before it (`batchnorm::fold`): `Linear' → tanh`, no BN left.
-    pub fn folded(&self) -> Result<Mlp, Error> {
-        let mut net = self.clone();
-        for h in &mut net.hidden {
-            if let Some(norm) = h.norm.take() {
-                let linear = &mut h.linear;
-                let layer = Layer::linear(linear.inputs, linear.outputs); // weight [out][in]
-                let (weight, bias) = (&mut linear.weight.value, &mut linear.bias.value);
-                fold::into_preceding(&norm.eval_bn(), layer, weight, bias)?;
-            }
-        }
-        Ok(net)
     }
 }
 

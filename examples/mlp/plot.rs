@@ -259,16 +259,16 @@ fn draw_legend(out: &mut String, series: &[Series]) {
 
 /// A value axis: its range, whether it is logarithmic, labelled ticks, and unlabelled
 /// minor grid lines.
-struct Axis {
-    min: f64,
-    max: f64,
-    log: bool,
-    ticks: Vec<(f64, String)>,
-    minor: Vec<f64>,
+pub struct Axis {
+    pub min: f64,
+    pub max: f64,
+    pub log: bool,
+    pub ticks: Vec<(f64, String)>,
+    pub minor: Vec<f64>,
 }
 
 impl Axis {
-    fn linear(min: f64, max: f64, ticks: &[f64]) -> Self {
+    pub fn linear(min: f64, max: f64, ticks: &[f64]) -> Self {
         Axis {
             min,
             max,
@@ -279,7 +279,7 @@ impl Axis {
     }
 
     /// 0 to `max` (a fraction), labelled in percent every `step`.
-    fn percent(max: f64, step: f64) -> Self {
+    pub fn percent(max: f64, step: f64) -> Self {
         let n = (max / step).round() as usize;
         Axis {
             min: 0.0,
@@ -298,7 +298,7 @@ impl Axis {
     /// Whole decades around the finite positive `values`. Over one or two decades
     /// ticks at 1, 2 and 5 × 10ᵏ; over more, at the decades, with minor grid lines at
     /// 2 and 5 × 10ᵏ.
-    fn log(values: impl Iterator<Item = f64>) -> Self {
+    pub fn log(values: impl Iterator<Item = f64>) -> Self {
         let (lo, hi) = values
             .filter(|v| v.is_finite() && *v > 0.0)
             .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), v| {
@@ -332,7 +332,7 @@ impl Axis {
     }
 
     /// Where `v` sits between min (0) and max (1), clamped to the frame.
-    fn fraction(&self, v: f64) -> f64 {
+    pub fn fraction(&self, v: f64) -> f64 {
         let f = if self.log {
             (v.log10() - self.min.log10()) / (self.max.log10() - self.min.log10())
         } else {
@@ -368,12 +368,12 @@ fn epoch_ticks(epochs: usize) -> Vec<f64> {
 }
 
 /// A number without trailing zeros: 0.2, 5, 0.05.
-fn trim(v: f64) -> String {
+pub fn trim(v: f64) -> String {
     let s = format!("{v:.3}");
     s.trim_end_matches('0').trim_end_matches('.').to_string()
 }
 
-fn escape(s: &str) -> String {
+pub fn escape(s: &str) -> String {
     s.replace('&', "&amp;")
         .replace('<', "&lt;")
         .replace('>', "&gt;")
