@@ -139,3 +139,123 @@ w('backward', 'renorm_nhwc_arbitrary_rd', bwd(6, shape(4, 8, 16, True), 0, gen(0
 # Regression: a channels-last eval of batch 2⁶⁴ − 2, 2 channels and spatial 0 (no
 # elements): batch·channels overflows where batch·spatial·channels does not.
 w('forward', 'regression_empty_huge_batch', bytes([0x21, 0xf8, 0xc7, 0x6d, 0x02]))
+
+
+# ---------------------------------------------------------------- the neighbours
+# (decoders: run_row_norm, run_group_norm, run_clip in src/lib.rs)
+
+def rows(r, l, mode=0):
+    """l: 0..127 -> l % 20, 128..191 -> l % 100, else [1, 3, 17, 4097, 16, 64, 65, 256][l % 8]."""
+    return bytes([mode, r, l])
+
+
+def flag(present):
+    return bytes([1, 0]) if present else bytes([0])
+
+
+def row_norm(op, rs, eps, xg, dg, pg, rms=False, gamma=True, beta=True, grads=(True, True), stats=0):
+    """op bit 0: backward, bit 1: in place."""
+    b = bytes([op]) + rs + bytes([eps]) + xg + dg + pg + flag(gamma)
+    if not rms:
+        b += flag(beta)
+    if op & 1:
+        b += flag(grads[0]) + flag(grads[1])
+    b += bytes([0])  # x
+    if op & 1 or not op & 2:
+        b += bytes([0])  # y or dy
+    if op & 1:
+        b += bytes([0])  # dx
+    if not rms:
+        b += bytes([0])  # save_mean
+    return b + bytes([0, stats])  # save_invstd, stats of x
+
+
+for t, rms in (('layer_norm', False), ('rms_norm', True)):
+    w(t, 'forward_inner17', row_norm(0, rows(12, 17), 0, gen(0, 1, 0), gen(0, 0, 0), gen(0, 1, 0), rms))
+    w(t, 'forward_inner1_constant', row_norm(0, rows(9, 1), 1, gen(0, 3, 0), gen(0, 0, 0), gen(0, 1, 0), rms))
+    w(t, 'forward_inplace_inner3_offset1e4', row_norm(2, rows(20, 3), 0, gen(0, 9, 0), gen(0, 0, 0), gen(0, 1, 0), rms,
+                                                      gamma=False))
+    w(t, 'forward_inner4097_specials', row_norm(0, rows(3, 195, 240), 0, gen(0, 0, 0, [(5, 0), (5000, 3)]), gen(0, 0, 0),
+                                                gen(0, 1, 0), rms))
+    w(t, 'forward_many_rows_ties', row_norm(0, rows(200, 197, 240), 2, gen(3, 7, 0), gen(0, 0, 0), gen(0, 1, 0), rms,
+                                            beta=False))
+    w(t, 'backward_inner17_stats_of_x', row_norm(1, rows(12, 17), 0, gen(0, 1, 0), gen(0, 0, 0), gen(0, 1, 0), rms))
+    w(t, 'backward_inner3_arbitrary_stats', row_norm(1, rows(30, 3), 0, gen(0, 0, 0), gen(6, 0, 0), gen(0, 1, 0), rms,
+                                                     grads=(True, False), stats=200))
+    w(t, 'backward_inner4097_noaffine', row_norm(1, rows(2, 195, 240), 0, gen(0, 9, 0), gen(0, 0, 0), gen(0, 1, 0), rms,
+                                                 gamma=False, beta=False))
+    w(t, 'huge_rows_empty', row_norm(0, rows(10, 0, 255), 0, gen(0, 0, 0), gen(0, 0, 0), gen(0, 0, 0), rms))
+
+
+def group_norm(op, sh, eps, xg, dg, pg, groups=None, gamma=True, beta=True, grads=(True, True), running=None,
+               stats=0):
+    """groups: (selector byte, pick byte) for group norm, None for instance norm.
+    running (instance forward): None, or (cumulative, factor index or count)."""
+    b = bytes([op]) + sh + (bytes(groups) if groups else b'') + bytes([eps]) + xg + dg + pg
+    b += flag(gamma) + flag(beta)
+    if op & 1:
+        b += flag(grads[0]) + flag(grads[1])
+    b += bytes([0])  # x
+    if op & 1 or not op & 2:
+        b += bytes([0])  # y or dy
+    if op & 1:
+        b += bytes([0])  # dx
+    b += bytes([0, 0])  # save_mean, save_invstd
+    if groups is None and not op & 1:
+        if running is None:
+            b += bytes([0])
+        else:
+            b += bytes([1, int(running[0]), running[1], 0, 0])
+    if op & 1:
+        b += bytes([stats])
+    return b
+
+
+# groups(): selector <= 215 picks divisor number `pick` (ascending) of C.
+w('group_norm', 'forward_nchw_g1', group_norm(0, shape(3, 6, 176), 0, gen(0, 1, 0), gen(0, 0, 0), gen(0, 1, 0), (0, 0)))
+w('group_norm', 'forward_nhwc_g32_c64', group_norm(0, shape(2, 208, 9, True), 0, gen(0, 0, 0), gen(0, 0, 0),
+                                                   gen(0, 1, 0), (0, 5)))
+w('group_norm', 'forward_inplace_nchw_gc_odd', group_norm(2, shape(2, 9, 7), 0, gen(0, 9, 0), gen(0, 0, 0),
+                                                          gen(0, 1, 0), (0, 2), gamma=False, beta=False))
+w('group_norm', 'forward_nhwc_constant_group', group_norm(0, shape(2, 6, 5, True), 1, gen(4, 4, 0), gen(0, 0, 0),
+                                                          gen(0, 1, 0), (0, 1)))
+w('group_norm', 'backward_nchw_g2_stats_of_x', group_norm(1, shape(3, 4, 9), 0, gen(0, 1, 0), gen(0, 0, 0),
+                                                          gen(0, 1, 0), (0, 1)))
+w('group_norm', 'backward_nhwc_arbitrary_stats', group_norm(1, shape(2, 8, 6, True), 0, gen(0, 0, 0), gen(6, 0, 0),
+                                                            gen(0, 1, 0), (0, 2), grads=(True, False), stats=200))
+w('group_norm', 'backward_wide_group_long', group_norm(1, shape(255, 4, 200, False, 240), 0, gen(0, 11, 11),
+                                                       gen(0, 0, 0), gen(0, 1, 0), (0, 0)))
+w('group_norm', 'backward_group_of_71_channels', group_norm(1, shape(4, 215, 9), 0, gen(0, 1, 0), gen(0, 0, 0),
+                                                            gen(0, 1, 0), (0, 0)))
+w('group_norm', 'groups_not_dividing', group_norm(0, shape(2, 6, 4), 0, gen(0, 0, 0), gen(0, 0, 0), gen(0, 0, 0),
+                                                  (240, 3)))
+w('instance_norm', 'forward_nchw_affine', group_norm(0, shape(3, 4, 185), 0, gen(0, 1, 0), gen(0, 0, 0), gen(0, 1, 0)))
+w('instance_norm', 'forward_nhwc_running_exp', group_norm(0, shape(2, 6, 176, True), 0, gen(0, 9, 0), gen(0, 0, 0),
+                                                          gen(0, 1, 0), running=(False, 0)))
+w('instance_norm', 'forward_inplace_nchw_running_cumulative',
+  group_norm(2, shape(4, 3, 177), 0, gen(3, 0, 0), gen(0, 0, 0), gen(0, 3, 1), gamma=False, beta=False,
+             running=(True, 3)))
+w('instance_norm', 'forward_running_spatial1', group_norm(0, shape(4, 3, 1), 0, gen(0, 0, 0), gen(0, 0, 0),
+                                                          gen(0, 1, 0), running=(False, 0)))
+w('instance_norm', 'backward_nhwc_stats_of_x', group_norm(1, shape(2, 5, 9, True), 0, gen(0, 1, 0), gen(0, 0, 0),
+                                                          gen(0, 1, 0)))
+w('instance_norm', 'backward_nchw_arbitrary_stats', group_norm(1, shape(3, 7, 6), 0, gen(0, 0, 0), gen(6, 0, 0),
+                                                               gen(0, 1, 0), grads=(False, True), stats=200))
+
+
+def clip(op, limit, slices):
+    """op bit 0: by norm, bit 1: max norm, bit 2: NonFinite::Error; slices: (length index, generator)."""
+    b = bytes([op, limit, len(slices)])
+    for n, g in slices:
+        b += bytes([n]) + g
+    return b
+
+
+# lengths [0, 1, 2, 3, 7, 8, 15, 16, 17, 31, 64, 65, 100, 256, 1000, 4097]; limits [1, 0.5, 0, inf, 1e-3, ...]
+w('clip', 'value_three_slices', clip(0, 1, [(8, gen(0, 0, 4)), (3, gen(0, 0, 0)), (15, gen(0, 0, 0))]))
+w('clip', 'value_specials', clip(0, 0, [(6, gen(0, 0, 0, [(1, 0), (3, 3), (5, 4)])), (0, gen(0, 0, 0))]))
+w('clip', 'norm_l2_several', clip(1, 0, [(4, gen(0, 0, 0)), (8, gen(0, 0, 0)), (1, gen(0, 0, 0))]))
+w('clip', 'norm_l2_huge_values', clip(1, 0, [(10, gen(8, 0, 0)), (7, gen(0, 0, 0))]))
+w('clip', 'norm_l2_tiny_values', clip(1, 7, [(12, gen(7, 0, 0)), (3, gen(0, 14, 0))]))
+w('clip', 'norm_max_error_nonfinite', clip(7, 0, [(5, gen(0, 0, 0, [(2, 3)])), (9, gen(0, 0, 0))]))
+w('clip', 'norm_l2_long', clip(1, 5, [(15, gen(0, 0, 4)), (14, gen(0, 0, 0)), (13, gen(6, 0, 0))]))

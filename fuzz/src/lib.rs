@@ -801,3 +801,1235 @@ pub fn renorm_correction(
     let d = clip((r.mean - f64::from(rm)) / sigma, -dmax, dmax);
     (rr, d, sigma)
 }
+
+// ---------------------------------------------------------------- the neighbours
+
+/// Row counts and lengths of a generated [`Rows`](batchnorm::Rows), rarely huge.
+const HUGE_DIMS: [usize; 12] = [
+    0,
+    1,
+    3,
+    1 << 16,
+    1 << 32,
+    (1 << 32) + 1,
+    1 << 62,
+    usize::MAX / 3,
+    usize::MAX / 2 + 1,
+    usize::MAX - 1,
+    usize::MAX,
+    7,
+];
+
+impl Dec<'_> {
+    /// Rows for a layer or RMS norm: lengths 0…99 and the 1, 3, 17, 4097 and
+    /// a few powers of two around the SIMD widths; rarely (mode ≥ 240) many rows, and
+    /// rarely (mode ≥ 248) huge counts whose product overflows or hides behind a 0.
+    pub fn rows(&mut self) -> batchnorm::Rows {
+        let mode = self.u8();
+        if mode >= 248 {
+            let mut pick = || HUGE_DIMS[usize::from(self.u8()) % HUGE_DIMS.len()];
+            return batchnorm::Rows::new(pick(), pick());
+        }
+        let big = mode >= 240;
+        let mut rows = usize::from(self.u8()) % if big { 256 } else { 33 };
+        let l = self.u8();
+        let mut len = match l {
+            0..=127 => usize::from(l) % 20,
+            128..=191 => usize::from(l) % 100,
+            _ => [1, 3, 17, 4097, 16, 64, 65, 256][usize::from(l) % 8],
+        };
+        let cap = if big { MAX_ELEMS } else { MAX_ELEMS / 4 };
+        while rows * len > cap {
+            if len > rows {
+                len /= 2;
+            } else {
+                rows /= 2;
+            }
+        }
+        batchnorm::Rows::new(rows, len)
+    }
+
+    /// A group count for `channels`: mostly one of its divisors (1 and `channels`
+    /// included), sometimes 0 or one that does not divide.
+    pub fn groups(&mut self, channels: usize) -> usize {
+        let b = self.u8();
+        let pick = usize::from(self.u8());
+        match b {
+            0..=215 if channels == 0 => 1 + pick % 3,
+            0..=215 if channels <= 4096 => {
+                let divisors: Vec<usize> = (1..=channels)
+                    .filter(|g| channels.is_multiple_of(*g))
+                    .collect();
+                divisors[pick % divisors.len()]
+            }
+            0..=215 => [1, channels][pick % 2],
+            216..=231 => 0,
+            _ => channels.saturating_add(1 + pick % 3) / (1 + pick % 2),
+        }
+    }
+
+    /// A clipping limit (`max_norm`, `clip_value`): usually valid, sometimes NaN or
+    /// negative.
+    pub fn limit(&mut self) -> f32 {
+        const T: [f32; 16] = [
+            1.0,
+            0.5,
+            0.0,
+            f32::INFINITY,
+            1e-3,
+            5.0,
+            1e30,
+            1e-30,
+            -0.0,
+            f32::NAN,
+            -1.0,
+            1e-45,
+            f32::MAX,
+            -f32::INFINITY,
+            100.0,
+            0.1,
+        ];
+        let b = self.u8();
+        if b >= 240 {
+            self.raw_f32()
+        } else {
+            T[usize::from(b) % 16]
+        }
+    }
+}
+
+/// How a normalization splits a tensor: its units (the flat indices normalized by one
+/// mean and invstd: a row, a (sample, group)) and the γ/β index of every element.
+pub struct Units {
+    pub units: Vec<Vec<usize>>,
+    pub param: Vec<usize>,
+}
+
+/// Layer and RMS norm: `rows` rows of `len`; γ, β per position of a row.
+pub fn row_units(rows: usize, len: usize) -> Units {
+    Units {
+        units: (0..rows)
+            .map(|r| (r * len..(r + 1) * len).collect())
+            .collect(),
+        param: (0..rows * len).map(|i| i % len).collect(),
+    }
+}
+
+/// Group norm (instance norm: `groups = channels`) of a checked shape: units in
+/// `[batch][groups]` order; γ, β per channel.
+pub fn group_units(shape: Shape, groups: usize) -> Units {
+    if expected_len(shape) == Some(0) {
+        // No unit holds a value (a valid empty tensor has batch 0): nothing to walk,
+        // however many channels.
+        return Units {
+            units: Vec::new(),
+            param: Vec::new(),
+        };
+    }
+    let per = shape.channels / groups;
+    let mut units = Vec::with_capacity(shape.batch * groups);
+    for n in 0..shape.batch {
+        for g in 0..groups {
+            units.push(
+                (g * per..(g + 1) * per)
+                    .flat_map(|c| (0..shape.spatial).map(move |s| index(shape, n, c, s)))
+                    .collect(),
+            );
+        }
+    }
+    let mut param = vec![0; expected_len(shape).unwrap_or(0)];
+    for c in 0..shape.channels {
+        for i in channel_indices(shape, c) {
+            param[i] = c;
+        }
+    }
+    Units { units, param }
+}
+
+/// The statistics a unit is normalized by: its [`ChanRef`], and for RMS norm the mean
+/// square in `var`'s place (with its tolerance).
+fn unit_spread(r: &ChanRef, rms: bool) -> (f64, f64) {
+    let n = r.n as f64;
+    let (var, tv) = (r.var(), tol_m2(r) / n);
+    if rms {
+        // mean² + var: the mean's error enters doubled, times |mean|.
+        let tm = tol_mean(r) + U * r.mean.abs();
+        (
+            var + r.mean * r.mean,
+            tv + 2.0 * r.mean.abs() * tm + tm * tm,
+        )
+    } else {
+        (var, tv)
+    }
+}
+
+/// Checks a layer / RMS / group / instance norm forward against the f64 reference:
+/// per unit the saved `mean` (absent for RMS norm) and `invstd`, and `y`; a unit with a
+/// NaN or infinity must be NaN throughout (and its mean not finite).
+#[allow(clippy::too_many_arguments)]
+pub fn check_norm_forward(
+    call: &str,
+    x: &[f32],
+    u: &Units,
+    [gamma, beta]: [Option<&[f32]>; 2],
+    eps: f32,
+    rms: bool,
+    y: &[f32],
+    [mean, invstd]: [Option<&[f32]>; 2],
+) {
+    let eps64 = f64::from(eps);
+    let invstd = invstd.unwrap_or(&[]);
+    for (k, idx) in u.units.iter().enumerate() {
+        let r = ChanRef::of(idx.iter().map(|&i| x[i]));
+        let what = |s: &str| {
+            format!(
+                "{call}: {s}, unit {k} of {} values, eps {eps:e}, ref {r:?}",
+                idx.len()
+            )
+        };
+        if !r.finite {
+            assert!(
+                invstd[k].is_nan(),
+                "{}: invstd {:e}",
+                what("non-finite x"),
+                invstd[k]
+            );
+            if let Some(m) = mean {
+                assert!(
+                    !m[k].is_finite(),
+                    "{}: mean {:e}",
+                    what("non-finite x"),
+                    m[k]
+                );
+            }
+            for &i in idx {
+                assert!(
+                    y[i].is_nan(),
+                    "{}: y[{i}] = {:e}",
+                    what("non-finite x"),
+                    y[i]
+                );
+            }
+            continue;
+        }
+        if !r.moderate {
+            continue;
+        }
+        let tm = tol_mean(&r);
+        let mu = if rms { 0.0 } else { r.mean };
+        if let Some(m) = mean {
+            close(f64::from(m[k]), r.mean, tm + U * r.mean.abs(), || {
+                what("mean")
+            });
+        }
+        let (spread, tv) = unit_spread(&r, rms);
+        if spread + eps64 == 0.0 {
+            assert_eq!(
+                invstd[k],
+                f32::INFINITY,
+                "{}",
+                what("invstd of spread + eps = 0")
+            );
+            for &i in idx {
+                assert!(
+                    y[i].is_nan(),
+                    "{}: y[{i}] = {:e}",
+                    what("spread + eps = 0"),
+                    y[i]
+                );
+            }
+            continue;
+        }
+        let inv = 1.0 / (spread + eps64).sqrt();
+        let rv = 0.5 * tv / (spread + eps64);
+        if rv > 1e-3 || !in_range(inv) {
+            continue;
+        }
+        close(f64::from(invstd[k]), inv, inv * (rv + 2.0 * U), || {
+            what("invstd")
+        });
+        // RMS norm subtracts nothing: its deviation is exact.
+        let tmu = if rms { 0.0 } else { tm };
+        for &i in idx {
+            let j = u.param[i];
+            let g = gamma.map_or(1.0, |g| f64::from(g[j]));
+            let b = beta.map_or(0.0, |b| f64::from(b[j]));
+            let s = g * inv;
+            let dev = f64::from(x[i]) - mu;
+            if !(in_range(s)
+                && in_range(b)
+                && in_range(s * r.dev.max(dev.abs()))
+                && in_range(s * tmu))
+            {
+                continue;
+            }
+            let want = dev * s + b;
+            let tol = s.abs() * tmu
+                + (dev * s).abs() * (rv + 4.0 * U)
+                + 4.0 * U * (b.abs() + want.abs())
+                + SUB * (dev.abs() + 2.0)
+                // x̂ is an f32 before γ multiplies it: a subnormal x̂ rounds absolutely.
+                + SUB * g.abs() * (1.0 + inv)
+                + TINY;
+            close(f64::from(y[i]), want, tol, || {
+                format!(
+                    "{} x = {:e}, γ {g:e}, β {b:e}",
+                    what(&format!("y[{i}]")),
+                    x[i]
+                )
+            });
+        }
+    }
+}
+
+/// The saved statistics a forward would write for `x` (in f64, rounded to f32), for a
+/// backward fed statistics that belong to its input.
+pub fn stats_of(x: &[f32], u: &Units, eps: f32, rms: bool) -> (Vec<f32>, Vec<f32>) {
+    u.units
+        .iter()
+        .map(|idx| {
+            let r = ChanRef::of(idx.iter().map(|&i| x[i]));
+            let (spread, _) = unit_spread(&r, rms);
+            let mean = if rms { 0.0 } else { r.mean as f32 };
+            (mean, (1.0 / (spread + f64::from(eps)).sqrt()) as f32)
+        })
+        .unzip()
+}
+
+/// Checks a unit norm's backward against the f64 reference from the statistics it was
+/// given (`mean` absent for RMS norm): with `g = dy·γ`, per unit
+/// `dx = invstd·g − invstd·Σg/m − (x − mean)·invstd³·Σg·(x − mean)/m` (no Σg term for
+/// RMS norm), per parameter `dγ = Σdy·(x − mean)·invstd`, `dβ = Σdy`. `f32_adds`: how
+/// many partial sums of one dγ/dβ value the kernel may add in f32.
+#[allow(clippy::too_many_arguments)]
+pub fn check_norm_backward(
+    call: &str,
+    [x, dy]: [&[f32]; 2],
+    u: &Units,
+    gamma: Option<&[f32]>,
+    [mean, invstd]: [Option<&[f32]>; 2],
+    [dx, dg, db]: [&[f32]; 3],
+    params: usize,
+    f32_adds: usize,
+) {
+    let invstd = invstd.unwrap_or(&[]);
+    let gam = |j: usize| gamma.map_or(1.0, |g| f64::from(g[j]));
+    // Only the parameters whose gradients were asked for (there may be a huge number
+    // of them in an empty tensor).
+    let params = params.min(dg.len().max(db.len()));
+    // Per parameter: Σdy, Σ|dy|, Σdy·x̂, Σ|dy·x̂|, and whether all its terms are checkable.
+    let mut psum = vec![[0.0f64; 5]; params];
+    let mut pok = vec![true; params];
+    for (k, idx) in u.units.iter().enumerate() {
+        let mu = mean.map_or(0.0, |m| f64::from(m[k]));
+        let inv = f64::from(invstd[k]);
+        let m = idx.len() as f64;
+        let what =
+            |s: &str| format!("{call}: {s}, unit {k} of {m} values, mean {mu:e}, invstd {inv:e}");
+        let (mut sg, mut ag, mut sgx, mut agx) = (0.0f64, 0.0f64, 0.0f64, 0.0f64);
+        let mut moderate = mu.is_finite() && mu.abs() <= MODERATE && in_range(inv);
+        for &i in idx {
+            let (d, xc) = (f64::from(dy[i]), f64::from(x[i]) - mu);
+            let j = u.param[i];
+            // x̂ = (x − mean)·invstd is an f32 in the kernels: it must fit.
+            let ok = dy[i].is_finite()
+                && x[i].is_finite()
+                && d.abs() <= MODERATE
+                && f64::from(x[i]).abs() <= MODERATE
+                && in_range(gam(j))
+                && in_range(xc * inv);
+            moderate &= ok;
+            let g = d * gam(j);
+            sg += g;
+            ag += g.abs();
+            sgx += g * xc;
+            agx += (g * xc).abs();
+            let Some(p) = psum.get_mut(j) else {
+                continue;
+            };
+            p[0] += d;
+            p[1] += d.abs();
+            p[2] += d * xc * inv;
+            p[3] += (d * xc * inv).abs();
+            // Its f32 product (or x̂) may be subnormal: an absolute rounding each.
+            p[4] += SUB * (1.0 + d.abs()) * (1.0 + inv.abs());
+            pok[j] &= ok && mu.is_finite() && mu.abs() <= MODERATE && in_range(inv);
+        }
+        if !(moderate && in_range(ag) && in_range(agx) && in_range(inv * inv * inv * agx)) {
+            continue;
+        }
+        // f32 products of subnormal size round absolutely (SUB each), before γ
+        // multiplies them (group norm) or in x̂ = (x − mean)·invstd (row norms).
+        let gmax = idx
+            .iter()
+            .map(|&i| gam(u.param[i]).abs())
+            .fold(0.0, f64::max);
+        let sub = (m * SUB + TINY) * (1.0 + gmax);
+        let (tsg, tsgx) = (
+            128.0 * U * ag + sub,
+            130.0 * U * agx + sub * (1.0 + 1.0 / inv.abs().max(1e-300)),
+        );
+        let c = if mean.is_some() { 1.0 } else { 0.0 };
+        for &i in idx {
+            let g = f64::from(dy[i]) * gam(u.param[i]);
+            let xc = f64::from(x[i]) - mu;
+            let t1 = inv * g;
+            let t2 = -xc * inv * inv * inv * sgx / m;
+            let t3 = -c * inv * sg / m;
+            let want = t1 + t2 + t3;
+            let tol = 4.0 * U * (t1.abs() + t2.abs() + t3.abs())
+                + c * inv.abs() * tsg / m
+                + (xc * inv * inv * inv).abs() * tsgx / m
+                + SUB * (g.abs() + xc.abs() + 1.0) * (1.0 + inv.abs())
+                + SUB * (1.0 + (inv * inv * sgx / m).abs() + gmax)
+                + TINY;
+            if !in_range(want) || !in_range(tol) {
+                continue;
+            }
+            close(f64::from(dx[i]), want, tol, || {
+                format!(
+                    "{} (dy {:e}, x {:e})",
+                    what(&format!("dx[{i}]")),
+                    dy[i],
+                    x[i]
+                )
+            });
+        }
+    }
+    let adds = f32_adds as f64 + 2.0;
+    for j in 0..params {
+        let [sdy, ady, sdyx, adyx, sub] = psum[j];
+        if !(pok[j] && in_range(ady) && in_range(adyx)) {
+            continue;
+        }
+        let what = |s: &str| format!("{call}: {s}[{j}]");
+        if !db.is_empty() {
+            close(
+                f64::from(db[j]),
+                sdy,
+                (128.0 + adds) * U * ady + TINY,
+                || what("dbeta"),
+            );
+        }
+        if !dg.is_empty() {
+            close(
+                f64::from(dg[j]),
+                sdyx,
+                (130.0 + adds) * U * adyx + sub + TINY,
+                || what("dgamma"),
+            );
+        }
+    }
+}
+
+/// Panics unless `a` and `b` hold the same bits (NaNs compared as NaN).
+pub fn assert_same(a: &[f32], b: &[f32], what: &str) {
+    assert_eq!(a.len(), b.len(), "{what}: lengths");
+    for (i, (p, q)) in a.iter().zip(b).enumerate() {
+        assert!(same_f32(*p, *q), "{what}[{i}]: {p:e} vs {q:e}");
+    }
+}
+
+/// A slice of `n` values for a statistic: `vals`, or a shorter or longer one padded
+/// with `pad` (the lengths the decoder chose).
+fn sized(vals: &[f32], n: usize) -> Vec<f32> {
+    let mut v: Vec<f32> = vals.iter().copied().take(n).collect();
+    v.resize(n, 0.5);
+    v
+}
+
+/// The `layer_norm` and `rms_norm` targets: `LayerNorm` / `RmsNorm` `forward`,
+/// `forward_in_place` (which must give the out-of-place bits) and `backward`, with γ
+/// (and β) present or not, dγ/dβ asked for or not, statistics of `x` or arbitrary.
+///
+/// Byte layout: `op` (bit 0 backward, bit 1 in place), rows, eps, the generators of x,
+/// dy and the parameters, then whether γ, β (layer norm), dγ, dβ are present (`& 3 != 0`)
+/// each followed by its length, the lengths of x, y or dy and dx, of the saved mean
+/// (layer norm) and invstd, and (backward) whether the statistics are those of x (< 160).
+pub fn run_row_norm(data: &[u8], rms: bool) {
+    use batchnorm::{Grads, LayerNorm, RmsNorm, Saved, SavedMut};
+    let mut d = Dec::new(data);
+    let op = d.u8();
+    let (backward, in_place) = (op & 1 == 1, op & 2 == 2);
+    let rows = d.rows();
+    let eps = d.eps();
+    let (xgen, dygen, pgen) = (d.values(), d.values(), d.values());
+    let mut expect = Expect::default();
+    let len = rows.rows.checked_mul(rows.len);
+    if len.is_none() {
+        expect.push(Error::Overflow { arg: "x" });
+    }
+    expect.eps(eps);
+    let (r, l) = (Some(rows.rows), Some(rows.len));
+    let opt_len = |d: &mut Dec, name: &'static str, want: Option<usize>, expect: &mut Expect| {
+        let n = (d.u8() & 3 != 0).then(|| d.len(want));
+        if let Some(n) = n {
+            expect.len(name, want, n);
+        }
+        n
+    };
+    let gamma_len = opt_len(&mut d, "gamma", l, &mut expect);
+    let beta_len = if rms {
+        None
+    } else {
+        opt_len(&mut d, "beta", l, &mut expect)
+    };
+    let (dg_len, db_len) = if backward {
+        (
+            opt_len(&mut d, "dgamma", l, &mut expect),
+            opt_len(&mut d, "dbeta", l, &mut expect),
+        )
+    } else {
+        (None, None)
+    };
+    let xlen = d.len(len);
+    expect.len("x", len, xlen);
+    let ylen = if in_place && !backward {
+        xlen
+    } else {
+        d.len(len)
+    };
+    let dxlen = if backward { d.len(len) } else { 0 };
+    if backward {
+        expect.len("dy", len, ylen);
+        expect.len("dx", len, dxlen);
+    } else if !in_place {
+        expect.len("y", len, ylen);
+    }
+    let m_len = if rms {
+        rows.rows.min(MAX_ALLOC)
+    } else {
+        d.len(r)
+    };
+    let v_len = d.len(r);
+    if !rms {
+        expect.len("save_mean", r, m_len);
+    }
+    expect.len("save_invstd", r, v_len);
+    if rows.rows > 0 && rows.len == 0 {
+        expect.push(Error::TooFewValues {
+            needed: 1,
+            actual: 0,
+        });
+    }
+    let stats_of_x = d.u8() < 160;
+
+    let x = xgen.fill(xlen);
+    let mut stream = 0;
+    let mut params = |n: usize| -> Vec<f32> {
+        stream += 1;
+        pgen.fill_stream(n, stream)
+    };
+    let gamma = gamma_len.map(&mut params);
+    let beta = beta_len.map(&mut params);
+    let ln = LayerNorm {
+        eps,
+        gamma: gamma.as_deref(),
+        beta: beta.as_deref(),
+    };
+    let rn = RmsNorm {
+        eps,
+        gamma: gamma.as_deref(),
+    };
+    let name = match (rms, backward, in_place) {
+        (false, false, false) => "LayerNorm::forward",
+        (false, false, true) => "LayerNorm::forward_in_place",
+        (false, true, _) => "LayerNorm::backward",
+        (true, false, false) => "RmsNorm::forward",
+        (true, false, true) => "RmsNorm::forward_in_place",
+        (true, true, _) => "RmsNorm::backward",
+    };
+    let valid = expect.ok();
+    let units = || row_units(rows.rows, rows.len);
+
+    if !backward {
+        let mut y = if in_place {
+            Buf::from(&x)
+        } else {
+            Buf::sentinel(ylen)
+        };
+        let (mut mean, mut invstd) = (Buf::sentinel(m_len), Buf::sentinel(v_len));
+        let before = [y.bits(), mean.bits(), invstd.bits()];
+        let res = match (rms, in_place) {
+            (false, false) => ln.forward(
+                &x,
+                y.body_mut(),
+                rows,
+                SavedMut {
+                    mean: mean.body_mut(),
+                    invstd: invstd.body_mut(),
+                },
+            ),
+            (false, true) => ln.forward_in_place(
+                y.body_mut(),
+                rows,
+                SavedMut {
+                    mean: mean.body_mut(),
+                    invstd: invstd.body_mut(),
+                },
+            ),
+            (true, false) => rn.forward(&x, y.body_mut(), rows, invstd.body_mut()),
+            (true, true) => rn.forward_in_place(y.body_mut(), rows, invstd.body_mut()),
+        };
+        let outs = [(&y, "y"), (&mean, "mean"), (&invstd, "invstd")];
+        if !expect.check(res, name) {
+            for ((b, n), before) in outs.iter().zip(&before) {
+                b.assert_unchanged(before, &format!("{name} {n}"));
+            }
+            return;
+        }
+        for (b, n) in outs {
+            b.assert_guards(&format!("{name} {n}"));
+            if rms && n == "mean" {
+                // RMS norm has no mean to write.
+                b.assert_unchanged(&before[1], &format!("{name} {n}"));
+            } else {
+                b.assert_written(&format!("{name} {n}"));
+            }
+        }
+        if in_place {
+            // The out-of-place call on the same input gives the same bits.
+            let (mut y0, mut m0, mut v0) = (vec![0.0; xlen], vec![0.0; m_len], vec![0.0; v_len]);
+            let res = if rms {
+                rn.forward(&x, &mut y0, rows, &mut v0)
+            } else {
+                ln.forward(
+                    &x,
+                    &mut y0,
+                    rows,
+                    SavedMut {
+                        mean: &mut m0,
+                        invstd: &mut v0,
+                    },
+                )
+            };
+            assert!(
+                res.is_ok(),
+                "{name}: the out-of-place call returned {res:?}"
+            );
+            assert_same(y.body(), &y0, &format!("{name} y vs out of place"));
+            assert_same(
+                invstd.body(),
+                &v0,
+                &format!("{name} invstd vs out of place"),
+            );
+            if !rms {
+                assert_same(mean.body(), &m0, &format!("{name} mean vs out of place"));
+            }
+        }
+        let mean_out = (!rms).then(|| mean.body());
+        check_norm_forward(
+            name,
+            &x,
+            &units(),
+            [gamma.as_deref(), beta.as_deref()],
+            eps,
+            rms,
+            y.body(),
+            [mean_out, Some(invstd.body())],
+        );
+        return;
+    }
+
+    let dy = dygen.fill(ylen);
+    let (mut mean, mut invstd) = (params(m_len), params(v_len));
+    if stats_of_x && valid {
+        let (m, v) = stats_of(&x, &units(), eps, rms);
+        mean = sized(&m, m_len);
+        invstd = sized(&v, v_len);
+    }
+    let mut dx = Buf::sentinel(dxlen);
+    let mut dg = dg_len.map(Buf::sentinel);
+    let mut db = db_len.map(Buf::sentinel);
+    let before = [
+        dx.bits(),
+        dg.as_ref().map_or(vec![], Buf::bits),
+        db.as_ref().map_or(vec![], Buf::bits),
+    ];
+    let grads = Grads {
+        dx: dx.body_mut(),
+        dgamma: opt_body(&mut dg),
+        dbeta: opt_body(&mut db),
+    };
+    let res = if rms {
+        rn.backward(&x, &dy, rows, &invstd, grads)
+    } else {
+        ln.backward(
+            &x,
+            &dy,
+            rows,
+            Saved {
+                mean: &mean,
+                invstd: &invstd,
+            },
+            grads,
+        )
+    };
+    let outs = [
+        (Some(&dx), "dx"),
+        (dg.as_ref(), "dgamma"),
+        (db.as_ref(), "dbeta"),
+    ];
+    if !expect.check(res, name) {
+        for ((b, n), before) in outs.iter().zip(&before) {
+            if let Some(b) = b {
+                b.assert_unchanged(before, &format!("{name} {n}"));
+            }
+        }
+        return;
+    }
+    for (b, n) in outs {
+        if let Some(b) = b {
+            b.assert_guards(&format!("{name} {n}"));
+            b.assert_written(&format!("{name} {n}"));
+        }
+    }
+    let body = |b: &Option<Buf>| b.as_ref().map_or(Vec::new(), |b| b.body().to_vec());
+    check_norm_backward(
+        name,
+        [&x, &dy],
+        &units(),
+        gamma.as_deref(),
+        [(!rms).then_some(&mean[..]), Some(&invstd[..])],
+        [dx.body(), &body(&dg), &body(&db)],
+        rows.len,
+        rows.rows,
+    );
+}
+
+/// The `group_norm` and `instance_norm` targets: `GroupNorm` / `InstanceNorm`
+/// `forward`, `forward_in_place` (which must give the out-of-place bits) and
+/// `backward`; instance norm with running statistics (exponential or cumulative
+/// momentum) or without.
+///
+/// Byte layout: `op` (bit 0 backward, bit 1 in place), shape, groups (group norm),
+/// eps, the generators of x, dy and the parameters, whether γ, β, dγ, dβ are present
+/// (`& 3 != 0`) each followed by its length, the lengths of x, y or dy, dx, the saved
+/// mean and invstd; then (instance norm forward) whether there are running statistics
+/// (bit 0), the momentum kind (bit 0: cumulative), its factor or count, and the
+/// lengths of the running mean and var; (backward) whether the statistics are those
+/// of x (< 160).
+pub fn run_group_norm(data: &[u8], instance: bool) {
+    use batchnorm::{Grads, GroupNorm, InstanceNorm, Momentum, Running, Saved, SavedMut};
+    let mut d = Dec::new(data);
+    let op = d.u8();
+    let (backward, in_place) = (op & 1 == 1, op & 2 == 2);
+    let shape = d.shape();
+    let c = shape.channels;
+    let groups = if instance { c.max(1) } else { d.groups(c) };
+    let eps = d.eps();
+    let (xgen, dygen, pgen) = (d.values(), d.values(), d.values());
+    let mut expect = Expect::default();
+    let len = expect.shape(shape);
+    if groups == 0 || !c.is_multiple_of(groups) {
+        expect.push(Error::Groups {
+            groups,
+            arg: "x",
+            channels: c,
+        });
+    }
+    expect.eps(eps);
+    let stats = shape.batch.checked_mul(groups);
+    if stats.is_none() {
+        expect.push(Error::Overflow { arg: "save_mean" });
+    }
+    let opt_len = |d: &mut Dec, name: &'static str, expect: &mut Expect| {
+        let n = (d.u8() & 3 != 0).then(|| d.len(Some(c)));
+        if let Some(n) = n {
+            expect.len(name, Some(c), n);
+        }
+        n
+    };
+    let gamma_len = opt_len(&mut d, "gamma", &mut expect);
+    let beta_len = opt_len(&mut d, "beta", &mut expect);
+    let (dg_len, db_len) = if backward {
+        (
+            opt_len(&mut d, "dgamma", &mut expect),
+            opt_len(&mut d, "dbeta", &mut expect),
+        )
+    } else {
+        (None, None)
+    };
+    let xlen = d.len(len);
+    expect.len("x", len, xlen);
+    let ylen = if in_place && !backward {
+        xlen
+    } else {
+        d.len(len)
+    };
+    let dxlen = if backward { d.len(len) } else { 0 };
+    if backward {
+        expect.len("dy", len, ylen);
+        expect.len("dx", len, dxlen);
+    } else if !in_place {
+        expect.len("y", len, ylen);
+    }
+    let (m_len, v_len) = (d.len(stats), d.len(stats));
+    expect.len("save_mean", stats, m_len);
+    expect.len("save_invstd", stats, v_len);
+    let per_group = c
+        .checked_div(groups)
+        .and_then(|p| p.checked_mul(shape.spatial));
+    if stats.is_some_and(|s| s > 0) && per_group == Some(0) {
+        expect.push(Error::TooFewValues {
+            needed: 1,
+            actual: 0,
+        });
+    }
+    // Instance norm's running statistics.
+    let running = instance && !backward && d.u8() & 1 == 1;
+    let (momentum, rm_len, rv_len) = if running {
+        let momentum = if d.u8() & 1 == 1 {
+            Momentum::Cumulative {
+                batches_tracked: u64::from(d.u8()),
+            }
+        } else {
+            Momentum::Exponential(d.momentum_factor())
+        };
+        if let Momentum::Exponential(f) = momentum {
+            if !(f.is_finite() && (0.0..=1.0).contains(&f)) {
+                expect.push(Error::Parameter {
+                    arg: "momentum",
+                    value: f,
+                });
+            }
+        }
+        let (rm_len, rv_len) = (d.len(Some(c)), d.len(Some(c)));
+        expect.len("running_mean", Some(c), rm_len);
+        expect.len("running_var", Some(c), rv_len);
+        if shape.batch == 0 {
+            expect.push(Error::TooFewValues {
+                needed: 1,
+                actual: 0,
+            });
+        } else if shape.spatial < 2 {
+            expect.push(Error::TooFewValues {
+                needed: 2,
+                actual: shape.spatial,
+            });
+        }
+        (momentum, rm_len, rv_len)
+    } else {
+        (Momentum::Exponential(0.1), 0, 0)
+    };
+    let stats_of_x = backward && d.u8() < 160;
+
+    let x = xgen.fill(xlen);
+    let mut stream = 0;
+    let mut params = |n: usize| -> Vec<f32> {
+        stream += 1;
+        pgen.fill_stream(n, stream)
+    };
+    let gamma = gamma_len.map(&mut params);
+    let beta = beta_len.map(&mut params);
+    let gn = GroupNorm {
+        groups,
+        eps,
+        gamma: gamma.as_deref(),
+        beta: beta.as_deref(),
+    };
+    let inorm = InstanceNorm {
+        eps,
+        gamma: gamma.as_deref(),
+        beta: beta.as_deref(),
+    };
+    let name = match (instance, backward, in_place) {
+        (false, false, false) => "GroupNorm::forward",
+        (false, false, true) => "GroupNorm::forward_in_place",
+        (false, true, _) => "GroupNorm::backward",
+        (true, false, false) => "InstanceNorm::forward",
+        (true, false, true) => "InstanceNorm::forward_in_place",
+        (true, true, _) => "InstanceNorm::backward",
+    };
+    let valid = expect.ok();
+    let units = || group_units(shape, groups);
+
+    if !backward {
+        let rm0 = params(rm_len);
+        let rv0: Vec<f32> = params(rv_len).iter().map(|v| v.abs()).collect();
+        let mut y = if in_place {
+            Buf::from(&x)
+        } else {
+            Buf::sentinel(ylen)
+        };
+        let (mut mean, mut invstd) = (Buf::sentinel(m_len), Buf::sentinel(v_len));
+        let (mut rm, mut rv) = (Buf::from(&rm0), Buf::from(&rv0));
+        let before = [y.bits(), mean.bits(), invstd.bits(), rm.bits(), rv.bits()];
+        let saved = SavedMut {
+            mean: mean.body_mut(),
+            invstd: invstd.body_mut(),
+        };
+        let run = running.then(|| Running {
+            mean: rm.body_mut(),
+            var: rv.body_mut(),
+            momentum,
+        });
+        let res = match (instance, in_place) {
+            (false, false) => gn.forward(&x, y.body_mut(), shape, saved),
+            (false, true) => gn.forward_in_place(y.body_mut(), shape, saved),
+            (true, false) => inorm.forward(&x, y.body_mut(), shape, saved, run),
+            (true, true) => inorm.forward_in_place(y.body_mut(), shape, saved, run),
+        };
+        let outs = [
+            (&y, "y"),
+            (&mean, "mean"),
+            (&invstd, "invstd"),
+            (&rm, "running_mean"),
+            (&rv, "running_var"),
+        ];
+        if !expect.check(res, name) {
+            for ((b, n), before) in outs.iter().zip(&before) {
+                b.assert_unchanged(before, &format!("{name} {n}"));
+            }
+            return;
+        }
+        for (b, n) in outs {
+            b.assert_guards(&format!("{name} {n}"));
+        }
+        for (b, n) in &outs[..3] {
+            b.assert_written(&format!("{name} {n}"));
+        }
+        if in_place {
+            let (mut y0, mut m0, mut v0) = (vec![0.0; xlen], vec![0.0; m_len], vec![0.0; v_len]);
+            let (mut rm1, mut rv1) = (rm0.clone(), rv0.clone());
+            let saved = SavedMut {
+                mean: &mut m0,
+                invstd: &mut v0,
+            };
+            let run = running.then(|| Running {
+                mean: &mut rm1,
+                var: &mut rv1,
+                momentum,
+            });
+            let res = if instance {
+                inorm.forward(&x, &mut y0, shape, saved, run)
+            } else {
+                gn.forward(&x, &mut y0, shape, saved)
+            };
+            assert!(
+                res.is_ok(),
+                "{name}: the out-of-place call returned {res:?}"
+            );
+            assert_same(y.body(), &y0, &format!("{name} y vs out of place"));
+            assert_same(mean.body(), &m0, &format!("{name} mean vs out of place"));
+            assert_same(
+                invstd.body(),
+                &v0,
+                &format!("{name} invstd vs out of place"),
+            );
+            assert_same(
+                rm.body(),
+                &rm1,
+                &format!("{name} running_mean vs out of place"),
+            );
+            assert_same(
+                rv.body(),
+                &rv1,
+                &format!("{name} running_var vs out of place"),
+            );
+        }
+        let u = units();
+        check_norm_forward(
+            name,
+            &x,
+            &u,
+            [gamma.as_deref(), beta.as_deref()],
+            eps,
+            false,
+            y.body(),
+            [Some(mean.body()), Some(invstd.body())],
+        );
+        if running {
+            check_instance_running(
+                name,
+                &x,
+                &u,
+                shape,
+                momentum,
+                [&rm0, &rv0],
+                [rm.body(), rv.body()],
+            );
+        } else {
+            rm.assert_unchanged(&before[3], name);
+            rv.assert_unchanged(&before[4], name);
+        }
+        return;
+    }
+
+    let dy = dygen.fill(ylen);
+    let (mut mean, mut invstd) = (params(m_len), params(v_len));
+    if stats_of_x && valid {
+        let (m, v) = stats_of(&x, &units(), eps, false);
+        mean = sized(&m, m_len);
+        invstd = sized(&v, v_len);
+    }
+    let mut dx = Buf::sentinel(dxlen);
+    let mut dg = dg_len.map(Buf::sentinel);
+    let mut db = db_len.map(Buf::sentinel);
+    let before = [
+        dx.bits(),
+        dg.as_ref().map_or(vec![], Buf::bits),
+        db.as_ref().map_or(vec![], Buf::bits),
+    ];
+    let grads = Grads {
+        dx: dx.body_mut(),
+        dgamma: opt_body(&mut dg),
+        dbeta: opt_body(&mut db),
+    };
+    let saved = Saved {
+        mean: &mean,
+        invstd: &invstd,
+    };
+    let res = if instance {
+        inorm.backward(&x, &dy, shape, saved, grads)
+    } else {
+        gn.backward(&x, &dy, shape, saved, grads)
+    };
+    let outs = [
+        (Some(&dx), "dx"),
+        (dg.as_ref(), "dgamma"),
+        (db.as_ref(), "dbeta"),
+    ];
+    if !expect.check(res, name) {
+        for ((b, n), before) in outs.iter().zip(&before) {
+            if let Some(b) = b {
+                b.assert_unchanged(before, &format!("{name} {n}"));
+            }
+        }
+        return;
+    }
+    for (b, n) in outs {
+        if let Some(b) = b {
+            b.assert_guards(&format!("{name} {n}"));
+            b.assert_written(&format!("{name} {n}"));
+        }
+    }
+    let body = |b: &Option<Buf>| b.as_ref().map_or(Vec::new(), |b| b.body().to_vec());
+    check_norm_backward(
+        name,
+        [&x, &dy],
+        &units(),
+        gamma.as_deref(),
+        [Some(&mean[..]), Some(&invstd[..])],
+        [dx.body(), &body(&dg), &body(&db)],
+        c,
+        shape.batch,
+    );
+}
+
+/// Instance norm's running statistics after one update: per channel
+/// `(1 − f)·old + f·(mean over the batch of the instances' means)`, and the same with
+/// their unbiased variances; checked where every instance of the channel is.
+fn check_instance_running(
+    call: &str,
+    x: &[f32],
+    u: &Units,
+    shape: Shape,
+    momentum: batchnorm::Momentum,
+    [rm0, rv0]: [&[f32]; 2],
+    [rm1, rv1]: [&[f32]; 2],
+) {
+    let f = match momentum {
+        batchnorm::Momentum::Exponential(f) => f64::from(f),
+        batchnorm::Momentum::Cumulative { batches_tracked } => 1.0 / (batches_tracked as f64 + 1.0),
+    };
+    let nb = shape.batch as f64;
+    for c in 0..shape.channels {
+        let what = |s: &str| format!("{call}: {s}, channel {c} of {shape:?}, factor {f:e}");
+        let (mut sm, mut sv, mut tm, mut tv, mut ok, mut finite) = (0.0, 0.0, 0.0, 0.0, true, true);
+        for n in 0..shape.batch {
+            let r = ChanRef::of(u.units[n * shape.channels + c].iter().map(|&i| x[i]));
+            finite &= r.finite;
+            ok &= r.moderate;
+            let m = r.n as f64;
+            sm += r.mean;
+            sv += r.var() * m / (m - 1.0);
+            tm += tol_mean(&r) + U * r.mean.abs();
+            tv += tol_m2(&r) / (m - 1.0);
+        }
+        if !finite {
+            assert!(
+                rv1[c].is_nan(),
+                "{}: running_var {:e}",
+                what("non-finite x"),
+                rv1[c]
+            );
+            continue;
+        }
+        let (a, b) = (f64::from(rm0[c]), f64::from(rv0[c]));
+        let (want_m, want_v) = ((1.0 - f) * a + f * sm / nb, (1.0 - f) * b + f * sv / nb);
+        if !(ok && in_range(want_m) && in_range(want_v) && a.is_finite() && b.is_finite()) {
+            continue;
+        }
+        let tol_m = f * tm / nb + 2.0 * U * ((1.0 - f) * a.abs() + f * (sm / nb).abs()) + TINY;
+        let tol_v = f * tv / nb + 2.0 * U * ((1.0 - f) * b.abs() + f * sv / nb) + TINY;
+        close(f64::from(rm1[c]), want_m, tol_m, || what("running_mean"));
+        close(f64::from(rv1[c]), want_v, tol_v, || what("running_var"));
+    }
+}
+
+/// The `clip` target: `clip_grad_value`, `clip_grad_norm` (L2 and max, both
+/// `NonFinite` choices) and `total_norm` over up to 7 slices of lengths 0…4097 with
+/// values from any generator (huge, subnormal, NaN and ±inf included).
+///
+/// Byte layout: `op` (bit 0 by norm, bit 1 max norm, bit 2 `NonFinite::Error`), the
+/// limit, the number of slices, then per slice its length index and its generator.
+pub fn run_clip(data: &[u8]) {
+    use batchnorm::{clip_grad_norm, clip_grad_value, total_norm, GradNorm, NonFinite};
+    const LENS: [usize; 16] = [
+        0, 1, 2, 3, 7, 8, 15, 16, 17, 31, 64, 65, 100, 256, 1000, 4097,
+    ];
+    let mut d = Dec::new(data);
+    let op = d.u8();
+    let by_norm = op & 1 == 1;
+    let norm = if op & 2 == 2 {
+        GradNorm::Max
+    } else {
+        GradNorm::L2
+    };
+    let nonfinite = if op & 4 == 4 {
+        NonFinite::Error
+    } else {
+        NonFinite::Scale
+    };
+    let limit = d.limit();
+    let k = usize::from(d.u8() % 8);
+    let grads: Vec<Vec<f32>> = (0..k)
+        .map(|_| {
+            let n = LENS[usize::from(d.u8()) % 16];
+            d.values().fill(n)
+        })
+        .collect();
+    let mut bufs: Vec<Buf> = grads.iter().map(|g| Buf::from(g)).collect();
+    let before: Vec<Vec<u32>> = bufs.iter().map(Buf::bits).collect();
+    let all = || grads.iter().flatten().map(|&v| f64::from(v));
+    let arg = if by_norm { "max_norm" } else { "clip_value" };
+    let bad_limit = limit.is_nan() || limit < 0.0;
+    let unchanged = |bufs: &[Buf], call: &str| {
+        for (b, before) in bufs.iter().zip(&before) {
+            b.assert_unchanged(before, call);
+        }
+    };
+
+    if !by_norm {
+        let mut slices: Vec<&mut [f32]> = bufs.iter_mut().map(Buf::body_mut).collect();
+        let res = clip_grad_value(&mut slices, limit);
+        if bad_limit {
+            assert!(
+                matches!(res, Err(Error::Parameter { arg: a, value }) if a == arg && value.to_bits() == limit.to_bits()),
+                "clip_grad_value({limit:e}) returned {res:?}"
+            );
+            unchanged(&bufs, "clip_grad_value");
+            return;
+        }
+        assert_eq!(res, Ok(()), "clip_grad_value({limit:e})");
+        for (b, g) in bufs.iter().zip(&grads) {
+            b.assert_guards("clip_grad_value");
+            for (i, (&v, &x)) in b.body().iter().zip(g).enumerate() {
+                // A clamp: exact, NaN stays NaN.
+                let want = if x.is_nan() {
+                    x
+                } else {
+                    x.max(-limit).min(limit)
+                };
+                assert!(
+                    (want.is_nan() && v.is_nan()) || v == want,
+                    "clip_grad_value({limit:e})[{i}]: {x:e} gave {v:e}, want {want:e}"
+                );
+            }
+        }
+        return;
+    }
+
+    // The reference total in f64: exact up to f64 rounding for these counts.
+    let nan = all().any(f64::is_nan);
+    let inf = all().any(f64::is_infinite);
+    let want = if nan {
+        f64::NAN
+    } else if inf {
+        f64::INFINITY
+    } else {
+        match norm {
+            GradNorm::L2 => all().map(|v| v * v).sum::<f64>().sqrt(),
+            GradNorm::Max => all().map(f64::abs).fold(0.0, f64::max),
+        }
+    };
+    let tol = match norm {
+        GradNorm::L2 => 256.0 * U * want + TINY,
+        GradNorm::Max => 0.0,
+    };
+    let refs: Vec<&[f32]> = grads.iter().map(Vec::as_slice).collect();
+    let t = total_norm(&refs, norm);
+    let what = format!("total_norm({norm:?}) of {k} slices");
+    if want.is_nan() {
+        assert!(t.is_nan(), "{what}: {t:e}, want NaN");
+    } else if want.is_infinite() || want - tol - U * want > f64::from(f32::MAX) {
+        assert_eq!(t, f32::INFINITY, "{what}: want {want:e}");
+    } else if t.is_infinite() {
+        // Rounds to f32's largest value or beyond.
+        assert!(
+            want + tol + U * want >= f64::from(f32::MAX),
+            "{what}: inf, want {want:e}"
+        );
+    } else {
+        close(f64::from(t), want, tol + U * want, || what.clone());
+    }
+
+    let mut slices: Vec<&mut [f32]> = bufs.iter_mut().map(Buf::body_mut).collect();
+    let res = clip_grad_norm(&mut slices, limit, norm, nonfinite);
+    let call = format!("clip_grad_norm({limit:e}, {norm:?}, {nonfinite:?})");
+    if bad_limit {
+        assert!(
+            matches!(res, Err(Error::Parameter { arg: a, value }) if a == arg && value.to_bits() == limit.to_bits()),
+            "{call} returned {res:?}"
+        );
+        unchanged(&bufs, &call);
+        return;
+    }
+    // A finite total beyond f32's range is infinite as f32: whether that is an error
+    // with NonFinite::Error is left open (the crate scales by the f64 total).
+    let overflow = want.is_finite() && t.is_infinite();
+    if nonfinite == NonFinite::Error && (!want.is_finite() || (overflow && res.is_err())) {
+        assert!(
+            matches!(res, Err(Error::NonFiniteNorm { norm }) if same_f32(norm, t)),
+            "{call}: total {t:e} gave {res:?}"
+        );
+        unchanged(&bufs, &call);
+        return;
+    }
+    let total = res.unwrap_or_else(|e| panic!("{call}: {e:?}"));
+    assert!(
+        same_f32(total, t),
+        "{call} returned {total:e}, total_norm {t:e}"
+    );
+    // PyTorch's factor, clamped to 1, from the reference total.
+    // The factor is an f32, as PyTorch's (a factor below f32's range is 0).
+    let factor = f64::from(limit) / (want + 1e-6);
+    let factor32 = f64::from(factor as f32);
+    let rel = if want.is_finite() {
+        tol / want.max(1e-300)
+    } else {
+        0.0
+    };
+    for (b, g) in bufs.iter().zip(&grads) {
+        b.assert_guards(&call);
+        for (i, (&v, &x)) in b.body().iter().zip(g).enumerate() {
+            let at =
+                || format!("{call}: [{i}] = {x:e} gave {v:e}, total {want:e}, factor {factor:e}");
+            if factor.is_nan() {
+                assert!(v.is_nan(), "{}", at());
+            } else if factor * (1.0 - 2.0 * rel) > 1.0 {
+                // No clipping: the values stay as they are.
+                assert!(same_f32(v, x), "{}", at());
+            } else if factor * (1.0 + 2.0 * rel) < 1.0 {
+                if !x.is_finite() {
+                    assert!(v.is_nan() || v.is_infinite(), "{}", at());
+                    continue;
+                }
+                let w = f64::from(x) * factor32;
+                let tol = f64::from(x).abs() * (factor * (2.0 * rel + 4.0 * U) + SUB) + SUB;
+                close(f64::from(v), w, tol, at);
+            }
+        }
+    }
+}
