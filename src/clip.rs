@@ -98,8 +98,9 @@ pub fn total_norm(grads: &[&[f32]], norm: GradNorm) -> f32 {
 /// Checked before anything is written:
 /// - [`Error::Parameter`] (argument `"max_norm"`) when `max_norm` is NaN or
 ///   negative;
-/// - [`Error::NonFiniteNorm`] when the total norm is NaN or infinite and
-///   `nonfinite` is [`NonFinite::Error`].
+/// - [`Error::NonFiniteNorm`] when the total norm (as an f32) is NaN or infinite
+///   and `nonfinite` is [`NonFinite::Error`]. With [`NonFinite::Scale`], a total
+///   beyond f32's range still scales by its exact value.
 ///
 /// ```
 /// use batchnorm::{clip_grad_norm, GradNorm, NonFinite};
@@ -126,7 +127,9 @@ pub fn clip_grad_norm(
         });
     }
     let t = total(grads.iter().map(|g| &**g), norm);
-    if !t.is_finite() && nonfinite == NonFinite::Error {
+    // The f32 total is what is returned (and what PyTorch computes): a total beyond
+    // f32's range is infinite too.
+    if !(t as f32).is_finite() && nonfinite == NonFinite::Error {
         return Err(Error::NonFiniteNorm { norm: t as f32 });
     }
     // PyTorch's factor, clamped to 1 (NaN stays NaN).

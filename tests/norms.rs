@@ -520,7 +520,7 @@ fn gradient_clipping_matches_oracle() {
             let mut out = gs.clone();
             let mut views: Vec<&mut [f32]> = out.iter_mut().map(|g| &mut g[..]).collect();
             let r = clip_grad_norm(&mut views, max_norm, norm, nonfinite);
-            if !expect.is_finite() && nonfinite == NonFinite::Error {
+            if !(expect as f32).is_finite() && nonfinite == NonFinite::Error {
                 assert!(
                     matches!(r, Err(Error::NonFiniteNorm { .. })),
                     "{what}: {r:?}"

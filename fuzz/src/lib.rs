@@ -1986,10 +1986,10 @@ pub fn run_clip(data: &[u8]) {
         unchanged(&bufs, &call);
         return;
     }
-    // A finite total beyond f32's range is infinite as f32: whether that is an error
-    // with NonFinite::Error is left open (the crate scales by the f64 total).
+    // A finite total beyond f32's range is infinite as f32: an error with
+    // NonFinite::Error, as PyTorch's f32 total would be.
     let overflow = want.is_finite() && t.is_infinite();
-    if nonfinite == NonFinite::Error && (!want.is_finite() || (overflow && res.is_err())) {
+    if nonfinite == NonFinite::Error && (!want.is_finite() || overflow) {
         assert!(
             matches!(res, Err(Error::NonFiniteNorm { norm }) if same_f32(norm, t)),
             "{call}: total {t:e} gave {res:?}"
