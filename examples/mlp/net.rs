@@ -14,8 +14,8 @@ use batchnorm::{BatchNorm, Error, Grads, Momentum, Running, Shape};
 use crate::data::Rng;
 use crate::linear::{Linear, Param};
 
-/// PyTorch's defaults for `nn.BatchNorm1d`.
-const EPS: f32 = 1e-5;
+/// PyTorch's defaults for `nn.BatchNorm1d` (the `small_batch` demo's layers use its eps).
+pub const EPS: f32 = 1e-5;
 const MOMENTUM: Momentum = Momentum::Exponential(0.1);
 
 /// Train: batch statistics, running statistics updated, state kept for backward.
@@ -49,11 +49,17 @@ pub struct Norm {
     running_var: Vec<f32>,
     save_mean: Vec<f32>,
     save_invstd: Vec<f32>,
+    momentum: Momentum,
 }
 
 impl Norm {
     /// γ = 1, β = 0, running mean 0 and variance 1, as PyTorch starts.
     pub fn new(features: usize) -> Self {
+        Self::with_momentum(features, MOMENTUM)
+    }
+
+    /// [`new`](Self::new) with another update rate of the running statistics.
+    pub fn with_momentum(features: usize, momentum: Momentum) -> Self {
         let (ones, zeros) = (vec![1.0; features], vec![0.0; features]);
         Norm {
             gamma: Param::new(ones.clone()),
@@ -62,6 +68,7 @@ impl Norm {
             running_var: ones,
             save_mean: zeros.clone(),
             save_invstd: zeros,
+            momentum,
         }
     }
 
@@ -92,7 +99,7 @@ impl Normalize for Norm {
                 let running = Running {
                     mean: &mut self.running_mean,
                     var: &mut self.running_var,
-                    momentum: MOMENTUM,
+                    momentum: self.momentum,
                 };
                 let (mean, invstd) = (&mut self.save_mean, &mut self.save_invstd);
                 bn.train(x, y, shape, mean, invstd, Some(running))

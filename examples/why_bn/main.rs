@@ -28,11 +28,11 @@ mod mlp_plot;
 #[path = "../mlp/net.rs"]
 mod net;
 mod noisy;
+mod output;
 mod plot;
+mod training;
 
 use std::error::Error;
-use std::f64::consts::PI;
-use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Instant;
 
@@ -40,7 +40,9 @@ use data::{Points, Rng};
 use mlp_plot::Axis;
 use net::{Mlp, Normalize};
 use noisy::{Noise, NoisyNorm};
+use output::Output;
 use plot::{Chart, Key, Mark};
+use training::{cosine, Batches};
 
 /// Everything that sets the size of the experiments. The data and the network are
 /// the `mlp` demo's.
@@ -86,10 +88,10 @@ const QUICK: Config = Config {
     ..FULL
 };
 
-/// The mlp demo's seeds: data, initial weights (the same in every run), batch order.
+/// The mlp demo's seeds: data, initial weights (the same in every run); the batch
+/// order's is [`training::SEED_ORDER`].
 const SEED_DATA: u64 = 5;
 const SEED_INIT: u64 = 42;
-const SEED_ORDER: u64 = 7;
 /// Seeds of the noise of noisy BN, one per layer.
 const SEED_NOISE: u64 = 1_000_003;
 /// Part 1's two levels of noise after BN. The paper's magnitudes are not quoted
@@ -185,43 +187,6 @@ fn with_noisy_bn(cfg: &Config, noise: Noise) -> Mlp<NoisyNorm> {
         layer += 1;
         Some(NoisyNorm::new(w, noise, SEED_NOISE * layer))
     })
-}
-
-/// The same sequence of whole mini-batches for every run (every BN step sees the
-/// same batch size).
-struct Batches<'a> {
-    train: &'a Points,
-    order: Vec<usize>,
-    rng: Rng,
-    batch: usize,
-}
-
-impl<'a> Batches<'a> {
-    fn new(train: &'a Points, batch: usize) -> Self {
-        Batches {
-            train,
-            order: (0..train.len()).collect(),
-            rng: Rng::new(SEED_ORDER),
-            batch,
-        }
-    }
-
-    fn per_epoch(&self) -> usize {
-        self.train.len() / self.batch
-    }
-
-    /// The batches of the next epoch.
-    fn epoch(&mut self) -> Vec<Points> {
-        self.rng.shuffle(&mut self.order);
-        let chunks = self.order.chunks_exact(self.batch);
-        chunks.map(|indices| self.train.select(indices)).collect()
-    }
-}
-
-/// From `peak` down to 0 along half a cosine, as in the mlp demo.
-fn cosine(peak: f32, step: usize, total: usize) -> f32 {
-    let progress = step as f64 / total as f64;
-    (f64::from(peak) * 0.5 * (1.0 + (PI * progress).cos())) as f32
 }
 
 fn accuracy<N: Normalize>(net: &mut Mlp<N>, points: &Points) -> Result<f64, Box<dyn Error>> {
@@ -954,41 +919,6 @@ fn lr_sweep(
     let keys = keys([("no BN", RED), ("BN", BLUE)].into_iter());
     let title = "3. Learning-rate sweep with and without BN";
     out.write("why_bn_lr", &plot::svg(title, &charts, 2, &keys))
-}
-
-// ---------------------------------------------------------------------------------
-
-/// Where the pictures go: `target/<name>.svg` (`-quick` in quick mode) and, for the
-/// full run under cargo, a copy in `docs/` for the README.
-struct Output {
-    quick: bool,
-}
-
-impl Output {
-    fn write(&self, name: &str, svg: &str) -> Result<(), Box<dyn Error>> {
-        let manifest = std::env::var_os("CARGO_MANIFEST_DIR").map(PathBuf::from);
-        let target = std::env::var_os("CARGO_TARGET_DIR").map_or_else(
-            || {
-                manifest
-                    .as_ref()
-                    .map_or_else(|| PathBuf::from("target"), |d| d.join("target"))
-            },
-            PathBuf::from,
-        );
-        let suffix = if self.quick { "-quick" } else { "" };
-        let mut paths = vec![target.join(format!("{name}{suffix}.svg"))];
-        if let (false, Some(dir)) = (self.quick, &manifest) {
-            paths.push(dir.join("docs").join(format!("{name}.svg")));
-        }
-        for path in paths {
-            if let Some(dir) = path.parent() {
-                std::fs::create_dir_all(dir)?;
-            }
-            std::fs::write(&path, svg)?;
-            println!("plot: {}", path.display());
-        }
-        Ok(())
-    }
 }
 
 #[cfg(test)]
