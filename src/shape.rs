@@ -74,6 +74,9 @@ pub struct Shape {
 impl Shape {
     /// `[batch][channels][spatial]` (NCHW and friends).
     ///
+    /// # Errors
+    /// None here; the kernels check the shape (see [`Shape`]).
+    ///
     /// ```
     /// let s = batchnorm::Shape::channels_first(2, 3, 5);
     /// assert_eq!((s.batch, s.channels, s.spatial), (2, 3, 5));
@@ -88,6 +91,9 @@ impl Shape {
     }
 
     /// `[batch][spatial][channels]` (NHWC).
+    ///
+    /// # Errors
+    /// None here; the kernels check the shape (see [`Shape`]).
     ///
     /// ```
     /// let s = batchnorm::Shape::channels_last(2, 3, 5);
@@ -104,6 +110,9 @@ impl Shape {
 
     /// A `[batch][channels]` matrix (PyTorch's `BatchNorm1d` on 2-D input): spatial 1.
     ///
+    /// # Errors
+    /// None here; the kernels check the shape (see [`Shape`]).
+    ///
     /// ```
     /// let s = batchnorm::Shape::rows(32, 128);
     /// assert_eq!(s.len(), Ok(32 * 128));
@@ -115,6 +124,9 @@ impl Shape {
     /// `[N, C]`: a batch of `n` rows of `c` features (PyTorch's `BatchNorm1d` on 2-D
     /// input, Keras' `BatchNormalization` on `(batch, features)`); the same as
     /// [`rows`](Shape::rows).
+    ///
+    /// # Errors
+    /// None here; the kernels check the shape (see [`Shape`]).
     ///
     /// ```
     /// use batchnorm::Shape;
@@ -128,6 +140,9 @@ impl Shape {
 
     /// `[N, C, L]`, channels-first (PyTorch's `BatchNorm1d` on 3-D input).
     ///
+    /// # Errors
+    /// None here; the kernels check the shape (see [`Shape`]).
+    ///
     /// ```
     /// use batchnorm::Shape;
     ///
@@ -139,6 +154,9 @@ impl Shape {
 
     /// `[N, L, C]`, channels-last (TensorFlow's 1-D activations).
     ///
+    /// # Errors
+    /// None here; the kernels check the shape (see [`Shape`]).
+    ///
     /// ```
     /// use batchnorm::Shape;
     ///
@@ -149,6 +167,9 @@ impl Shape {
     }
 
     /// `[N, C, H, W]`, channels-first (PyTorch's `BatchNorm2d`, ONNX).
+    ///
+    /// # Errors
+    /// None here; the kernels check the shape (see [`Shape`]).
     ///
     /// ```
     /// use batchnorm::Shape;
@@ -165,6 +186,9 @@ impl Shape {
     /// `[N, H, W, C]`, channels-last (PyTorch's `channels_last` memory format,
     /// TensorFlow, TFLite).
     ///
+    /// # Errors
+    /// None here; the kernels check the shape (see [`Shape`]).
+    ///
     /// ```
     /// use batchnorm::{Layout, Shape};
     ///
@@ -177,6 +201,9 @@ impl Shape {
 
     /// `[N, C, D, H, W]`, channels-first (PyTorch's `BatchNorm3d`).
     ///
+    /// # Errors
+    /// None here; the kernels check the shape (see [`Shape`]).
+    ///
     /// ```
     /// use batchnorm::Shape;
     ///
@@ -187,6 +214,9 @@ impl Shape {
     }
 
     /// `[N, D, H, W, C]`, channels-last (PyTorch's `channels_last_3d`, TensorFlow).
+    ///
+    /// # Errors
+    /// None here; the kernels check the shape (see [`Shape`]).
     ///
     /// ```
     /// use batchnorm::Shape;
