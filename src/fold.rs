@@ -832,9 +832,10 @@ fn fold_weights(bn: &EvalBn<'_>, geo: &Geometry, weight: &mut [f32], bias: &mut 
         // product of the row with the shifts of its inputs.
         WeightLayout::Oihw | WeightLayout::Ohwi => {
             let row_len = in_g * kernel;
-            let rows = weight.chunks_exact_mut(row_len).zip(bias.iter_mut());
-            if geo.layout == WeightLayout::Oihw && (in_g == 1 || kernel > TILE) {
+            let ohwi = geo.layout == WeightLayout::Ohwi;
+            if !ohwi && (in_g == 1 || kernel > TILE) {
                 // Runs of K weights with one input each (depthwise: a whole row).
+                let rows = weight.chunks_exact_mut(row_len).zip(bias.iter_mut());
                 for (o, (row, b)) in rows.enumerate() {
                     let mut sum = 0.0;
                     for (q, run) in row.chunks_exact_mut(kernel).enumerate() {
@@ -848,9 +849,10 @@ fn fold_weights(bn: &EvalBn<'_>, geo: &Geometry, weight: &mut [f32], bias: &mut 
             // The constants of a tile of inputs, laid out as a segment of the row is
             // (each repeated K times in OIHW; once, for each of the K runs, in OHWI),
             // serve every output of the group: tiles of outputs × tiles of inputs.
-            let (rep, per) = match geo.layout {
-                WeightLayout::Oihw => (kernel, TILE / kernel),
-                _ => (1, TILE),
+            let (rep, per) = if ohwi {
+                (1, TILE)
+            } else {
+                (kernel, TILE / kernel)
             };
             for (g, group) in weight.chunks_exact_mut(out_g * row_len).enumerate() {
                 for p0 in (0..out_g).step_by(TILE) {
@@ -868,8 +870,8 @@ fn fold_weights(bn: &EvalBn<'_>, geo: &Geometry, weight: &mut [f32], bias: &mut 
                         let rows =
                             group[p0 * row_len..(p0 + n) * row_len].chunks_exact_mut(row_len);
                         for (a, row) in acc[..n].iter_mut().zip(rows) {
-                            if rep == 1 {
-                                // OHWI: the same inputs in each of the K runs of Ig.
+                            if ohwi {
+                                // The same inputs in each of the K runs of Ig.
                                 for run in row.chunks_exact_mut(in_g) {
                                     *a += fold_each_dot(&mut run[q0..q0 + m], sc, sh);
                                 }
