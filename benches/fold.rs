@@ -12,8 +12,10 @@
 //! ```
 //!
 //! Each row folds every layer of the network once per call; ours and the plain loop
-//! alternate for `--rounds` rounds (default 9) on the same buffers, and the medians are
-//! printed, in ms per network and ns per weight. Before timing, every row checks on
+//! alternate for `--rounds` rounds (default 9) on the same buffers, with the crate's
+//! loops as they were before (commit a2b51c0, copied into `before`) in the first half
+//! of the rounds (`--no-before` leaves them out), and the medians are printed, in ms per
+//! network and ns per weight. Before timing, every row checks on
 //! random BN statistics that ours and the plain loop agree: weights and the preceding
 //! bias bit for bit, the following bias (an f64 sum in another order) to 1 ulp.
 //! The timed calls fold with scale = ±1 exactly (γ = ±1, running_var = 1, eps = 0), so
@@ -189,18 +191,19 @@ impl Bn {
         }
     }
 
-    /// (scale, shift) per channel, in f64, as the crate documents them.
+    /// (scale, shift) of channel `c`, in f64, as the crate documents them.
+    fn scale_shift(&self, c: usize) -> (f64, f64) {
+        let var = f64::from(self.var[c]) + f64::from(self.eps);
+        let scale = f64::from(self.gamma[c]) / var.sqrt();
+        (
+            scale,
+            f64::from(self.beta[c]) - f64::from(self.mean[c]) * scale,
+        )
+    }
+
+    /// (scale, shift) of every channel.
     fn constants(&self) -> (Vec<f64>, Vec<f64>) {
-        (0..self.mean.len())
-            .map(|c| {
-                let var = f64::from(self.var[c]) + f64::from(self.eps);
-                let scale = f64::from(self.gamma[c]) / var.sqrt();
-                (
-                    scale,
-                    f64::from(self.beta[c]) - f64::from(self.mean[c]) * scale,
-                )
-            })
-            .unzip()
+        (0..self.mean.len()).map(|c| self.scale_shift(c)).unzip()
     }
 }
 
@@ -307,6 +310,89 @@ fn plain(side: Side, bn: &Bn, layer: Layer, w: &mut [f32], b: &mut [f32]) {
     }
 }
 
+/// The crate's fold loops before this bench existed (commit a2b51c0), copied here so that
+/// before and after run in one build: tiles of 32 output channels, each weight found by
+/// its strides, so the inner loop steps across output channels (OIHW, OHWI, IOHW) rather
+/// than along a row.
+fn before(side: Side, bn: &Bn, layer: Layer, weight: &mut [f32], bias: &mut [f32]) {
+    const TILE: usize = 32;
+    let scale_shift = |c: usize| bn.scale_shift(c);
+    let beta = |c: usize| f64::from(bn.beta[c]);
+    let groups = layer.groups;
+    let (out_g, in_g, kernel) = (
+        layer.out_channels / groups,
+        layer.in_channels / groups,
+        layer.kernel,
+    );
+    let per_group = out_g * in_g * kernel;
+    let (sg, sp, sq, sk) = match layer.layout {
+        WeightLayout::Oihw => (per_group, in_g * kernel, kernel, 1),
+        WeightLayout::Ohwi => (per_group, kernel * in_g, 1, in_g),
+        WeightLayout::Hwio => (out_g, 1, layer.out_channels, in_g * layer.out_channels),
+        _ => (per_group, kernel, out_g * kernel, 1),
+    };
+    match side {
+        Side::Preceding => {
+            for (o, b) in bias.iter_mut().enumerate() {
+                let (scale, _) = scale_shift(o);
+                let shifted = f64::from(*b) - f64::from(bn.mean[o]);
+                *b = (shifted * scale + beta(o)) as f32;
+            }
+            for g in 0..groups {
+                for p0 in (0..out_g).step_by(TILE) {
+                    let n = TILE.min(out_g - p0);
+                    let mut scale = [0.0; TILE];
+                    for (t, s) in scale[..n].iter_mut().enumerate() {
+                        *s = scale_shift(g * out_g + p0 + t).0;
+                    }
+                    let tile = g * sg + p0 * sp;
+                    for q in 0..in_g {
+                        for k in 0..kernel {
+                            let at = tile + q * sq + k * sk;
+                            for (t, &s) in scale[..n].iter().enumerate() {
+                                let w = &mut weight[at + t * sp];
+                                *w = (f64::from(*w) * s) as f32;
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        Side::Following => {
+            for g in 0..groups {
+                for p0 in (0..out_g).step_by(TILE) {
+                    let n = TILE.min(out_g - p0);
+                    let mut acc = [0.0f64; TILE];
+                    for q0 in (0..in_g).step_by(TILE) {
+                        let m = TILE.min(in_g - q0);
+                        let (mut scale, mut shift) = ([0.0; TILE], [0.0; TILE]);
+                        for (t, (sc, sh)) in scale[..m].iter_mut().zip(&mut shift[..m]).enumerate()
+                        {
+                            (*sc, *sh) = scale_shift(g * in_g + q0 + t);
+                        }
+                        let tile = g * sg + p0 * sp + q0 * sq;
+                        for (q, (&sc, &sh)) in scale[..m].iter().zip(&shift[..m]).enumerate() {
+                            for k in 0..kernel {
+                                let at = tile + q * sq + k * sk;
+                                for (t, a) in acc[..n].iter_mut().enumerate() {
+                                    let w = &mut weight[at + t * sp];
+                                    let v = f64::from(*w);
+                                    *a += v * sh;
+                                    *w = (v * sc) as f32;
+                                }
+                            }
+                        }
+                    }
+                    for (t, a) in acc[..n].iter().enumerate() {
+                        let b = &mut bias[g * out_g + p0 + t];
+                        *b = (f64::from(*b) + a) as f32;
+                    }
+                }
+            }
+        }
+    }
+}
+
 fn ours(side: Side, bn: &Bn, layer: Layer, w: &mut [f32], b: &mut [f32]) {
     let r = match side {
         Side::Preceding => fold::into_preceding(&bn.eval(), layer, w, b),
@@ -372,14 +458,28 @@ impl Row {
             let bn = Bn::random(&mut rng, bn_channels(self.side, &l));
             let (mut w1, mut b1) = (self.weights[n].clone(), self.biases[n].clone());
             let (mut w2, mut b2) = (w1.clone(), b1.clone());
+            let (mut w3, mut b3) = (w1.clone(), b1.clone());
             ours(self.side, &bn, l, &mut w1, &mut b1);
             plain(self.side, &bn, l, &mut w2, &mut b2);
+            before(self.side, &bn, l, &mut w3, &mut b3);
             let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
             assert!(
                 bits(&w1) == bits(&w2),
                 "{}: layer {n} {l:?}: weights differ",
                 self.name
             );
+            assert!(
+                bits(&w1) == bits(&w3),
+                "{}: layer {n}: before differs",
+                self.name
+            );
+            if self.side == Side::Preceding {
+                assert!(
+                    bits(&b1) == bits(&b3),
+                    "{}: layer {n}: before's bias",
+                    self.name
+                );
+            }
             for (o, (x, y)) in b1.iter().zip(&b2).enumerate() {
                 let ulps = (i64::from(x.to_bits() as i32) - i64::from(y.to_bits() as i32)).abs();
                 let limit = if self.side == Side::Preceding { 0 } else { 1 };
@@ -427,6 +527,8 @@ fn main() {
         .find_map(|a| a.strip_prefix("--rounds=")?.parse().ok())
         .unwrap_or(9usize)
         .max(1);
+    // The old loops are slow (tens of ms per network): half the rounds, or none.
+    let with_before = !args.iter().any(|a| a == "--no-before");
     let filters: Vec<&str> = args
         .iter()
         .filter(|a| !a.starts_with("--"))
@@ -468,25 +570,33 @@ fn main() {
         }
     }
 
-    println!("| network, layout, side | pairs | weights | ours ms | plain ms | ours ns/weight | plain ns/weight | plain/ours |");
-    println!("|---|--:|--:|--:|--:|--:|--:|--:|");
+    println!("| network, layout, side | pairs | weights | before ms | ours ms | plain ms | ours ns/weight | plain ns/weight | plain/ours |");
+    println!("|---|--:|--:|--:|--:|--:|--:|--:|--:|");
     for (seed, (net, convs, layout, side)) in specs.into_iter().enumerate() {
         let mut row = Row::new(&net, &convs, layout, side, seed as u64);
         if !filters.is_empty() && !filters.iter().any(|f| row.name.contains(f)) {
             continue;
         }
         row.check(1000 + seed as u64);
-        let (mut t_ours, mut t_plain) = (Vec::new(), Vec::new());
+        let (mut t_ours, mut t_plain, mut t_before) = (Vec::new(), Vec::new(), Vec::new());
         row.run(ours); // warm-up: page faults, caches
         row.run(plain);
-        for _ in 0..rounds {
+        for round in 0..rounds {
             t_ours.push(row.run(ours));
             t_plain.push(row.run(plain));
+            if with_before && round < rounds.div_ceil(2) {
+                t_before.push(row.run(before));
+            }
         }
         let (a, b) = (median(&mut t_ours), median(&mut t_plain));
         let n = row.weight_count() as f64;
+        let old = if t_before.is_empty() {
+            "–".to_string()
+        } else {
+            format!("{:.2}", median(&mut t_before) * 1e3)
+        };
         println!(
-            "| {} | {} | {:.2} M | {:.2} | {:.2} | {:.3} | {:.3} | {:.2} |",
+            "| {} | {} | {:.2} M | {old} | {:.2} | {:.2} | {:.3} | {:.3} | {:.2} |",
             row.name,
             row.layers.len(),
             n / 1e6,
