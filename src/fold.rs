@@ -53,11 +53,12 @@
 //!
 //! # Speed
 //!
-//! The weights are walked in memory order, in segments of up to 128 values, with the
-//! per-channel constants of a segment computed once per tile of channels into a stack
-//! buffer (at most 3 KiB), never per weight: the cost is that of a plain loop over the
-//! weights, one f64 product per weight (`benches/fold.rs` compares the two on whole
-//! networks in every layout).
+//! The weights are walked in memory order, in segments of up to 128 values (1024 along
+//! the rows of HWIO, 128 on bare-metal targets), with the per-channel constants of a
+//! segment computed once per tile of channels into a stack buffer (at most 3 KiB; 24 KiB
+//! for a grouped HWIO layer on hosted targets), never per weight: one f64 product per
+//! weight, as in a plain loop (`benches/fold.rs` compares the two on whole networks in
+//! every layout).
 
 use crate::error::{check_eps, check_len, Error};
 
@@ -740,6 +741,13 @@ pub fn into_following(
 /// a channel has that many.
 const TILE: usize = 128;
 
+/// Output channels per segment of an HWIO row: the rows run across all outputs, so a
+/// tile of outputs is a column of segments, one per row; 1024 values (4 KiB) make each
+/// segment a page's worth of contiguous weights. Three buffers of this size (24 KiB) sit
+/// on the stack for a grouped HWIO fold; bare-metal targets, whose stacks are small, keep
+/// 128.
+const ROW: usize = if cfg!(target_os = "none") { 128 } else { 1024 };
+
 /// A checked [`Layer`]: `len = groups·out_g·in_g·kernel` fits in `usize`, and `layout`
 /// is the layer's, with OHWI of one input or one kernel position taken as OIHW (the
 /// same memory).
@@ -779,8 +787,9 @@ fn scale_weights(bn: &EvalBn<'_>, geo: &Geometry, weight: &mut [f32]) {
         }
         // [K][Ig][O]: every row runs across all output channels.
         WeightLayout::Hwio => {
-            for o0 in (0..out_n).step_by(TILE) {
-                let n = TILE.min(out_n - o0);
+            let mut s = [0.0f64; ROW];
+            for o0 in (0..out_n).step_by(ROW) {
+                let n = ROW.min(out_n - o0);
                 for (t, v) in s[..n].iter_mut().enumerate() {
                     *v = bn.scale(o0 + t);
                 }
@@ -890,8 +899,9 @@ fn fold_weights(bn: &EvalBn<'_>, geo: &Geometry, weight: &mut [f32], bias: &mut 
         // [K][Ig][O]: row (k, q) runs across the outputs; output o = g·Og + p reads input
         // g·Ig + q. The bias sums of a tile of outputs accumulate across the rows.
         WeightLayout::Hwio => {
-            for o0 in (0..out_n).step_by(TILE) {
-                let n = TILE.min(out_n - o0);
+            let mut acc = [0.0f64; ROW];
+            for o0 in (0..out_n).step_by(ROW) {
+                let n = ROW.min(out_n - o0);
                 acc[..n].fill(0.0);
                 if geo.groups == 1 {
                     // One input per row: the constants of a tile of inputs, then its rows.
@@ -909,6 +919,7 @@ fn fold_weights(bn: &EvalBn<'_>, geo: &Geometry, weight: &mut [f32], bias: &mut 
                         }
                     }
                 } else {
+                    let (mut sc, mut sh) = ([0.0f64; ROW], [0.0f64; ROW]);
                     // Per q, the constants of the inputs g·Ig + q for each output of the
                     // tile (one per group), for the K rows of that q.
                     for q in 0..in_g {
