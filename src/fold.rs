@@ -53,12 +53,12 @@
 //!
 //! # Speed
 //!
-//! The weights are walked in memory order, in segments of up to 128 values (1024 along
+//! The weights are walked in memory order, in segments of up to 128 values (4096 along
 //! the rows of HWIO, 128 on bare-metal targets), with the per-channel constants of a
-//! segment computed once per tile of channels into a stack buffer (at most 3 KiB; 24 KiB
-//! for a grouped HWIO layer on hosted targets), never per weight: one f64 product per
-//! weight, as in a plain loop (`benches/fold.rs` compares the two on whole networks in
-//! every layout).
+//! segment computed once per tile of channels into a stack buffer (3 KiB; 32 KiB for
+//! HWIO on hosted targets, which keeps rows of up to 4096 outputs whole), never per
+//! weight: one f64 product per weight, as in a plain loop (`benches/fold.rs` compares
+//! the two on whole networks in every layout).
 
 use crate::error::{check_eps, check_len, Error};
 
@@ -742,11 +742,13 @@ pub fn into_following(
 const TILE: usize = 128;
 
 /// Output channels per segment of an HWIO row: the rows run across all outputs, so a
-/// tile of outputs is a column of segments, one per row; 1024 values (4 KiB) make each
-/// segment a page's worth of contiguous weights. Three buffers of this size (24 KiB) sit
-/// on the stack for a grouped HWIO fold; bare-metal targets, whose stacks are small, keep
-/// 128.
-const ROW: usize = if cfg!(target_os = "none") { 128 } else { 1024 };
+/// tile of outputs is a column of segments, one per row, and a row cut into segments is
+/// read as several streams instead of one. 4096 outputs (a 32 KiB f64 buffer) keep the
+/// rows of most layers whole; a grouped HWIO fold needs three buffers and uses 1024
+/// (24 KiB). Bare-metal targets, whose stacks are small, keep 128.
+const ROW: usize = if cfg!(target_os = "none") { 128 } else { 4096 };
+/// [`ROW`] for the grouped HWIO fold.
+const GROUPED_ROW: usize = if cfg!(target_os = "none") { 128 } else { 1024 };
 
 /// A checked [`Layer`]: `len = groups·out_g·in_g·kernel` fits in `usize`, and `layout`
 /// is the layer's, with OHWI of one input or one kernel position taken as OIHW (the
@@ -898,43 +900,23 @@ fn fold_weights(bn: &EvalBn<'_>, geo: &Geometry, weight: &mut [f32], bias: &mut 
         }
         // [K][Ig][O]: row (k, q) runs across the outputs; output o = g·Og + p reads input
         // g·Ig + q. The bias sums of a tile of outputs accumulate across the rows.
+        WeightLayout::Hwio if geo.groups != 1 => fold_hwio_grouped(bn, geo, weight, bias),
         WeightLayout::Hwio => {
             let mut acc = [0.0f64; ROW];
             for o0 in (0..out_n).step_by(ROW) {
                 let n = ROW.min(out_n - o0);
                 acc[..n].fill(0.0);
-                if geo.groups == 1 {
-                    // One input per row: the constants of a tile of inputs, then its rows.
-                    for q0 in (0..in_g).step_by(TILE) {
-                        let m = TILE.min(in_g - q0);
-                        for t in 0..m {
-                            (sc[t], sh[t]) = bn.scale_shift(q0 + t);
-                        }
-                        for k in 0..kernel {
-                            let rows = weight[(k * in_g + q0) * out_n..][..m * out_n]
-                                .chunks_exact_mut(out_n);
-                            for ((row, &scale), &shift) in rows.zip(&sc[..m]).zip(&sh[..m]) {
-                                fold_run_axpy(&mut row[o0..o0 + n], scale, shift, &mut acc[..n]);
-                            }
-                        }
+                // One input per row: the constants of a tile of inputs, then its rows.
+                for q0 in (0..in_g).step_by(TILE) {
+                    let m = TILE.min(in_g - q0);
+                    for t in 0..m {
+                        (sc[t], sh[t]) = bn.scale_shift(q0 + t);
                     }
-                } else {
-                    let (mut sc, mut sh) = ([0.0f64; ROW], [0.0f64; ROW]);
-                    // Per q, the constants of the inputs g·Ig + q for each output of the
-                    // tile (one per group), for the K rows of that q.
-                    for q in 0..in_g {
-                        let mut t = 0;
-                        while t < n {
-                            let g = (o0 + t) / out_g;
-                            let end = n.min((g + 1) * out_g - o0);
-                            let (scale, shift) = bn.scale_shift(g * in_g + q);
-                            sc[t..end].fill(scale);
-                            sh[t..end].fill(shift);
-                            t = end;
-                        }
-                        for k in 0..kernel {
-                            let row = &mut weight[(k * in_g + q) * out_n..][..out_n];
-                            fold_each_axpy(&mut row[o0..o0 + n], &sc[..n], &sh[..n], &mut acc[..n]);
+                    for k in 0..kernel {
+                        let rows =
+                            weight[(k * in_g + q0) * out_n..][..m * out_n].chunks_exact_mut(out_n);
+                        for ((row, &scale), &shift) in rows.zip(&sc[..m]).zip(&sh[..m]) {
+                            fold_run_axpy(&mut row[o0..o0 + n], scale, shift, &mut acc[..n]);
                         }
                     }
                 }
@@ -985,6 +967,41 @@ fn fold_weights(bn: &EvalBn<'_>, geo: &Geometry, weight: &mut [f32], bias: &mut 
                     }
                 }
             }
+        }
+    }
+}
+
+/// [`fold_weights`] for a grouped HWIO layer, in its own stack frame: its three
+/// buffers and the dense path's one are never live together.
+#[inline(never)]
+fn fold_hwio_grouped(bn: &EvalBn<'_>, geo: &Geometry, weight: &mut [f32], bias: &mut [f32]) {
+    let (out_g, in_g, kernel) = (geo.out_g, geo.in_g, geo.kernel);
+    let out_n = geo.groups * out_g;
+    let mut sc = [0.0f64; GROUPED_ROW];
+    let mut sh = [0.0f64; GROUPED_ROW];
+    let mut acc = [0.0f64; GROUPED_ROW];
+    for o0 in (0..out_n).step_by(GROUPED_ROW) {
+        let n = GROUPED_ROW.min(out_n - o0);
+        acc[..n].fill(0.0);
+        // Per q, the constants of the inputs g·Ig + q for each output of the tile (one
+        // per group), for the K rows of that q.
+        for q in 0..in_g {
+            let mut t = 0;
+            while t < n {
+                let g = (o0 + t) / out_g;
+                let end = n.min((g + 1) * out_g - o0);
+                let (scale, shift) = bn.scale_shift(g * in_g + q);
+                sc[t..end].fill(scale);
+                sh[t..end].fill(shift);
+                t = end;
+            }
+            for k in 0..kernel {
+                let row = &mut weight[(k * in_g + q) * out_n..][..out_n];
+                fold_each_axpy(&mut row[o0..o0 + n], &sc[..n], &sh[..n], &mut acc[..n]);
+            }
+        }
+        for (b, &a) in bias[o0..o0 + n].iter_mut().zip(&acc[..n]) {
+            *b = (f64::from(*b) + a) as f32;
         }
     }
 }
