@@ -15,6 +15,12 @@ use core::fmt;
 /// let err = moments(&[0.0; 5], Shape::rows(2, 3), &mut parts).unwrap_err();
 /// assert_eq!(err, Error::Length { arg: "x", expected: 6, actual: 5 });
 /// assert_eq!(err.to_string(), "`x` has length 5, expected 6");
+///
+/// // Scalar parameters and group counts: the message states the rule broken.
+/// let err = Error::Parameter { arg: "eps", value: -1.0 };
+/// assert_eq!(err.to_string(), "`eps` = -1 is out of range: it must be finite and ≥ 0");
+/// let err = Error::Groups { groups: 2, arg: "out_channels", channels: 3 };
+/// assert_eq!(err.to_string(), "`out_channels` (3) is not a multiple of `groups` (2)");
 /// ```
 #[derive(Clone, Copy, Debug, PartialEq)]
 #[non_exhaustive]
@@ -80,29 +86,58 @@ impl fmt::Display for Error {
                 expected,
                 actual,
             } => write!(f, "`{arg}` has length {actual}, expected {expected}"),
-            Error::Overflow { arg } => write!(f, "the size of `{arg}` overflows usize"),
-            Error::Parameter { arg, value } => write!(f, "`{arg}` = {value} is out of range"),
-            Error::TooFewValues { needed, actual } => {
-                write!(f, "{actual} values per channel, at least {needed} needed")
+            Error::Overflow { arg } => write!(
+                f,
+                "the element count of `{arg}` (the product of its dims) does not fit in usize"
+            ),
+            Error::Parameter { arg, value } => {
+                write!(f, "`{arg}` = {value} is out of range: {}", rule(arg))
             }
+            Error::TooFewValues { needed, actual } => write!(
+                f,
+                "each channel has {actual} values (batch·spatial), but at least {needed} are needed"
+            ),
+            Error::Groups {
+                groups: 0,
+                arg: _,
+                channels: _,
+            } => write!(
+                f,
+                "`groups` is 0: it must be at least 1 and divide the channel counts"
+            ),
             Error::Groups {
                 groups,
                 arg,
                 channels,
             } => write!(
                 f,
-                "{groups} groups do not divide the {channels} channels of `{arg}`"
+                "`{arg}` ({channels}) is not a multiple of `groups` ({groups})"
             ),
-            Error::ZeroScale { channel } => {
-                write!(
-                    f,
-                    "channel {channel} is scaled by zero: no padding value maps to 0"
-                )
-            }
-            Error::NonFiniteNorm { norm } => {
-                write!(f, "the total norm of the gradients is {norm}, not finite")
-            }
+            Error::ZeroScale { channel } => write!(
+                f,
+                "channel {channel} is scaled by zero (γ = 0 or an infinite variance): \
+                 no padding value maps to 0, so a layer that pads cannot absorb this BN; \
+                 pass `pad: None` if the layer does not pad"
+            ),
+            Error::NonFiniteNorm { norm } => write!(
+                f,
+                "the total norm of the gradients is {norm}: not finite (pass \
+                 `NonFinite::Scale` to scale anyway, as PyTorch's default)"
+            ),
         }
+    }
+}
+
+/// The valid range of each scalar parameter, as [`Error::Parameter`] reports it.
+fn rule(arg: &str) -> &'static str {
+    match arg {
+        "eps" => "it must be finite and ≥ 0",
+        "momentum" => "it must be finite and in [0, 1]",
+        "rmax" => "it must be ≥ 1 (+∞ allowed, NaN not)",
+        "dmax" => "it must be ≥ 0 (+∞ allowed, NaN not)",
+        "clip_value" => "it must be ≥ 0 (+∞ clips nothing, NaN not allowed)",
+        "max_norm" => "it must be ≥ 0 (+∞ allowed, NaN not)",
+        _ => "see the documentation of the function",
     }
 }
 

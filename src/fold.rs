@@ -33,12 +33,14 @@
 //! `o = g·Og + p` to input channel `i = g·Ig + q` (both in group `g`) at kernel position
 //! `k` (row-major over the kernel dims, e.g. `k = kh·KW + kw`) lives at
 //!
-//! | [`WeightLayout`] | shape | flat index | used by |
-//! |---|---|---|---|
-//! | [`Oihw`](WeightLayout::Oihw) | `[O][Ig][K]` | `(o·Ig + q)·K + k` | PyTorch/ONNX `Conv`, `nn.Linear` / `Gemm(transB=1)` `[out][in]` |
-//! | [`Ohwi`](WeightLayout::Ohwi) | `[O][K][Ig]` | `(o·K + k)·Ig + q` | TFLite `CONV_2D` |
-//! | [`Hwio`](WeightLayout::Hwio) | `[K][Ig][O]` | `(k·Ig + q)·O + o` | TensorFlow/Keras `Conv`, `Dense` / `MatMul` `[in][out]`, TFLite `DEPTHWISE_CONV_2D` (`G = I`) |
-//! | [`Iohw`](WeightLayout::Iohw) | `[I][Og][K]` | `(i·Og + p)·K + k` | PyTorch/ONNX `ConvTranspose` |
+//! | [`WeightLayout`] | shape | flat index | used by | [`Layer`] constructors |
+//! |---|---|---|---|---|
+//! | [`Oihw`](WeightLayout::Oihw) | `[O][Ig][K]` | `(o·Ig + q)·K + k` | PyTorch/ONNX `Conv`, `nn.Linear` / `Gemm(transB=1)` `[out][in]` | [`conv1d`](Layer::conv1d), [`conv2d`](Layer::conv2d), [`conv3d`](Layer::conv3d), [`conv`](Layer::conv), [`depthwise`](Layer::depthwise), [`linear`](Layer::linear) |
+//! | [`Ohwi`](WeightLayout::Ohwi) | `[O][K][Ig]` | `(o·K + k)·Ig + q` | TFLite `CONV_2D` | [`conv_ohwi`](Layer::conv_ohwi) |
+//! | [`Hwio`](WeightLayout::Hwio) | `[K][Ig][O]` | `(k·Ig + q)·O + o` | TensorFlow/Keras `Conv`, `Dense` / `MatMul` `[in][out]`, TFLite `DEPTHWISE_CONV_2D` (`G = I`) | [`conv_hwio`](Layer::conv_hwio), [`depthwise_hwio`](Layer::depthwise_hwio), [`linear_in_out`](Layer::linear_in_out) |
+//! | [`Iohw`](WeightLayout::Iohw) | `[I][Og][K]` | `(i·Og + p)·K + k` | PyTorch/ONNX `ConvTranspose` | [`conv_transpose1d`](Layer::conv_transpose1d), [`…2d`](Layer::conv_transpose2d), [`…3d`](Layer::conv_transpose3d), [`conv_transpose`](Layer::conv_transpose) |
+//!
+//! Any of them [`grouped(g)`](Layer::grouped) for `G = g`.
 //!
 //! Stride and dilation do not matter for folding. Depthwise convolution is `G = I`,
 //! with any channel multiplier `Og`.
@@ -48,6 +50,15 @@
 //! Every argument is checked before any data is touched, so on `Err` nothing was
 //! written. Nothing here panics or allocates; NaN and ±inf in the inputs propagate as
 //! IEEE arithmetic says.
+//!
+//! # Speed
+//!
+//! The weights are walked in memory order, in segments of up to 128 values (4096 along
+//! the rows of HWIO, 128 on bare-metal targets), with the per-channel constants of a
+//! segment computed once per tile of channels into a stack buffer (3 KiB; 32 KiB for
+//! HWIO on hosted targets, which keeps rows of up to 4096 outputs whole), never per
+//! weight: one f64 product per weight, as in a plain loop (`benches/fold.rs` compares
+//! the two on whole networks in every layout).
 
 use crate::error::{check_eps, check_len, Error};
 
@@ -131,40 +142,48 @@ pub enum WeightLayout {
 
 /// The weight tensor of a linear or convolution layer: its layout and sizes.
 ///
-/// The weight slice has `out_channels · (in_channels/groups) · kernel` values, laid out
-/// as [`layout`](Layer::layout) says; the bias has `out_channels`. Nothing is checked
-/// when a `Layer` is built: the fold functions check it against the slices.
+/// Build it with the constructor named after the layer, from the dims you have, so
+/// that nobody multiplies kernel sizes by hand and a transposed convolution cannot be
+/// declared as a plain one (both hold `in·out/groups·K` weights, so no length check
+/// could tell them apart):
+///
+/// | layer | constructor | weight |
+/// |---|---|---|
+/// | PyTorch `nn.Linear(in, out)`, ONNX `Gemm(transB=1)` | [`linear(in, out)`](Layer::linear) | `[out][in]` |
+/// | Keras `Dense`, ONNX `MatMul` | [`linear_in_out(in, out)`](Layer::linear_in_out) | `[in][out]` |
+/// | PyTorch `Conv1d/2d/3d`, ONNX `Conv` | [`conv1d`](Layer::conv1d), [`conv2d`](Layer::conv2d), [`conv3d`](Layer::conv3d), [`conv`](Layer::conv) (any rank) | `[out][in/groups][k…]` |
+/// | depthwise (`groups = in`, `out = in·multiplier`) | [`depthwise(channels, multiplier, kernel)`](Layer::depthwise) | `[in·mult][1][k…]` |
+/// | PyTorch `ConvTranspose1d/2d/3d`, ONNX `ConvTranspose` | [`conv_transpose1d`](Layer::conv_transpose1d), [`…2d`](Layer::conv_transpose2d), [`…3d`](Layer::conv_transpose3d), [`conv_transpose`](Layer::conv_transpose) | `[in][out/groups][k…]` |
+/// | TensorFlow/Keras `Conv1D/2D/3D` | [`conv_hwio`](Layer::conv_hwio) | `[k…][in/groups][out]` |
+/// | TFLite `CONV_2D` | [`conv_ohwi`](Layer::conv_ohwi) | `[out][k…][in/groups]` |
+/// | Keras `DepthwiseConv2D`, TFLite `DEPTHWISE_CONV_2D` | [`depthwise_hwio`](Layer::depthwise_hwio) | `[k…][in][mult]` |
+///
+/// and [`grouped(groups)`](Layer::grouped) on any of them for a grouped layer
+/// (PyTorch's `groups=`). The fields stay readable (and writable, deliberately); the
+/// struct is `#[non_exhaustive]`, so outside this crate it is only built by these
+/// constructors.
+///
+/// Nothing is checked when a `Layer` is built (the constructors are `const fn` and never
+/// fail): the fold functions check it against the slices. Products of dims (the kernel
+/// size, `channels·multiplier`) saturate at `usize::MAX`; no slice is that long, so a
+/// layer whose size overflows is refused with [`Error::Overflow`] or [`Error::Length`],
+/// never folded.
 ///
 /// ```
 /// use batchnorm::fold::{Layer, WeightLayout};
 ///
 /// // PyTorch Conv3d(8, 16, kernel_size=3, groups=4): weight [16][2][3][3][3]
-/// let conv3d = Layer {
-///     layout: WeightLayout::Oihw,
-///     in_channels: 8,
-///     out_channels: 16,
-///     groups: 4,
-///     kernel: 3 * 3 * 3,
-/// };
+/// let conv3d = Layer::conv3d(8, 16, [3, 3, 3]).grouped(4);
+/// assert_eq!((conv3d.groups, conv3d.kernel), (4, 27));
 /// // TFLite DEPTHWISE_CONV_2D, 32 channels, multiplier 2: weight [1][3][3][64]
-/// let depthwise = Layer {
-///     layout: WeightLayout::Hwio,
-///     in_channels: 32,
-///     out_channels: 64,
-///     groups: 32,
-///     kernel: 3 * 3,
-/// };
+/// let depthwise = Layer::depthwise_hwio(32, 2, &[3, 3]);
+/// assert_eq!((depthwise.out_channels, depthwise.groups), (64, 32));
 /// // PyTorch ConvTranspose2d(8, 6, kernel_size=2, groups=2): weight [8][3][2][2]
-/// let transposed = Layer {
-///     layout: WeightLayout::Iohw,
-///     in_channels: 8,
-///     out_channels: 6,
-///     groups: 2,
-///     kernel: 2 * 2,
-/// };
-/// # let _ = (conv3d, depthwise, transposed);
+/// let transposed = Layer::conv_transpose2d(8, 6, [2, 2]).grouped(2);
+/// assert_eq!(transposed.layout, WeightLayout::Iohw);
 /// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub struct Layer {
     /// Where each weight lives in the flat slice.
     pub layout: WeightLayout,
@@ -180,9 +199,39 @@ pub struct Layer {
     pub kernel: usize,
 }
 
+/// The product of `dims`, saturating at `usize::MAX` (the fold refuses that size).
+const fn product(dims: &[usize]) -> usize {
+    let mut p = 1usize;
+    let mut i = 0;
+    while i < dims.len() {
+        p = p.saturating_mul(dims[i]);
+        i += 1;
+    }
+    p
+}
+
 impl Layer {
+    /// The one place that fills the fields.
+    const fn new(
+        layout: WeightLayout,
+        in_channels: usize,
+        out_channels: usize,
+        kernel: usize,
+    ) -> Layer {
+        Layer {
+            layout,
+            in_channels,
+            out_channels,
+            groups: 1,
+            kernel,
+        }
+    }
+
     /// A linear layer with weight `[out][in]`: `W[o][i]` at `o·in_features + i`
     /// (PyTorch `nn.Linear(in_features, out_features)`, ONNX `Gemm` with `transB=1`).
+    ///
+    /// # Errors
+    /// None here; [`into_preceding`] and [`into_following`] check the layer.
     ///
     /// ```
     /// use batchnorm::fold::{Layer, WeightLayout};
@@ -193,17 +242,14 @@ impl Layer {
     /// assert_eq!((layer.in_channels, layer.out_channels, layer.groups, layer.kernel), (3, 2, 1, 1));
     /// ```
     pub const fn linear(in_features: usize, out_features: usize) -> Layer {
-        Layer {
-            layout: WeightLayout::Oihw,
-            in_channels: in_features,
-            out_channels: out_features,
-            groups: 1,
-            kernel: 1,
-        }
+        Layer::new(WeightLayout::Oihw, in_features, out_features, 1)
     }
 
     /// A linear layer with weight `[in][out]`: `W[i][o]` at `i·out_features + o`
     /// (Keras `Dense` kernel, ONNX `MatMul`).
+    ///
+    /// # Errors
+    /// None here; [`into_preceding`] and [`into_following`] check the layer.
     ///
     /// ```
     /// use batchnorm::fold::{Layer, WeightLayout};
@@ -214,16 +260,283 @@ impl Layer {
     /// assert_eq!((layer.in_channels, layer.out_channels, layer.groups, layer.kernel), (3, 2, 1, 1));
     /// ```
     pub const fn linear_in_out(in_features: usize, out_features: usize) -> Layer {
-        Layer {
-            layout: WeightLayout::Hwio,
-            in_channels: in_features,
-            out_channels: out_features,
-            groups: 1,
-            kernel: 1,
-        }
+        Layer::new(WeightLayout::Hwio, in_features, out_features, 1)
     }
 
-    /// Checks groups and sizes, and returns the strides of the layout.
+    /// A 1-D convolution, weight `[out][in/groups][k]` (PyTorch
+    /// `nn.Conv1d(in_channels, out_channels, kernel_size)`, ONNX `Conv`).
+    ///
+    /// # Errors
+    /// None here; [`into_preceding`] and [`into_following`] check the layer.
+    ///
+    /// ```
+    /// use batchnorm::fold::Layer;
+    ///
+    /// // nn.Conv1d(4, 8, kernel_size=5): weight [8][4][5]
+    /// let layer = Layer::conv1d(4, 8, 5);
+    /// assert_eq!((layer.in_channels, layer.out_channels, layer.kernel), (4, 8, 5));
+    /// ```
+    pub const fn conv1d(in_channels: usize, out_channels: usize, kernel_size: usize) -> Layer {
+        Layer::conv(in_channels, out_channels, &[kernel_size])
+    }
+
+    /// A 2-D convolution, weight `[out][in/groups][kh][kw]` (PyTorch
+    /// `nn.Conv2d(in_channels, out_channels, kernel_size=(kh, kw))`, ONNX `Conv`).
+    ///
+    /// # Errors
+    /// None here; [`into_preceding`] and [`into_following`] check the layer.
+    ///
+    /// ```
+    /// use batchnorm::fold::{Layer, WeightLayout};
+    ///
+    /// // nn.Conv2d(64, 128, kernel_size=3): weight [128][64][3][3]
+    /// let layer = Layer::conv2d(64, 128, [3, 3]);
+    /// assert_eq!((layer.layout, layer.groups, layer.kernel), (WeightLayout::Oihw, 1, 9));
+    /// ```
+    pub const fn conv2d(in_channels: usize, out_channels: usize, kernel_size: [usize; 2]) -> Layer {
+        Layer::conv(in_channels, out_channels, &kernel_size)
+    }
+
+    /// A 3-D convolution, weight `[out][in/groups][kd][kh][kw]` (PyTorch
+    /// `nn.Conv3d(in_channels, out_channels, kernel_size=(kd, kh, kw))`, ONNX `Conv`).
+    ///
+    /// # Errors
+    /// None here; [`into_preceding`] and [`into_following`] check the layer.
+    ///
+    /// ```
+    /// use batchnorm::fold::Layer;
+    ///
+    /// // nn.Conv3d(3, 16, kernel_size=(1, 3, 3)): weight [16][3][1][3][3]
+    /// assert_eq!(Layer::conv3d(3, 16, [1, 3, 3]).kernel, 9);
+    /// ```
+    pub const fn conv3d(in_channels: usize, out_channels: usize, kernel_size: [usize; 3]) -> Layer {
+        Layer::conv(in_channels, out_channels, &kernel_size)
+    }
+
+    /// A convolution of any rank, weight `[out][in/groups][k…]` (ONNX `Conv`, whose
+    /// weight is `[M][C/group][k1]…[kn]`): `kernel_shape` is the weight's dims after the
+    /// first two.
+    ///
+    /// # Errors
+    /// None here; [`into_preceding`] and [`into_following`] check the layer.
+    ///
+    /// ```
+    /// use batchnorm::fold::Layer;
+    ///
+    /// // ONNX Conv, W of shape [32, 16, 3, 3], group = 2: C = 32 inputs
+    /// let w_shape = [32, 16, 3, 3];
+    /// let layer = Layer::conv(w_shape[1] * 2, w_shape[0], &w_shape[2..]).grouped(2);
+    /// assert_eq!(layer, Layer::conv2d(32, 32, [3, 3]).grouped(2));
+    /// ```
+    pub const fn conv(in_channels: usize, out_channels: usize, kernel_shape: &[usize]) -> Layer {
+        Layer::new(
+            WeightLayout::Oihw,
+            in_channels,
+            out_channels,
+            product(kernel_shape),
+        )
+    }
+
+    /// A depthwise convolution: every input channel is its own group with `multiplier`
+    /// outputs, so `groups = in = channels`, `out = channels·multiplier`, weight
+    /// `[channels·multiplier][1][k…]` (PyTorch
+    /// `nn.Conv2d(c, c * multiplier, kernel_size, groups=c)`, ONNX `Conv` with `group = C`).
+    ///
+    /// # Errors
+    /// None here; [`into_preceding`] and [`into_following`] check the layer.
+    ///
+    /// ```
+    /// use batchnorm::fold::Layer;
+    ///
+    /// // MobileNetV2's nn.Conv2d(144, 144, 3, groups=144): weight [144][1][3][3]
+    /// let layer = Layer::depthwise(144, 1, &[3, 3]);
+    /// assert_eq!(layer, Layer::conv2d(144, 144, [3, 3]).grouped(144));
+    /// ```
+    pub const fn depthwise(channels: usize, multiplier: usize, kernel_shape: &[usize]) -> Layer {
+        Layer::conv(channels, channels.saturating_mul(multiplier), kernel_shape).grouped(channels)
+    }
+
+    /// A 1-D transposed convolution, weight `[in][out/groups][k]` (PyTorch
+    /// `nn.ConvTranspose1d(in_channels, out_channels, kernel_size)`).
+    ///
+    /// # Errors
+    /// None here; [`into_preceding`] and [`into_following`] check the layer.
+    ///
+    /// ```
+    /// use batchnorm::fold::{Layer, WeightLayout};
+    ///
+    /// let layer = Layer::conv_transpose1d(8, 4, 3);
+    /// assert_eq!((layer.layout, layer.kernel), (WeightLayout::Iohw, 3));
+    /// ```
+    pub const fn conv_transpose1d(
+        in_channels: usize,
+        out_channels: usize,
+        kernel_size: usize,
+    ) -> Layer {
+        Layer::conv_transpose(in_channels, out_channels, &[kernel_size])
+    }
+
+    /// A 2-D transposed convolution, weight `[in][out/groups][kh][kw]` (PyTorch
+    /// `nn.ConvTranspose2d(in_channels, out_channels, kernel_size=(kh, kw))`).
+    ///
+    /// # Errors
+    /// None here; [`into_preceding`] and [`into_following`] check the layer.
+    ///
+    /// ```
+    /// use batchnorm::fold::{Layer, WeightLayout};
+    ///
+    /// // nn.ConvTranspose2d(8, 6, kernel_size=2, groups=2): weight [8][3][2][2]
+    /// let layer = Layer::conv_transpose2d(8, 6, [2, 2]).grouped(2);
+    /// assert_eq!((layer.layout, layer.groups, layer.kernel), (WeightLayout::Iohw, 2, 4));
+    /// ```
+    pub const fn conv_transpose2d(
+        in_channels: usize,
+        out_channels: usize,
+        kernel_size: [usize; 2],
+    ) -> Layer {
+        Layer::conv_transpose(in_channels, out_channels, &kernel_size)
+    }
+
+    /// A 3-D transposed convolution, weight `[in][out/groups][kd][kh][kw]` (PyTorch
+    /// `nn.ConvTranspose3d(in_channels, out_channels, kernel_size=(kd, kh, kw))`).
+    ///
+    /// # Errors
+    /// None here; [`into_preceding`] and [`into_following`] check the layer.
+    ///
+    /// ```
+    /// use batchnorm::fold::Layer;
+    ///
+    /// assert_eq!(Layer::conv_transpose3d(4, 4, [2, 2, 2]).kernel, 8);
+    /// ```
+    pub const fn conv_transpose3d(
+        in_channels: usize,
+        out_channels: usize,
+        kernel_size: [usize; 3],
+    ) -> Layer {
+        Layer::conv_transpose(in_channels, out_channels, &kernel_size)
+    }
+
+    /// A transposed convolution of any rank, weight `[in][out/groups][k…]` (ONNX
+    /// `ConvTranspose`, whose weight is `[C][M/group][k1]…[kn]`).
+    ///
+    /// # Errors
+    /// None here; [`into_preceding`] and [`into_following`] check the layer.
+    ///
+    /// ```
+    /// use batchnorm::fold::Layer;
+    ///
+    /// // ONNX ConvTranspose, W of shape [16, 4, 3, 3], group = 2: M = 8 outputs
+    /// let w_shape = [16, 4, 3, 3];
+    /// let layer = Layer::conv_transpose(w_shape[0], w_shape[1] * 2, &w_shape[2..]).grouped(2);
+    /// assert_eq!(layer, Layer::conv_transpose2d(16, 8, [3, 3]).grouped(2));
+    /// ```
+    pub const fn conv_transpose(
+        in_channels: usize,
+        out_channels: usize,
+        kernel_shape: &[usize],
+    ) -> Layer {
+        Layer::new(
+            WeightLayout::Iohw,
+            in_channels,
+            out_channels,
+            product(kernel_shape),
+        )
+    }
+
+    /// A convolution with TensorFlow's kernel `[k…][in/groups][out]` (Keras
+    /// `Conv1D/2D/3D`, `tf.nn.conv2d` filters `[kh][kw][in][out]`).
+    ///
+    /// # Errors
+    /// None here; [`into_preceding`] and [`into_following`] check the layer.
+    ///
+    /// ```
+    /// use batchnorm::fold::{Layer, WeightLayout};
+    ///
+    /// // keras.layers.Conv2D(64, 3) on 32 channels: kernel [3][3][32][64]
+    /// let layer = Layer::conv_hwio(32, 64, &[3, 3]);
+    /// assert_eq!((layer.layout, layer.kernel), (WeightLayout::Hwio, 9));
+    /// ```
+    pub const fn conv_hwio(
+        in_channels: usize,
+        out_channels: usize,
+        kernel_shape: &[usize],
+    ) -> Layer {
+        Layer::new(
+            WeightLayout::Hwio,
+            in_channels,
+            out_channels,
+            product(kernel_shape),
+        )
+    }
+
+    /// A convolution with TFLite's filter `[out][k…][in/groups]` (`CONV_2D`:
+    /// `[out][kh][kw][in]`).
+    ///
+    /// # Errors
+    /// None here; [`into_preceding`] and [`into_following`] check the layer.
+    ///
+    /// ```
+    /// use batchnorm::fold::{Layer, WeightLayout};
+    ///
+    /// let layer = Layer::conv_ohwi(32, 64, &[3, 3]);
+    /// assert_eq!((layer.layout, layer.kernel), (WeightLayout::Ohwi, 9));
+    /// ```
+    pub const fn conv_ohwi(
+        in_channels: usize,
+        out_channels: usize,
+        kernel_shape: &[usize],
+    ) -> Layer {
+        Layer::new(
+            WeightLayout::Ohwi,
+            in_channels,
+            out_channels,
+            product(kernel_shape),
+        )
+    }
+
+    /// A depthwise convolution with TensorFlow's kernel `[k…][channels][multiplier]`
+    /// (Keras `DepthwiseConv2D`; TFLite `DEPTHWISE_CONV_2D`'s `[1][kh][kw][channels·multiplier]`
+    /// is the same memory): output `o = c·multiplier + m` reads input `c`.
+    ///
+    /// # Errors
+    /// None here; [`into_preceding`] and [`into_following`] check the layer.
+    ///
+    /// ```
+    /// use batchnorm::fold::{Layer, WeightLayout};
+    ///
+    /// // keras.layers.DepthwiseConv2D(3, depth_multiplier=2) on 16 channels: [3][3][16][2]
+    /// let layer = Layer::depthwise_hwio(16, 2, &[3, 3]);
+    /// assert_eq!((layer.layout, layer.out_channels, layer.groups), (WeightLayout::Hwio, 32, 16));
+    /// ```
+    pub const fn depthwise_hwio(
+        channels: usize,
+        multiplier: usize,
+        kernel_shape: &[usize],
+    ) -> Layer {
+        Layer::conv_hwio(channels, channels.saturating_mul(multiplier), kernel_shape)
+            .grouped(channels)
+    }
+
+    /// The same layer with `groups` groups (PyTorch's `groups=`, ONNX's `group`): output
+    /// channel `o = g·(out/groups) + p` reads the inputs `g·(in/groups) + q`. `groups`
+    /// must divide both channel counts; the fold functions check it.
+    ///
+    /// # Errors
+    /// None here; [`into_preceding`] and [`into_following`] check the layer.
+    ///
+    /// ```
+    /// use batchnorm::fold::Layer;
+    ///
+    /// // ResNeXt's nn.Conv2d(128, 128, 3, groups=32): weight [128][4][3][3]
+    /// let layer = Layer::conv2d(128, 128, [3, 3]).grouped(32);
+    /// assert_eq!(layer.groups, 32);
+    /// ```
+    #[must_use]
+    pub const fn grouped(self, groups: usize) -> Layer {
+        Layer { groups, ..self }
+    }
+
+    /// Checks groups and sizes.
     fn geometry(self) -> Result<Geometry, Error> {
         let groups = self.groups;
         for (arg, channels) in [
@@ -244,24 +557,19 @@ impl Layer {
             self.in_channels / groups,
             self.kernel,
         );
-        let per_group = mul(mul(out_g, in_g)?, kernel)?;
-        let len = mul(per_group, groups)?;
-        let (sg, sp, sq, sk) = match self.layout {
-            WeightLayout::Oihw => (per_group, mul(in_g, kernel)?, kernel, 1),
-            WeightLayout::Ohwi => (per_group, mul(kernel, in_g)?, 1, in_g),
-            WeightLayout::Hwio => (out_g, 1, self.out_channels, mul(in_g, self.out_channels)?),
-            WeightLayout::Iohw => (per_group, kernel, mul(out_g, kernel)?, 1),
+        let len = mul(mul(mul(out_g, in_g)?, kernel)?, groups)?;
+        // [O][K][Ig] with Ig = 1 or K = 1 is the same memory as [O][Ig][K].
+        let layout = match self.layout {
+            WeightLayout::Ohwi if in_g == 1 || kernel == 1 => WeightLayout::Oihw,
+            layout => layout,
         };
         Ok(Geometry {
+            layout,
             groups,
             out_g,
             in_g,
             kernel,
             len,
-            sg,
-            sp,
-            sq,
-            sk,
         })
     }
 }
@@ -328,27 +636,7 @@ pub fn into_preceding(
         let shifted = f64::from(*b) - f64::from(bn.running_mean[o]);
         *b = (shifted * scale + bn.beta(o)) as f32;
     }
-    // One tile of output channels at a time: each scale is computed once (no sqrt per
-    // weight), and where output channels are adjacent (HWIO) the inner loop is contiguous.
-    for g in 0..geo.groups {
-        for p0 in (0..geo.out_g).step_by(TILE) {
-            let n = TILE.min(geo.out_g - p0);
-            let mut scale = [0.0; TILE];
-            for (t, s) in scale[..n].iter_mut().enumerate() {
-                *s = bn.scale_shift(g * geo.out_g + p0 + t).0;
-            }
-            let tile = g * geo.sg + p0 * geo.sp;
-            for q in 0..geo.in_g {
-                for k in 0..geo.kernel {
-                    let at = tile + q * geo.sq + k * geo.sk;
-                    for (t, &s) in scale[..n].iter().enumerate() {
-                        let w = &mut weight[at + t * geo.sp];
-                        *w = (f64::from(*w) * s) as f32;
-                    }
-                }
-            }
-        }
-    }
+    scale_weights(bn, &geo, weight);
     Ok(())
 }
 
@@ -378,16 +666,10 @@ pub fn into_preceding(
 /// pad values.
 ///
 /// ```
-/// use batchnorm::fold::{self, EvalBn, Layer, WeightLayout};
+/// use batchnorm::fold::{self, EvalBn, Layer};
 ///
 /// // BatchNorm1d(2) followed by Conv1d(2, 1, kernel_size=2, padding=1, bias=False)
-/// let conv = Layer {
-///     layout: WeightLayout::Oihw,
-///     in_channels: 2,
-///     out_channels: 1,
-///     groups: 1,
-///     kernel: 2,
-/// };
+/// let conv = Layer::conv1d(2, 1, 2);
 /// let mut weight = [1.0, 2.0,  // W[0][0][k]
 ///                   3.0, 4.0]; // W[0][1][k]
 /// let mut bias = [0.0]; // no bias: b = 0
@@ -449,56 +731,353 @@ pub fn into_following(
             *v = (f64::from(bn.running_mean[i]) - bn.beta(i) / scale) as f32;
         }
     }
-    // Tiles of outputs × inputs: the bias sums of a tile of outputs stay in `acc` (f64,
-    // no allocation) while the inputs' scale and shift are computed once per tile.
-    for g in 0..geo.groups {
-        for p0 in (0..geo.out_g).step_by(TILE) {
-            let n = TILE.min(geo.out_g - p0);
-            let mut acc = [0.0f64; TILE];
-            for q0 in (0..geo.in_g).step_by(TILE) {
-                let m = TILE.min(geo.in_g - q0);
-                let (mut scale, mut shift) = ([0.0; TILE], [0.0; TILE]);
-                for (t, (sc, sh)) in scale[..m].iter_mut().zip(&mut shift[..m]).enumerate() {
-                    (*sc, *sh) = bn.scale_shift(g * geo.in_g + q0 + t);
-                }
-                let tile = g * geo.sg + p0 * geo.sp + q0 * geo.sq;
-                for (q, (&sc, &sh)) in scale[..m].iter().zip(&shift[..m]).enumerate() {
-                    for k in 0..geo.kernel {
-                        let at = tile + q * geo.sq + k * geo.sk;
-                        for (t, a) in acc[..n].iter_mut().enumerate() {
-                            let w = &mut weight[at + t * geo.sp];
-                            let v = f64::from(*w);
-                            *a += v * sh;
-                            *w = (v * sc) as f32;
-                        }
-                    }
-                }
-            }
-            for (t, a) in acc[..n].iter().enumerate() {
-                let b = &mut bias[g * geo.out_g + p0 + t];
-                *b = (f64::from(*b) + a) as f32;
-            }
-        }
-    }
+    fold_weights(bn, &geo, weight, bias);
     Ok(())
 }
 
-/// Channels per tile. 32 f64 constants (or accumulators) per side stay in L1, and 32
-/// neighbouring channels cover whole cache lines in the layouts where they are adjacent.
-const TILE: usize = 32;
+/// f64 values per stack buffer: the channel constants of a tile (or the accumulators of
+/// a tile of outputs), 1 KiB each, at most three at once. A segment of 128 weights is
+/// 512 B of whole cache lines, and one square root serves at least 128 weights wherever
+/// a channel has that many.
+const TILE: usize = 128;
 
-/// A checked [`Layer`]: the weight joining output `g·out_g + p` to input `g·in_g + q`
-/// at kernel position `k` is at `g·sg + p·sp + q·sq + k·sk`, below `len`.
+/// Output channels per segment of an HWIO row: the rows run across all outputs, so a
+/// tile of outputs is a column of segments, one per row, and a row cut into segments is
+/// read as several streams instead of one. 4096 outputs (a 32 KiB f64 buffer) keep the
+/// rows of most layers whole; a grouped HWIO fold needs three buffers and uses 1024
+/// (24 KiB). Bare-metal targets, whose stacks are small, keep 128.
+const ROW: usize = if cfg!(target_os = "none") { 128 } else { 4096 };
+/// [`ROW`] for the grouped HWIO fold.
+const GROUPED_ROW: usize = if cfg!(target_os = "none") { 128 } else { 1024 };
+
+/// A checked [`Layer`]: `len = groups·out_g·in_g·kernel` fits in `usize`, and `layout`
+/// is the layer's, with OHWI of one input or one kernel position taken as OIHW (the
+/// same memory).
 struct Geometry {
+    layout: WeightLayout,
     groups: usize,
     out_g: usize,
     in_g: usize,
     kernel: usize,
     len: usize,
-    sg: usize,
-    sp: usize,
-    sq: usize,
-    sk: usize,
+}
+
+// The weight loops. Each walks the weights in memory order within segments of at most
+// `TILE` values (a whole row where a layout keeps one channel's weights together), with
+// the per-channel constants of the segment in a stack buffer, computed once per tile,
+// never per weight. Every folded weight is `(f64(w)·scale) as f32`, whichever loop
+// computes it, so the layouts and tile sizes change nothing in the result. The bias sums
+// of `into_following` are f64 sums in an order fixed by the geometry alone.
+//
+// `weight.len() == geo.len` (checked by the caller), and every index below is
+// `< geo.len` by construction; a zero-sized weight returns first, so no chunk size is 0.
+
+/// `W'[o, i, k] = W[o, i, k]·scale_o` for every layout.
+fn scale_weights(bn: &EvalBn<'_>, geo: &Geometry, weight: &mut [f32]) {
+    if geo.len == 0 {
+        return;
+    }
+    let (out_g, in_g, kernel) = (geo.out_g, geo.in_g, geo.kernel);
+    let out_n = geo.groups * out_g;
+    let mut s = [0.0f64; TILE];
+    match geo.layout {
+        // [O][Ig][K], [O][K][Ig]: output channel o is one run of Ig·K weights.
+        WeightLayout::Oihw | WeightLayout::Ohwi => {
+            for (o, row) in weight.chunks_exact_mut(in_g * kernel).enumerate() {
+                scale_run(row, bn.scale(o));
+            }
+        }
+        // [K][Ig][O]: every row runs across all output channels.
+        WeightLayout::Hwio => {
+            let mut s = [0.0f64; ROW];
+            for o0 in (0..out_n).step_by(ROW) {
+                let n = ROW.min(out_n - o0);
+                for (t, v) in s[..n].iter_mut().enumerate() {
+                    *v = bn.scale(o0 + t);
+                }
+                for row in weight.chunks_exact_mut(out_n) {
+                    scale_each(&mut row[o0..o0 + n], &s[..n]);
+                }
+            }
+        }
+        // [G][Ig][Og][K]: input channel g·Ig + q holds a run of K weights per output p;
+        // the runs of a tile of outputs repeat for every input of the group.
+        _ => {
+            let per_input = out_g * kernel;
+            for (g, group) in weight.chunks_exact_mut(in_g * per_input).enumerate() {
+                if kernel > TILE {
+                    for input in group.chunks_exact_mut(per_input) {
+                        for (p, run) in input.chunks_exact_mut(kernel).enumerate() {
+                            scale_run(run, bn.scale(g * out_g + p));
+                        }
+                    }
+                    continue;
+                }
+                let per = TILE / kernel;
+                for p0 in (0..out_g).step_by(per) {
+                    let n = per.min(out_g - p0);
+                    for (t, run) in s[..n * kernel].chunks_exact_mut(kernel).enumerate() {
+                        run.fill(bn.scale(g * out_g + p0 + t));
+                    }
+                    for input in group.chunks_exact_mut(per_input) {
+                        scale_each(&mut input[p0 * kernel..(p0 + n) * kernel], &s[..n * kernel]);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// `W'[o, i, k] = W[o, i, k]·scale_i` and `b'_o = b_o + Σ_{i, k} W[o, i, k]·shift_i`
+/// for every layout.
+fn fold_weights(bn: &EvalBn<'_>, geo: &Geometry, weight: &mut [f32], bias: &mut [f32]) {
+    if geo.len == 0 {
+        return;
+    }
+    let (out_g, in_g, kernel) = (geo.out_g, geo.in_g, geo.kernel);
+    let out_n = geo.groups * out_g;
+    let (mut sc, mut sh, mut acc) = ([0.0f64; TILE], [0.0f64; TILE], [0.0f64; TILE]);
+    let add = |b: &mut f32, a: f64| *b = (f64::from(*b) + a) as f32;
+    match geo.layout {
+        // [O][Ig][K], [O][K][Ig]: output o is a row of Ig·K weights, and its bias one dot
+        // product of the row with the shifts of its inputs.
+        WeightLayout::Oihw | WeightLayout::Ohwi => {
+            let row_len = in_g * kernel;
+            let ohwi = geo.layout == WeightLayout::Ohwi;
+            if !ohwi && (in_g == 1 || kernel > TILE) {
+                // Runs of K weights with one input each (depthwise: a whole row).
+                let rows = weight.chunks_exact_mut(row_len).zip(bias.iter_mut());
+                for (o, (row, b)) in rows.enumerate() {
+                    let mut sum = 0.0;
+                    for (q, run) in row.chunks_exact_mut(kernel).enumerate() {
+                        let (scale, shift) = bn.scale_shift(o / out_g * in_g + q);
+                        sum += fold_run_dot(run, scale, shift);
+                    }
+                    add(b, sum);
+                }
+                return;
+            }
+            // The constants of a tile of inputs, laid out as a segment of the row is
+            // (each repeated K times in OIHW; once, for each of the K runs, in OHWI),
+            // serve every output of the group: tiles of outputs × tiles of inputs.
+            let (rep, per) = if ohwi {
+                (1, TILE)
+            } else {
+                (kernel, TILE / kernel)
+            };
+            for (g, group) in weight.chunks_exact_mut(out_g * row_len).enumerate() {
+                for p0 in (0..out_g).step_by(TILE) {
+                    let n = TILE.min(out_g - p0);
+                    acc[..n].fill(0.0);
+                    for q0 in (0..in_g).step_by(per) {
+                        let m = per.min(in_g - q0);
+                        for t in 0..m {
+                            let (scale, shift) = bn.scale_shift(g * in_g + q0 + t);
+                            sc[t * rep..(t + 1) * rep].fill(scale);
+                            sh[t * rep..(t + 1) * rep].fill(shift);
+                        }
+                        let seg = m * rep;
+                        let (sc, sh) = (&sc[..seg], &sh[..seg]);
+                        let rows =
+                            group[p0 * row_len..(p0 + n) * row_len].chunks_exact_mut(row_len);
+                        for (a, row) in acc[..n].iter_mut().zip(rows) {
+                            if ohwi {
+                                // The same inputs in each of the K runs of Ig.
+                                for run in row.chunks_exact_mut(in_g) {
+                                    *a += fold_each_dot(&mut run[q0..q0 + m], sc, sh);
+                                }
+                            } else {
+                                *a +=
+                                    fold_each_dot(&mut row[q0 * kernel..q0 * kernel + seg], sc, sh);
+                            }
+                        }
+                    }
+                    for (b, &a) in bias[g * out_g + p0..][..n].iter_mut().zip(&acc[..n]) {
+                        add(b, a);
+                    }
+                }
+            }
+        }
+        // [K][Ig][O]: row (k, q) runs across the outputs; output o = g·Og + p reads input
+        // g·Ig + q. The bias sums of a tile of outputs accumulate across the rows.
+        WeightLayout::Hwio if geo.groups != 1 => fold_hwio_grouped(bn, geo, weight, bias),
+        WeightLayout::Hwio => {
+            let mut acc = [0.0f64; ROW];
+            for o0 in (0..out_n).step_by(ROW) {
+                let n = ROW.min(out_n - o0);
+                acc[..n].fill(0.0);
+                // One input per row: the constants of a tile of inputs, then its rows.
+                for q0 in (0..in_g).step_by(TILE) {
+                    let m = TILE.min(in_g - q0);
+                    for t in 0..m {
+                        (sc[t], sh[t]) = bn.scale_shift(q0 + t);
+                    }
+                    for k in 0..kernel {
+                        let rows =
+                            weight[(k * in_g + q0) * out_n..][..m * out_n].chunks_exact_mut(out_n);
+                        for ((row, &scale), &shift) in rows.zip(&sc[..m]).zip(&sh[..m]) {
+                            fold_run_axpy(&mut row[o0..o0 + n], scale, shift, &mut acc[..n]);
+                        }
+                    }
+                }
+                for (b, &a) in bias[o0..o0 + n].iter_mut().zip(&acc[..n]) {
+                    add(b, a);
+                }
+            }
+        }
+        // [G][Ig][Og][K]: input i = g·Ig + q scales its whole block of Og·K weights; the
+        // bias sums of a tile of outputs accumulate per weight position, then over K.
+        _ => {
+            let per_input = out_g * kernel;
+            for (g, group) in weight.chunks_exact_mut(in_g * per_input).enumerate() {
+                let bias = &mut bias[g * out_g..(g + 1) * out_g];
+                if kernel > TILE {
+                    for p0 in (0..out_g).step_by(TILE) {
+                        let n = TILE.min(out_g - p0);
+                        acc[..n].fill(0.0);
+                        for (q, input) in group.chunks_exact_mut(per_input).enumerate() {
+                            let (scale, shift) = bn.scale_shift(g * in_g + q);
+                            let runs =
+                                input[p0 * kernel..(p0 + n) * kernel].chunks_exact_mut(kernel);
+                            for (a, run) in acc[..n].iter_mut().zip(runs) {
+                                *a += fold_run_dot(run, scale, shift);
+                            }
+                        }
+                        for (b, &a) in bias[p0..p0 + n].iter_mut().zip(&acc[..n]) {
+                            add(b, a);
+                        }
+                    }
+                    continue;
+                }
+                let per = TILE / kernel;
+                for p0 in (0..out_g).step_by(per) {
+                    let n = per.min(out_g - p0);
+                    let seg = n * kernel;
+                    acc[..seg].fill(0.0);
+                    for (q, input) in group.chunks_exact_mut(per_input).enumerate() {
+                        let (scale, shift) = bn.scale_shift(g * in_g + q);
+                        let part = &mut input[p0 * kernel..p0 * kernel + seg];
+                        fold_run_axpy(part, scale, shift, &mut acc[..seg]);
+                    }
+                    for (b, sums) in bias[p0..p0 + n]
+                        .iter_mut()
+                        .zip(acc[..seg].chunks_exact(kernel))
+                    {
+                        add(b, sums.iter().sum());
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// [`fold_weights`] for a grouped HWIO layer, in its own stack frame: its three
+/// buffers and the dense path's one are never live together.
+#[inline(never)]
+fn fold_hwio_grouped(bn: &EvalBn<'_>, geo: &Geometry, weight: &mut [f32], bias: &mut [f32]) {
+    let (out_g, in_g, kernel) = (geo.out_g, geo.in_g, geo.kernel);
+    let out_n = geo.groups * out_g;
+    let mut sc = [0.0f64; GROUPED_ROW];
+    let mut sh = [0.0f64; GROUPED_ROW];
+    let mut acc = [0.0f64; GROUPED_ROW];
+    for o0 in (0..out_n).step_by(GROUPED_ROW) {
+        let n = GROUPED_ROW.min(out_n - o0);
+        acc[..n].fill(0.0);
+        // Per q, the constants of the inputs g·Ig + q for each output of the tile (one
+        // per group), for the K rows of that q.
+        for q in 0..in_g {
+            let mut t = 0;
+            while t < n {
+                let g = (o0 + t) / out_g;
+                let end = n.min((g + 1) * out_g - o0);
+                let (scale, shift) = bn.scale_shift(g * in_g + q);
+                sc[t..end].fill(scale);
+                sh[t..end].fill(shift);
+                t = end;
+            }
+            for k in 0..kernel {
+                let row = &mut weight[(k * in_g + q) * out_n..][..out_n];
+                fold_each_axpy(&mut row[o0..o0 + n], &sc[..n], &sh[..n], &mut acc[..n]);
+            }
+        }
+        for (b, &a) in bias[o0..o0 + n].iter_mut().zip(&acc[..n]) {
+            *b = (f64::from(*b) + a) as f32;
+        }
+    }
+}
+
+/// `w ← w·s` over a run with one scale.
+fn scale_run(run: &mut [f32], s: f64) {
+    for w in run {
+        *w = (f64::from(*w) * s) as f32;
+    }
+}
+
+/// `w_j ← w_j·s_j`.
+fn scale_each(seg: &mut [f32], s: &[f64]) {
+    for (w, &s) in seg.iter_mut().zip(s) {
+        *w = (f64::from(*w) * s) as f32;
+    }
+}
+
+/// `acc_j += w_j·shift`, `w_j ← w_j·scale`.
+fn fold_run_axpy(seg: &mut [f32], scale: f64, shift: f64, acc: &mut [f64]) {
+    for (w, a) in seg.iter_mut().zip(acc) {
+        let v = f64::from(*w);
+        *a += v * shift;
+        *w = (v * scale) as f32;
+    }
+}
+
+/// `acc_j += w_j·shift_j`, `w_j ← w_j·scale_j`.
+fn fold_each_axpy(seg: &mut [f32], scale: &[f64], shift: &[f64], acc: &mut [f64]) {
+    for (((w, a), &sc), &sh) in seg.iter_mut().zip(acc).zip(scale).zip(shift) {
+        let v = f64::from(*w);
+        *a += v * sh;
+        *w = (v * sc) as f32;
+    }
+}
+
+/// Independent partial sums of a dot product: the adds of one chain would wait on each
+/// other's latency. Combined in a fixed order, so the result depends on the length only.
+const LANES: usize = 8;
+
+/// `Σ_j w_j·shift`, `w_j ← w_j·scale`.
+fn fold_run_dot(run: &mut [f32], scale: f64, shift: f64) -> f64 {
+    let mut acc = [0.0f64; LANES];
+    let mut chunks = run.chunks_exact_mut(LANES);
+    for chunk in &mut chunks {
+        for (w, a) in chunk.iter_mut().zip(&mut acc) {
+            let v = f64::from(*w);
+            *a += v * shift;
+            *w = (v * scale) as f32;
+        }
+    }
+    for (w, a) in chunks.into_remainder().iter_mut().zip(&mut acc) {
+        let v = f64::from(*w);
+        *a += v * shift;
+        *w = (v * scale) as f32;
+    }
+    combine(acc)
+}
+
+/// `Σ_j w_j·shift_j`, `w_j ← w_j·scale_j`.
+fn fold_each_dot(seg: &mut [f32], scale: &[f64], shift: &[f64]) -> f64 {
+    let mut acc = [0.0f64; LANES];
+    let mut chunks = seg.chunks_exact_mut(LANES);
+    let mut scales = scale.chunks_exact(LANES);
+    let mut shifts = shift.chunks_exact(LANES);
+    for ((chunk, sc), sh) in (&mut chunks).zip(&mut scales).zip(&mut shifts) {
+        fold_each_axpy(chunk, sc, sh, &mut acc);
+    }
+    let tail = chunks.into_remainder();
+    fold_each_axpy(tail, scales.remainder(), shifts.remainder(), &mut acc);
+    combine(acc)
+}
+
+/// The partial sums, pairwise.
+fn combine(a: [f64; LANES]) -> f64 {
+    ((a[0] + a[1]) + (a[2] + a[3])) + ((a[4] + a[5]) + (a[6] + a[7]))
 }
 
 impl EvalBn<'_> {
@@ -518,6 +1097,11 @@ impl EvalBn<'_> {
     /// β_c in f64 (0 when absent). `c` is below the checked channel count.
     fn beta(&self, c: usize) -> f64 {
         self.beta.map_or(0.0, |beta| f64::from(beta[c]))
+    }
+
+    /// `scale_c` in f64. `c` is below the checked channel count.
+    fn scale(&self, c: usize) -> f64 {
+        self.scale_shift(c).0
     }
 
     /// `(scale_c, shift_c)` in f64. `c` is below the checked channel count.

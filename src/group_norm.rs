@@ -237,7 +237,7 @@ impl GroupNorm<'_> {
         if self.groups == 0 || !c.is_multiple_of(self.groups) {
             return Err(Error::Groups {
                 groups: self.groups,
-                arg: "x",
+                arg: "channels",
                 channels: c,
             });
         }

@@ -57,6 +57,26 @@ impl Rng {
     }
 }
 
+/// The layer of `layout` with these sizes, through the constructor that makes it
+/// (an N-d convolution, TensorFlow's and TFLite's, or a transposed convolution).
+fn make(
+    layout: WeightLayout,
+    in_channels: usize,
+    out_channels: usize,
+    groups: usize,
+    kernel_shape: &[usize],
+) -> Layer {
+    let (i, o, k) = (in_channels, out_channels, kernel_shape);
+    match layout {
+        WeightLayout::Oihw => Layer::conv(i, o, k),
+        WeightLayout::Ohwi => Layer::conv_ohwi(i, o, k),
+        WeightLayout::Hwio => Layer::conv_hwio(i, o, k),
+        WeightLayout::Iohw => Layer::conv_transpose(i, o, k),
+        _ => unreachable!("a layout this test does not know"),
+    }
+    .grouped(groups)
+}
+
 /// Where `W[o][i][k]` lives (o, i: absolute channels; k: flat kernel position).
 fn at(layer: &Layer, o: usize, i: usize, k: usize) -> usize {
     let (out, kernel) = (layer.out_channels, layer.kernel);
@@ -203,13 +223,13 @@ impl Case {
                 }
             })
             .collect();
-        let layer = Layer {
+        let layer = make(
             layout,
-            in_channels: groups * in_g,
-            out_channels: groups * out_g,
+            groups * in_g,
+            groups * out_g,
             groups,
-            kernel: dims.iter().map(|d| d.kernel).product(),
-        };
+            &dims.iter().map(|d| d.kernel).collect::<Vec<_>>(),
+        );
         Case {
             layer,
             dims,
@@ -622,8 +642,10 @@ fn guards_intact(buf: &[f32]) -> bool {
 }
 
 /// Each folded weight is `(w·scale) as f32` with the f64 scale of the right channel,
-/// bit for bit; each bias the f64 formula rounded once. Channel counts straddle the
-/// crate's 32-channel tiles; outputs sit between guard cells.
+/// bit for bit; each bias the f64 formula rounded once. Channel counts and kernel sizes
+/// straddle the crate's 128-value tiles (and its `128/K`-channel tiles of runs of `K`,
+/// and the `K > 128` runs), its 4096-output (1024 grouped) segments of HWIO rows, and its 8-lane
+/// partial sums; outputs sit between guard cells.
 #[test]
 fn formulas_bit_exact_across_tiles() {
     let mut rng = Rng(7);
@@ -638,15 +660,23 @@ fn formulas_bit_exact_across_tiles() {
             (3, 33, 2),
             (70, 1, 1),
             (33, 1, 3),
+            (1, 129, 127),
+            (1, 128, 257),
+            (1, 257, 129),
+            (2, 43, 130),
+            (130, 1, 1),
+            (1, 9, 5),
+            (1, 3, 130),
+            (2, 2, 129),
+            (1, 2, 1030),
+            (2, 2, 515),
+            (1, 1, 4100),
         ] {
-            for kernel in [1, 3] {
-                let layer = Layer {
-                    layout,
-                    in_channels: groups * in_g,
-                    out_channels: groups * out_g,
-                    groups,
-                    kernel,
-                };
+            for kernel in [1, 3, 43, 130] {
+                if groups * in_g * out_g * kernel > 100_000 {
+                    continue; // large and slow to check; the small shapes cover these K
+                }
+                let layer = make(layout, groups * in_g, groups * out_g, groups, &[kernel]);
                 let conns = connections(&layer);
                 let weight = rng.vec(conns.len(), -1.0, 1.0);
                 let bias = rng.vec(layer.out_channels, -1.0, 1.0);
@@ -731,7 +761,7 @@ fn formulas_bit_exact_across_tiles() {
             }
         }
     }
-    assert_eq!(layers, 4 * 8 * 2);
+    assert_eq!(layers, 4 * 60);
 }
 
 /// The documented conventions on one small grouped transposed conv, written out:
@@ -739,13 +769,7 @@ fn formulas_bit_exact_across_tiles() {
 #[test]
 fn transposed_grouped_channel_mapping() {
     // ConvTranspose(in 4, out 6, groups 2, kernel 1): weight [4][3][1]
-    let layer = Layer {
-        layout: WeightLayout::Iohw,
-        in_channels: 4,
-        out_channels: 6,
-        groups: 2,
-        kernel: 1,
-    };
+    let layer = make(WeightLayout::Iohw, 4, 6, 2, &[1]);
     let mut w: Vec<f32> = (0..12).map(|n| n as f32).collect();
     let mut b = [0.0; 6];
     let gamma = [1.0, 2.0, 4.0, 8.0, 16.0, 32.0];
@@ -848,20 +872,8 @@ impl Fixture {
 fn error_layers() -> Vec<Layer> {
     let mut layers = vec![Layer::linear(5, 3), Layer::linear_in_out(4, 6)];
     for layout in LAYOUTS {
-        layers.push(Layer {
-            layout,
-            in_channels: 4,
-            out_channels: 6,
-            groups: 2,
-            kernel: 3,
-        });
-        layers.push(Layer {
-            layout,
-            in_channels: 3,
-            out_channels: 6,
-            groups: 3,
-            kernel: 4,
-        });
+        layers.push(make(layout, 4, 6, 2, &[3]));
+        layers.push(make(layout, 3, 6, 3, &[4]));
     }
     layers
 }
@@ -940,13 +952,7 @@ fn groups_must_divide_both_channel_counts() {
                 (4, 4, 6, "out_channels", 6),
                 (2, 4, 5, "out_channels", 5),
             ] {
-                let layer = Layer {
-                    layout,
-                    in_channels: in_c,
-                    out_channels: out_c,
-                    groups: 1,
-                    kernel: 2,
-                };
+                let layer = make(layout, in_c, out_c, 1, &[2]);
                 let mut f = Fixture::new(layer, side);
                 f.layer.groups = groups;
                 let err = f.call(side, 1e-5, true).unwrap_err();
@@ -977,13 +983,7 @@ fn size_overflow() {
                 (big, big, 1, 0),
                 (usize::MAX, usize::MAX, usize::MAX, 2),
             ] {
-                let layer = Layer {
-                    layout,
-                    in_channels: in_c,
-                    out_channels: out_c,
-                    groups,
-                    kernel,
-                };
+                let layer = make(layout, in_c, out_c, groups, &[kernel]);
                 let (mut w, mut b, mut p) = ([1.0f32; 4], [1.0f32; 4], [1.0f32; 4]);
                 let bn = EvalBn {
                     running_mean: &[],
@@ -1050,13 +1050,7 @@ fn zero_scale_rejected_only_when_pad_values_are_asked_for() {
 /// order, then zero scales.
 #[test]
 fn first_error_wins_in_argument_order() {
-    let layer = Layer {
-        layout: WeightLayout::Oihw,
-        in_channels: 4,
-        out_channels: 6,
-        groups: 2,
-        kernel: 3,
-    };
+    let layer = make(WeightLayout::Oihw, 4, 6, 2, &[3]);
     let mut f = Fixture::new(layer, Side::Before);
     f.bias.pop();
     f.mean.pop();
@@ -1103,13 +1097,7 @@ fn empty_layers_are_fine() {
             [(0, 0, 1, 3), (0, 0, 5, 3), (2, 3, 1, 0), (4, 4, 2, 0)]
         {
             for side in [Side::After, Side::Before] {
-                let layer = Layer {
-                    layout,
-                    in_channels: in_c,
-                    out_channels: out_c,
-                    groups,
-                    kernel,
-                };
+                let layer = make(layout, in_c, out_c, groups, &[kernel]);
                 let mut f = Fixture::new(layer, side);
                 f.call(side, 1e-5, true).unwrap();
                 if side == Side::After && out_c > 0 {
@@ -1124,13 +1112,7 @@ fn empty_layers_are_fine() {
 /// NaN, ±inf and invalid statistics propagate as IEEE says, without a panic.
 #[test]
 fn non_finite_inputs_propagate() {
-    let layer = Layer {
-        layout: WeightLayout::Hwio,
-        in_channels: 3,
-        out_channels: 3,
-        groups: 1,
-        kernel: 2,
-    };
+    let layer = make(WeightLayout::Hwio, 3, 3, 1, &[2]);
     for side in [Side::After, Side::Before] {
         let mut f = Fixture::new(layer, side);
         f.var = vec![-1.0, 0.0, f32::NAN]; // √ of a negative: NaN; var + eps = 0: inf scale

@@ -76,23 +76,14 @@ impl Golden {
     fn layer(&self) -> Layer {
         let shape = self.usizes("weight_shape");
         let groups: usize = self.str("groups").parse().unwrap();
-        let kernel = shape[2..].iter().product();
         match self.str("weight_layout") {
             "out_in" => Layer::linear(shape[1], shape[0]),
-            "out_in_per_group_k" => Layer {
-                layout: WeightLayout::Oihw,
-                in_channels: shape[1] * groups,
-                out_channels: shape[0],
-                groups,
-                kernel,
-            },
-            "in_out_per_group_k" => Layer {
-                layout: WeightLayout::Iohw,
-                in_channels: shape[0],
-                out_channels: shape[1] * groups,
-                groups,
-                kernel,
-            },
+            "out_in_per_group_k" => {
+                Layer::conv(shape[1] * groups, shape[0], &shape[2..]).grouped(groups)
+            }
+            "in_out_per_group_k" => {
+                Layer::conv_transpose(shape[0], shape[1] * groups, &shape[2..]).grouped(groups)
+            }
             other => panic!("{}: unknown weight_layout {other}", self.name),
         }
     }
@@ -219,7 +210,12 @@ fn fold_matches_pytorch_golden() {
         // The same layer stored as OHWI and HWIO folds to the same weights.
         if layer.layout == WeightLayout::Oihw {
             for layout in [WeightLayout::Ohwi, WeightLayout::Hwio] {
-                let other = Layer { layout, ..layer };
+                let (i, o, k) = (layer.in_channels, layer.out_channels, &[layer.kernel]);
+                let other = match layout {
+                    WeightLayout::Ohwi => Layer::conv_ohwi(i, o, k),
+                    _ => Layer::conv_hwio(i, o, k),
+                }
+                .grouped(layer.groups);
                 let mut w2 = repack(&w, &layer, layout, false);
                 let mut b2 = b.clone();
                 fold::into_preceding(&bn, other, &mut w2, &mut b2).unwrap();

@@ -713,7 +713,7 @@ fn bad_arguments_are_refused_and_write_nothing() {
             e,
             Err(Error::Groups {
                 groups,
-                arg: "x",
+                arg: "channels",
                 channels: 6
             })
         );

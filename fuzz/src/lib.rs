@@ -1524,7 +1524,7 @@ pub fn run_group_norm(data: &[u8], instance: bool) {
     if groups == 0 || !c.is_multiple_of(groups) {
         expect.push(Error::Groups {
             groups,
-            arg: "x",
+            arg: "channels",
             channels: c,
         });
     }

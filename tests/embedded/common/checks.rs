@@ -1600,10 +1600,7 @@ fn check_fold<W: Write>(ck: &mut Checker<W>) {
         format_args!("{:?}", r),
     );
 
-    let bad_groups = Layer {
-        groups: 4,
-        ..Layer::linear(6, 3)
-    };
+    let bad_groups = Layer::linear(6, 3).grouped(4);
     let (mut w, mut b) = (inp.weight, inp.bias);
     let r = fold::into_following(&bn, bad_groups, &mut w[..nw], &mut b[..3], None);
     let ok = matches!(r, Err(Error::Groups { groups: 4, .. }))

@@ -225,13 +225,14 @@ const fn layer(
     g: usize,
     k: usize,
 ) -> batchnorm::fold::Layer {
-    batchnorm::fold::Layer {
-        layout,
-        in_channels: i,
-        out_channels: o,
-        groups: g,
-        kernel: k,
+    use batchnorm::fold::{Layer, WeightLayout as L};
+    match layout {
+        L::Ohwi => Layer::conv_ohwi(i, o, &[k]),
+        L::Hwio => Layer::conv_hwio(i, o, &[k]),
+        L::Iohw => Layer::conv_transpose1d(i, o, k),
+        _ => Layer::conv1d(i, o, k),
     }
+    .grouped(g)
 }
 
 pub const FOLD_CASES: &[FoldCase] = {

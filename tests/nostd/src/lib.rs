@@ -52,7 +52,7 @@ pub extern "C" fn batchnorm_nostd_check() -> u32 {
     let grads = Grads { dx: &mut dx, dgamma: Some(&mut dg), dbeta: Some(&mut db) };
     count(bn.backward_renorm(&y, &x, shape, &saved, grads));
     // Folding: a grouped 1-D conv [out 4][in/groups 1][k 2] beside a 4- (after) or 2-channel (before) BN.
-    let conv = fold::Layer { layout: fold::WeightLayout::Oihw, in_channels: 2, out_channels: 4, groups: 2, kernel: 2 };
+    let conv = fold::Layer::conv1d(2, 4, 2).grouped(2);
     let (mut w, mut b, mut pad) = ([0.5f32; 8], [0.0f32; 4], [0.0f32; 2]);
     let after = fold::EvalBn { running_mean: &[0.1; 4], running_var: &[2.0; 4], gamma: None, beta: None, eps: 1e-5 };
     count(fold::into_preceding(&after, conv, &mut w, &mut b));
