@@ -189,7 +189,8 @@ impl Walk {
                     .batch
                     .saturating_mul(self.spatial)
                     .saturating_mul(4 * reread);
-                (REUSE_BYTES / bytes.max(1)).clamp(1, self.cap)
+                // `cap` ≥ 1: as `clamp(1, cap)`, without its panic path for `cap < 1`.
+                (REUSE_BYTES / bytes.max(1)).min(self.cap).max(1)
             }
             Kind::Runs => self.cap,
             Kind::Packed { .. } => c,
@@ -215,7 +216,8 @@ impl Walk {
             _ if self.len == 0 => 0,
             Kind::Runs => self.batch,
             Kind::Rows => self.batch * self.spatial,
-            Kind::Packed { line, .. } => self.len.div_ceil(line),
+            // `line` is at least one period; `max` lets the compiler see it is not 0.
+            Kind::Packed { line, .. } => self.len.div_ceil(line.max(1)),
         }
     }
 
@@ -236,7 +238,7 @@ impl Walk {
             Kind::Rows => steps.len(),
             Kind::Packed { line, .. } => {
                 let end = (steps.end * line).min(self.len);
-                (end - (steps.start * line).min(end)) / self.channels
+                (end - (steps.start * line).min(end)) / self.channels.max(1)
             }
         }
     }
@@ -259,8 +261,10 @@ fn packed_period(c: usize, cap: usize) -> usize {
     if c == 0 || c > cap {
         return 0;
     }
-    let lcm = c / gcd(c, LANES) * LANES;
-    let period = lcm * MIN_LINE.div_ceil(lcm);
+    // Neither divisor is 0 (c > 0); `max` lets the compiler see it, so no panic
+    // path is compiled in.
+    let lcm = c / gcd(c, LANES).max(1) * LANES;
+    let period = lcm * MIN_LINE.div_ceil(lcm.max(1));
     if period <= cap {
         period
     } else if lcm <= cap {
@@ -339,12 +343,26 @@ pub(crate) fn map<M: Map<I, K>, const I: usize, const K: usize>(
 /// empty.
 #[inline(always)]
 fn sub<'a, const I: usize>(ins: &[&'a [f32]; I], at: Range<usize>) -> [&'a [f32]; I] {
-    core::array::from_fn(|j| {
+    each(|j| {
         let x = ins[j];
-        if x.is_empty() {
-            x
-        } else {
-            &x[at.clone()]
-        }
+        // In range for every checked shape; `get` keeps a panic path out of the
+        // build (an empty slice then writes and reads nothing).
+        x.get(at.clone()).unwrap_or(&[])
     })
+}
+
+/// `[f(0), f(1), …]`, as `core::array::from_fn`, but simple enough to be inlined
+/// with `f` also at opt-level "s": there, `from_fn`'s layers stay calls, and an
+/// `array[j]` inside `f` keeps a bounds check (a panic path, see tests/panic_free/)
+/// that inlined it is seen to be in range.
+#[inline(always)]
+pub(crate) fn each<T: Copy + Default, const N: usize>(mut f: impl FnMut(usize) -> T) -> [T; N] {
+    let mut out = [T::default(); N];
+    // A plain range: `j < N` is the loop's condition, which the compiler then knows
+    // inside `f` (an enumerated iterator's counter carries no such bound).
+    #[allow(clippy::needless_range_loop)]
+    for j in 0..N {
+        out[j] = f(j);
+    }
+    out
 }
