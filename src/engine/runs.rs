@@ -3,7 +3,7 @@
 
 use core::ops::Range;
 
-use super::{sub, Band, Map, Reduce, Walk, BLOCK};
+use super::{each, sub, Band, Map, Reduce, Walk, BLOCK};
 use crate::lanes::{load_tail, mask_overlap, store_tail, LANES, UNROLL, V};
 
 /// Reduces channel by channel: each channel's runs in turn, into accumulators that
@@ -26,7 +26,7 @@ pub(super) fn reduce<R: Reduce<I, K, A>, const I: usize, const K: usize, const A
             let at = (n * c + band.first + i) * s;
             let run = at..at + s;
             let out = if R::WRITES {
-                &mut out[run.clone()]
+                out.get_mut(run.clone()).unwrap_or(&mut [])
             } else {
                 &mut [][..]
             };
@@ -53,8 +53,8 @@ fn reduce_run<R: Reduce<I, K, A>, const I: usize, const K: usize, const A: usize
     let xs = x.map(|x| x.as_chunks::<LANES>().0);
     let whole = xs.iter().fold(len / LANES, |n, x| n.min(x.len()));
     let (outs, _) = out.as_chunks_mut::<LANES>();
-    let xs = xs.map(|x| &x[..whole]);
-    let at = |v: usize| -> [V; I] { core::array::from_fn(|j| V::new(xs[j][v])) };
+    let xs = xs.map(|x| x.get(..whole).unwrap_or(&[]));
+    let at = |v: usize| -> [V; I] { each(|j| V::new(xs[j].get(v).copied().unwrap_or_default())) };
     // The same order of additions for every kernel, whatever its streams: the fused
     // backward through an all-positive ReLU is the plain one, bit for bit.
     let unroll = UNROLL;
@@ -91,21 +91,20 @@ fn reduce_run<R: Reduce<I, K, A>, const I: usize, const K: usize, const A: usize
         let pad = R::pad(k);
         let acc = &mut acc[u % UNROLL];
         if len >= LANES {
-            let last: [V; I] = core::array::from_fn(|j| {
-                V::new(*x[j].last_chunk::<LANES>().unwrap_or(&[0.0; LANES]))
-            });
+            let last: [V; I] =
+                each(|j| V::new(*x[j].last_chunk::<LANES>().unwrap_or(&[0.0; LANES])));
             if R::WRITES {
                 if let Some(o) = out.last_chunk_mut::<LANES>() {
                     *o = R::step(k, last, &mut [V::ZERO; A]).to_array();
                 }
             }
-            let masked = core::array::from_fn(|j| mask_overlap(last[j], t, pad[j]));
+            let masked = each(|j| mask_overlap(last[j], t, pad[j]));
             R::step(k, masked, acc);
         } else {
-            let tail = core::array::from_fn(|j| load_tail(&x[j][len - t..], pad[j]));
+            let tail = each(|j| load_tail(x[j].get(len - t..).unwrap_or(&[]), pad[j]));
             let y = R::step(k, tail, acc);
-            if R::WRITES {
-                store_tail(&mut out[len - t..], y);
+            if let (true, Some(o)) = (R::WRITES, out.get_mut(len - t..)) {
+                store_tail(o, y);
             }
         }
     }
@@ -121,7 +120,7 @@ fn reduce_run<R: Reduce<I, K, A>, const I: usize, const K: usize, const A: usize
 /// The constants of channel `i` in every lane.
 #[inline(always)]
 fn splat<const K: usize>(k: &[&[f32]; K], i: usize) -> [V; K] {
-    core::array::from_fn(|q| V::splat(k[q].get(i).copied().unwrap_or(0.0)))
+    each(|q| V::splat(k[q].get(i).copied().unwrap_or(0.0)))
 }
 
 /// Adds the accumulators' lanes to `sums` in f64 and zeroes them: the `UNROLL`
@@ -159,7 +158,8 @@ pub(super) fn map<M: Map<I, K>, const I: usize, const K: usize, const IN_PLACE: 
             let at = (n * c + band.first + i) * s;
             let run = at..at + s;
             let kv = splat(&k, i);
-            map_run::<M, I, K, IN_PLACE>(sub(&ins, run.clone()), &mut out[run], &kv);
+            let out = out.get_mut(run.clone()).unwrap_or(&mut []);
+            map_run::<M, I, K, IN_PLACE>(sub(&ins, run), out, &kv);
         }
     }
 }
@@ -182,32 +182,45 @@ pub(super) fn map_run<M: Map<I, K>, const I: usize, const K: usize, const IN_PLA
         .iter()
         .skip(usize::from(IN_PLACE))
         .fold(out.len(), |n, x| n.min(x.len()));
+    // The compiler does not see through the fold that `n` fits every stream after
+    // the first: this `return` is never taken, and keeps a panic path out of the
+    // cut below.
+    if x.iter().skip(usize::from(IN_PLACE)).any(|x| x.len() < n) {
+        return;
+    }
     // Cut to exactly `n` (in range by the fold): below, every index is provably in
     // range and the loop carries no checks.
-    let x: [&[f32]; I] =
-        core::array::from_fn(|j| if IN_PLACE && j == 0 { x[j] } else { &x[j][..n] });
-    let out = &mut out[..n];
+    let x: [&[f32]; I] = each(|j| {
+        if IN_PLACE && j == 0 {
+            x[j]
+        } else {
+            x[j].get(..n).unwrap_or(&[])
+        }
+    });
+    let out = out.get_mut(..n).unwrap_or(&mut []);
     if n < LANES {
-        let v = core::array::from_fn(|j| {
+        let v = each(|j| {
             let src = if IN_PLACE && j == 0 { &*out } else { x[j] };
             load_tail(src, V::ZERO)
         });
         store_tail(out, M::map(k, v));
         return;
     }
-    let last = core::array::from_fn(|j| {
+    let last = each(|j| {
         let src = if IN_PLACE && j == 0 { &*out } else { x[j] };
         V::new(*src.last_chunk::<LANES>().unwrap_or(&[0.0; LANES]))
     });
     let last = M::map(k, last).to_array();
     let xs = x.map(|x| x.as_chunks::<LANES>().0);
     let (outs, _) = out.as_chunks_mut::<LANES>();
+    // Plain indices, as the doc above says (`xs[j]` is read through `get`).
+    #[allow(clippy::needless_range_loop)]
     for v in 0..outs.len() {
-        let x = core::array::from_fn(|j| {
+        let x = each(|j| {
             V::new(if IN_PLACE && j == 0 {
                 outs[v]
             } else {
-                xs[j][v]
+                xs[j].get(v).copied().unwrap_or_default()
             })
         });
         outs[v] = M::map(k, x).to_array();
