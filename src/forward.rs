@@ -497,7 +497,8 @@ impl BatchNorm<'_> {
             // statistics, while they are cached.
             let mut stats = [Moments::EMPTY; B];
             let x = if ins[0].is_empty() { &*y } else { ins[0] };
-            band_moments::<B>(walk, band, x, &mut stats[..band.channels]);
+            let band_stats = stats.get_mut(..band.channels).unwrap_or(&mut []);
+            band_moments::<B>(walk, band, x, band_stats);
             // [mean, scale, shift] of every channel
             let mut k = [[0.0; B]; 3];
             let invstd =
@@ -509,11 +510,12 @@ impl BatchNorm<'_> {
                 let mut beta = self.beta(c);
                 if let (Some((rn, [r_out, d_out])), Some(run)) = (renorm.as_mut(), running.as_ref())
                 {
-                    let (r, d) = rn.correction(st.mean, var, run.mean[c], run.var[c], self.eps);
+                    let (rm, rv) = (at(run.mean, c), at(run.var, c));
+                    let (r, d) = rn.correction(st.mean, var, rm, rv, self.eps);
                     beta += self.gamma(c) * d;
                     s *= r;
-                    r_out[c] = r as f32;
-                    d_out[c] = d as f32;
+                    put(r_out, c, r as f32);
+                    put(d_out, c, d as f32);
                 }
                 let mu = st.mean as f32;
                 // The part of the mean that f32 `mu` misses goes into the shift, so
@@ -522,15 +524,32 @@ impl BatchNorm<'_> {
                 for (k, v) in k.iter_mut().zip([mu, s as f32, shift]) {
                     k[i] = v;
                 }
-                save_mean[c] = mu;
-                save_invstd[c] = invstd as f32;
+                put(save_mean, c, mu);
+                put(save_invstd, c, invstd as f32);
                 if let Some(r) = running.as_mut() {
                     let unbiased = var * count / (count - 1.0);
-                    r.mean[c] = ((1.0 - factor) * f64::from(r.mean[c]) + factor * st.mean) as f32;
-                    r.var[c] = ((1.0 - factor) * f64::from(r.var[c]) + factor * unbiased) as f32;
+                    let (rm, rv) = (f64::from(at(r.mean, c)), f64::from(at(r.var, c)));
+                    put(r.mean, c, ((1.0 - factor) * rm + factor * st.mean) as f32);
+                    put(r.var, c, ((1.0 - factor) * rv + factor * unbiased) as f32);
                 }
             }
             engine::map(m, walk, band, ins, y, [&k[0], &k[1], &k[2]]);
         }
+    }
+}
+
+// Per-channel slices are checked against the shape before any of this runs, so `c` is
+// always in range: `get` only keeps a panic path out of the build (see
+// tests/panic_free/), where plain indexing would leave one the compiler cannot remove.
+
+/// `xs[c]` (0 if out of range, which a checked call never is).
+fn at(xs: &[f32], c: usize) -> f32 {
+    xs.get(c).copied().unwrap_or(0.0)
+}
+
+/// `xs[c] = v` (nothing if out of range, which a checked call never is).
+fn put(xs: &mut [f32], c: usize, v: f32) {
+    if let Some(x) = xs.get_mut(c) {
+        *x = v;
     }
 }
