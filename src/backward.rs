@@ -236,12 +236,13 @@ impl BatchNorm<'_> {
             let mut k = [[0.0; B]; 4];
             for (i, [sum_dy, sum_dyx]) in sums.iter().enumerate().take(band.channels) {
                 let c = band.first + i;
-                let invstd = f64::from(save_invstd[c]);
+                let invstd = f64::from(at(save_invstd, c));
                 let (db, dg) = (*sum_dy, sum_dyx * invstd);
                 let (mut gamma, mut dgamma_c) = (self.gamma(c), dg);
                 if let Some([r, d]) = renorm {
-                    gamma *= f64::from(r[c]);
-                    dgamma_c = f64::from(r[c]) * dg + f64::from(d[c]) * db;
+                    let (r, d) = (f64::from(at(r, c)), f64::from(at(d, c)));
+                    gamma *= r;
+                    dgamma_c = r * dg + d * db;
                 }
                 write(&mut dbeta, c, db);
                 write(&mut dgamma, c, dgamma_c);
@@ -419,9 +420,18 @@ fn out_of_range(v: f64) -> f64 {
     libm::ldexp(1.0, (e - LIMIT * e.signum()).clamp(-126, 127))
 }
 
+// Per-channel slices are checked against the shape before any of this runs, so `c` is
+// always in range: `get` only keeps a panic path out of the build (see
+// tests/panic_free/), where plain indexing would leave one the compiler cannot remove.
+
 /// Stores `v` at `out[c]` when `out` was asked for.
 fn write(out: &mut Option<&mut [f32]>, c: usize, v: f64) {
-    if let Some(out) = out {
-        out[c] = v as f32;
+    if let Some(o) = out.as_mut().and_then(|out| out.get_mut(c)) {
+        *o = v as f32;
     }
+}
+
+/// `xs[c]` (0 if out of range, which a checked call never is).
+fn at(xs: &[f32], c: usize) -> f32 {
+    xs.get(c).copied().unwrap_or(0.0)
 }
