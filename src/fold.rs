@@ -239,9 +239,11 @@ impl Layer {
             }
         }
         let mul = |a: usize, b: usize| a.checked_mul(b).ok_or(Error::Overflow { arg: "weight" });
+        // `groups` is not 0 (checked above); `max` lets the compiler see it at
+        // opt-level "s" too, which keeps a panic path out of the build.
         let (out_g, in_g, kernel) = (
-            self.out_channels / groups,
-            self.in_channels / groups,
+            self.out_channels / groups.max(1),
+            self.in_channels / groups.max(1),
             self.kernel,
         );
         let per_group = mul(mul(out_g, in_g)?, kernel)?;
@@ -325,7 +327,7 @@ pub fn into_preceding(
 
     for (o, b) in bias.iter_mut().enumerate() {
         let (scale, _) = bn.scale_shift(o);
-        let shifted = f64::from(*b) - f64::from(bn.running_mean[o]);
+        let shifted = f64::from(*b) - bn.mean(o);
         *b = (shifted * scale + bn.beta(o)) as f32;
     }
     // One tile of output channels at a time: each scale is computed once (no sqrt per
@@ -342,8 +344,11 @@ pub fn into_preceding(
                 for k in 0..geo.kernel {
                     let at = tile + q * geo.sq + k * geo.sk;
                     for (t, &s) in scale[..n].iter().enumerate() {
-                        let w = &mut weight[at + t * geo.sp];
-                        *w = (f64::from(*w) * s) as f32;
+                        // In range by `geometry`; `get_mut` keeps a panic path out of
+                        // the build.
+                        if let Some(w) = weight.get_mut(at + t * geo.sp) {
+                            *w = (f64::from(*w) * s) as f32;
+                        }
                     }
                 }
             }
@@ -446,7 +451,7 @@ pub fn into_following(
         for (i, v) in pad.iter_mut().enumerate() {
             // mean − β/scale rather than −shift/scale: no cancellation inside shift.
             let scale = bn.scale_shift(i).0;
-            *v = (f64::from(bn.running_mean[i]) - bn.beta(i) / scale) as f32;
+            *v = (bn.mean(i) - bn.beta(i) / scale) as f32;
         }
     }
     // Tiles of outputs × inputs: the bias sums of a tile of outputs stay in `acc` (f64,
@@ -466,17 +471,20 @@ pub fn into_following(
                     for k in 0..geo.kernel {
                         let at = tile + q * geo.sq + k * geo.sk;
                         for (t, a) in acc[..n].iter_mut().enumerate() {
-                            let w = &mut weight[at + t * geo.sp];
-                            let v = f64::from(*w);
-                            *a += v * sh;
-                            *w = (v * sc) as f32;
+                            // In range by `geometry` (as above).
+                            if let Some(w) = weight.get_mut(at + t * geo.sp) {
+                                let v = f64::from(*w);
+                                *a += v * sh;
+                                *w = (v * sc) as f32;
+                            }
                         }
                     }
                 }
             }
             for (t, a) in acc[..n].iter().enumerate() {
-                let b = &mut bias[g * geo.out_g + p0 + t];
-                *b = (f64::from(*b) + a) as f32;
+                if let Some(b) = bias.get_mut(g * geo.out_g + p0 + t) {
+                    *b = (f64::from(*b) + a) as f32;
+                }
             }
         }
     }
@@ -515,19 +523,24 @@ impl EvalBn<'_> {
         Ok(())
     }
 
-    /// β_c in f64 (0 when absent). `c` is below the checked channel count.
+    // `c` is below the checked channel count in every call: the fallbacks of `get`
+    // are never taken, and keep a panic path out of the build.
+
+    /// β_c in f64 (0 when absent).
     fn beta(&self, c: usize) -> f64 {
-        self.beta.map_or(0.0, |beta| f64::from(beta[c]))
+        f64::from(self.beta.and_then(|b| b.get(c).copied()).unwrap_or(0.0))
     }
 
-    /// `(scale_c, shift_c)` in f64. `c` is below the checked channel count.
+    /// running_mean_c in f64.
+    fn mean(&self, c: usize) -> f64 {
+        f64::from(self.running_mean.get(c).copied().unwrap_or(0.0))
+    }
+
+    /// `(scale_c, shift_c)` in f64.
     fn scale_shift(&self, c: usize) -> (f64, f64) {
-        let gamma = self.gamma.map_or(1.0, |gamma| f64::from(gamma[c]));
-        let var = f64::from(self.running_var[c]) + f64::from(self.eps);
+        let gamma = f64::from(self.gamma.and_then(|g| g.get(c).copied()).unwrap_or(1.0));
+        let var = f64::from(self.running_var.get(c).copied().unwrap_or(0.0)) + f64::from(self.eps);
         let scale = gamma / libm::sqrt(var);
-        (
-            scale,
-            self.beta(c) - f64::from(self.running_mean[c]) * scale,
-        )
+        (scale, self.beta(c) - self.mean(c) * scale)
     }
 }
