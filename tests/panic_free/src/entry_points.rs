@@ -4,7 +4,7 @@
 //!
 //! # Adding an entry point
 //! Add one `fn pf_<what>(<its arguments>) -> <its result> { <the call> }` inside
-//! `entry_points!` below, in the section of its module:
+//! `entry_points!` below, in the section of its module, `fn` first on its line:
 //! - name it `pf_` + the path users write (`BatchNorm::eval` is `pf_batchnorm_eval`);
 //!   run.sh finds wrappers by that prefix, so nothing else needs to change;
 //! - take every argument of the call as a wrapper argument, the receiver and any
@@ -13,9 +13,16 @@
 //!   the paths a caller's other values take;
 //! - return the call's result as it is.
 //!
+//! Every new public function or method needs one: the other norms (LayerNorm,
+//! GroupNorm, InstanceNorm, RMSNorm), gradient clipping, the distributed and parallel
+//! entry points. If run.sh then reports it, it prints the panic sites (with Debian's
+//! `llvm`): make each index provably in range, or go through `get` with a fallback the
+//! checked arguments never take (see `src/engine/` for both).
+//!
 //! A public generic function needs one wrapper per instantiation users get (one per
 //! element type, say). A `const fn` needs a wrapper too: it also runs at run time.
-//! Trait implementations users call (`Display`, `Default`, `merge`-like methods) count.
+//! Trait implementations users call (`Default`, say) count; `Display` cannot pass (see
+//! the end of this file).
 
 use batchnorm::fold::{self, EvalBn, Layer};
 use batchnorm::{
