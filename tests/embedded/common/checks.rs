@@ -2442,7 +2442,7 @@ fn check_norm_errors<W: Write>(ck: &mut Checker<W>) {
         let ok =
             r == Err(Error::Groups {
                 groups,
-                arg: "x",
+                arg: "channels",
                 channels: c,
             }) && untouched(&y[..n])
                 && untouched(&sm);
