@@ -1127,6 +1127,8 @@ pub fn check_norm_backward(
         let what =
             |s: &str| format!("{call}: {s}, unit {k} of {m} values, mean {mu:e}, invstd {inv:e}");
         let (mut sg, mut ag, mut sgx, mut agx) = (0.0f64, 0.0f64, 0.0f64, 0.0f64);
+        // Σ|x − mean|: what the absolute rounding of a subnormal g = dy·γ costs Σg·(x − mean).
+        let mut axc = 0.0f64;
         let mut moderate = mu.is_finite() && mu.abs() <= MODERATE && in_range(inv);
         for &i in idx {
             let (d, xc) = (f64::from(dy[i]), f64::from(x[i]) - mu);
@@ -1144,6 +1146,7 @@ pub fn check_norm_backward(
             ag += g.abs();
             sgx += g * xc;
             agx += (g * xc).abs();
+            axc += xc.abs();
             let Some(p) = psum.get_mut(j) else {
                 continue;
             };
@@ -1167,7 +1170,7 @@ pub fn check_norm_backward(
         let sub = (m * SUB + TINY) * (1.0 + gmax);
         let (tsg, tsgx) = (
             128.0 * U * ag + sub,
-            130.0 * U * agx + sub * (1.0 + 1.0 / inv.abs().max(1e-300)),
+            130.0 * U * agx + sub * (1.0 + 1.0 / inv.abs().max(1e-300)) + SUB * axc,
         );
         let c = if mean.is_some() { 1.0 } else { 0.0 };
         for &i in idx {
