@@ -26,6 +26,7 @@ use std::hint::black_box;
 use std::time::Instant;
 
 use batchnorm::fold::{self, EvalBn, Layer, WeightLayout};
+use batchnorm::{BatchNorm, RunningStats};
 
 /// One convolution (or linear layer): `out × (in/groups) × kernel` weights.
 #[derive(Clone, Copy, Debug)]
@@ -182,13 +183,17 @@ impl Bn {
     }
 
     fn eval(&self) -> EvalBn<'_> {
-        EvalBn {
-            running_mean: &self.mean,
-            running_var: &self.var,
-            gamma: Some(&self.gamma),
-            beta: Some(&self.beta),
-            eps: self.eps,
-        }
+        EvalBn::new(
+            BatchNorm {
+                eps: self.eps,
+                gamma: Some(&self.gamma),
+                beta: Some(&self.beta),
+            },
+            RunningStats {
+                mean: &self.mean,
+                var: &self.var,
+            },
+        )
     }
 
     /// (scale, shift) of channel `c`, in f64, as the crate documents them.

@@ -14,7 +14,9 @@ mod common;
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
-use batchnorm::{parallel, BatchNorm, Grads, Layout, Momentum, Running};
+use batchnorm::{
+    parallel, BatchNorm, Grads, Layout, Momentum, Running, RunningStats, Saved, SavedMut,
+};
 use common::{layout_name, traffic_per_elem, Kernel, Work, CASES};
 use rayon::prelude::*;
 
@@ -40,35 +42,49 @@ fn run(w: &mut Work, kernel: Kernel) {
             &w.x,
             grads.dx,
             w.shape,
-            &w.running_mean,
-            &w.running_var,
+            RunningStats {
+                mean: &w.running_mean,
+                var: &w.running_var,
+            },
         ),
         Kernel::Train => {
-            let running = Running {
-                mean: &mut w.running_mean,
-                var: &mut w.running_var,
-                momentum: Momentum::Exponential(0.1),
-            };
+            let mut running = Running::new(
+                &mut w.running_mean,
+                &mut w.running_var,
+                Momentum::Exponential(0.1),
+            );
             parallel::train(
                 &bn,
                 &w.x,
                 grads.dx,
                 w.shape,
-                &mut w.mean,
-                &mut w.invstd,
-                Some(running),
+                SavedMut {
+                    mean: &mut w.mean,
+                    invstd: &mut w.invstd,
+                },
+                Some(&mut running),
             )
         }
-        Kernel::Backward => {
-            parallel::backward(&bn, &w.dy, &w.x, w.shape, &w.mean, &w.invstd, grads)
-        }
+        Kernel::Backward => parallel::backward(
+            &bn,
+            &w.x,
+            &w.dy,
+            w.shape,
+            Saved {
+                mean: &w.mean,
+                invstd: &w.invstd,
+            },
+            grads,
+        ),
         Kernel::BackwardEval => parallel::backward_eval(
             &bn,
-            &w.dy,
             &w.x,
+            &w.dy,
             w.shape,
-            &w.running_mean,
-            &w.running_var,
+            RunningStats {
+                mean: &w.running_mean,
+                var: &w.running_var,
+            },
             grads,
         ),
         _ => panic!("parallel_table measures moments, eval, train, backward, backward_eval"),

@@ -3,11 +3,13 @@
 use crate::distributed::BackwardSums;
 use crate::engine::{self, Band, Walk, MAX_BAND, SMALL};
 use crate::error::{check_len, Error};
-use crate::forward::BatchNorm;
+use crate::forward::{BatchNorm, RUNNING, SAVED};
 use crate::kernels::{
     GradInput, GradSums, ReluGradInput, ReluGradSums, ReluMask, ReluScale, ReluScaledGradSums,
     Scale, ScaledGradSums,
 };
+use crate::running::RunningStats;
+use crate::saved::Saved;
 use crate::shape::Shape;
 
 /// Where the backward pass writes: the input gradient `dx` (same shape as `x`), and
@@ -35,12 +37,12 @@ pub struct Grads<'a> {
 
 impl BatchNorm<'_> {
     /// Backward pass of the train forward (PyTorch's `native_batch_norm_backward`
-    /// with `train=True`), from the `save_mean` and `save_invstd` it wrote. With
-    /// `x̂ = (x − save_mean)·save_invstd` and `m = batch·spatial`:
+    /// with `train=True`), from the statistics `saved` it wrote. With
+    /// `x̂ = (x − saved.mean)·saved.invstd` and `m = batch·spatial`:
     ///
     /// `dβ = Σdy`, `dγ = Σdy·x̂`, `dx = γ·invstd·(dy − dβ/m − x̂·dγ/m)`.
     ///
-    /// Two reads of `dy` and `x`: one for the two sums, one for `dx`; in
+    /// Two reads of `x` and `dy`: one for the two sums, one for `dx`; in
     /// channels-first layout both run back to back per channel, while it is in cache.
     /// The sums accumulate in f32 vectors merged in f64 every few thousand values.
     ///
@@ -49,12 +51,13 @@ impl BatchNorm<'_> {
     /// - [`Error::Parameter`] when `eps` is negative, NaN or infinite (it is not used
     ///   here, but a layer with such an `eps` is invalid);
     /// - [`Error::Overflow`] when the shape's element count does not fit in `usize`;
-    /// - [`Error::Length`] when `dy`, `x` or `dx` does not hold
-    ///   `batch·channels·spatial` values, or `save_mean`, `save_invstd`, `gamma`,
-    ///   `beta`, `dgamma` or `dbeta` not `channels`.
+    /// - [`Error::Length`] when `x`, `dy` or `dx` does not hold
+    ///   `batch·channels·spatial` values, or `saved.mean` (`"save_mean"`),
+    ///   `saved.invstd` (`"save_invstd"`), `gamma`, `beta`, `dgamma` or `dbeta` not
+    ///   `channels`.
     ///
     /// ```
-    /// use batchnorm::{BatchNorm, Grads, Shape};
+    /// use batchnorm::{BatchNorm, Grads, Saved, Shape};
     ///
     /// let bn = BatchNorm { eps: 0.0, gamma: None, beta: None };
     /// let shape = Shape::rows(2, 1);
@@ -62,37 +65,22 @@ impl BatchNorm<'_> {
     /// let dy = [1.0, 0.0];
     /// let (mut dx, mut dg, mut db) = ([0.0; 2], [0.0], [0.0]);
     /// let grads = Grads { dx: &mut dx, dgamma: Some(&mut dg), dbeta: Some(&mut db) };
-    /// bn.backward(&dy, &x, shape, &[2.0], &[1.0], grads)?;
+    /// bn.backward(&x, &dy, shape, Saved { mean: &[2.0], invstd: &[1.0] }, grads)?;
     /// assert_eq!((db, dg), ([1.0], [-1.0]));
     /// assert_eq!(dx, [0.0, 0.0]);          // 1 − 1/2 − (−1)(−1)/2 and 0 − 1/2 + 1/2
     /// # Ok::<(), batchnorm::Error>(())
     /// ```
     pub fn backward(
         &self,
-        dy: &[f32],
         x: &[f32],
+        dy: &[f32],
         shape: Shape,
-        save_mean: &[f32],
-        save_invstd: &[f32],
+        saved: Saved<'_>,
         grads: Grads<'_>,
     ) -> Result<(), Error> {
-        self.check_backward(
-            dy,
-            x,
-            shape,
-            ["save_mean", "save_invstd"],
-            [save_mean, save_invstd],
-            &grads,
-        )?;
-        self.backward_kernel(
-            Through::Bn,
-            dy,
-            x,
-            shape,
-            [save_mean, save_invstd],
-            grads,
-            None,
-        );
+        let saved = [saved.mean, saved.invstd];
+        self.check_backward(dy, x, shape, SAVED, saved, &grads)?;
+        self.backward_kernel(Through::Bn, dy, x, shape, saved, grads, None);
         Ok(())
     }
 
@@ -108,47 +96,35 @@ impl BatchNorm<'_> {
     /// Checked before anything is written:
     /// - [`Error::Parameter`] when `eps` is negative, NaN or infinite;
     /// - [`Error::Overflow`] when the shape's element count does not fit in `usize`;
-    /// - [`Error::Length`] when `dy`, `x` or `dx` does not hold
-    ///   `batch·channels·spatial` values, or `running_mean`, `running_var`, `gamma`,
-    ///   `beta`, `dgamma` or `dbeta` not `channels`.
+    /// - [`Error::Length`] when `x`, `dy` or `dx` does not hold
+    ///   `batch·channels·spatial` values, or `stats.mean` (`"running_mean"`),
+    ///   `stats.var` (`"running_var"`), `gamma`, `beta`, `dgamma` or `dbeta` not
+    ///   `channels`.
     ///
     /// ```
-    /// use batchnorm::{BatchNorm, Grads, Shape};
+    /// use batchnorm::{BatchNorm, Grads, RunningStats, Shape};
     ///
     /// let bn = BatchNorm { eps: 0.0, gamma: Some(&[3.0]), beta: None };
     /// let (x, dy) = ([1.0, 5.0], [1.0, 2.0]);
     /// let (mut dx, mut dg) = ([0.0; 2], [0.0]);
     /// let grads = Grads { dx: &mut dx, dgamma: Some(&mut dg), dbeta: None };
-    /// bn.backward_eval(&dy, &x, Shape::rows(2, 1), &[3.0], &[4.0], grads)?;
+    /// let stats = RunningStats { mean: &[3.0], var: &[4.0] };
+    /// bn.backward_eval(&x, &dy, Shape::rows(2, 1), stats, grads)?;
     /// assert_eq!(dx, [1.5, 3.0]);          // dy·3/2
     /// assert_eq!(dg, [1.0 * -1.0 + 2.0 * 1.0]);
     /// # Ok::<(), batchnorm::Error>(())
     /// ```
     pub fn backward_eval(
         &self,
-        dy: &[f32],
         x: &[f32],
+        dy: &[f32],
         shape: Shape,
-        running_mean: &[f32],
-        running_var: &[f32],
+        stats: RunningStats<'_>,
         grads: Grads<'_>,
     ) -> Result<(), Error> {
-        self.check_backward(
-            dy,
-            x,
-            shape,
-            ["running_mean", "running_var"],
-            [running_mean, running_var],
-            &grads,
-        )?;
-        self.backward_eval_kernel(
-            Through::Bn,
-            dy,
-            x,
-            shape,
-            [running_mean, running_var],
-            grads,
-        );
+        let stats = [stats.mean, stats.var];
+        self.check_backward(dy, x, shape, RUNNING, stats, &grads)?;
+        self.backward_eval_kernel(Through::Bn, dy, x, shape, stats, grads);
         Ok(())
     }
 

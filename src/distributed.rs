@@ -42,7 +42,7 @@
 //!
 //! ```
 //! use batchnorm::distributed::{backward_sums, BackwardSums};
-//! use batchnorm::{moments, BatchNorm, Grads, Moments, Shape};
+//! use batchnorm::{moments, BatchNorm, Grads, Moments, SavedMut, Shape};
 //!
 //! // Two "ranks", each with two samples of a [N, 2] batch.
 //! let parts = [[1.0, 10.0, 3.0, 30.0], [5.0, 50.0, 7.0, 70.0]];
@@ -60,7 +60,8 @@
 //! }
 //! // Forward (b) on rank 0: normalized with the global mean 4 and variance 5.
 //! let (mut y, mut mean, mut invstd) = ([0.0; 4], [0.0; 2], [0.0; 2]);
-//! bn.train_with_moments(&parts[0], &mut y, shape, &global, &mut mean, &mut invstd, None)?;
+//! let saved = SavedMut { mean: &mut mean, invstd: &mut invstd };
+//! bn.train_with_moments(&parts[0], &mut y, shape, &global, saved, None)?;
 //! assert_eq!(mean, [4.0, 40.0]);
 //! assert!((y[0] - (1.0 - 4.0) / 5f32.sqrt()).abs() < 1e-6);
 //!
@@ -69,7 +70,7 @@
 //! let mut sums = [BackwardSums::ZERO; 2];
 //! for (part, dy) in parts.iter().zip(&dy) {
 //!     let mut local = [BackwardSums::ZERO; 2];
-//!     backward_sums(dy, part, shape, &mean, &mut local)?;
+//!     backward_sums(part, dy, shape, &mean, &mut local)?;
 //!     for (s, l) in sums.iter_mut().zip(local) {
 //!         *s = s.merge(l);
 //!     }
@@ -77,7 +78,8 @@
 //! assert_eq!(sums[0], BackwardSums { dy: 1.0, dy_xmu: -3.0 });
 //! let mut dx = [0.0; 4];
 //! let grads = Grads { dx: &mut dx, dgamma: None, dbeta: None };
-//! bn.backward_with_sums(&dy[0], &parts[0], shape, &mean, &invstd, &sums, 4, grads)?;
+//! let saved = batchnorm::Saved { mean: &mean, invstd: &invstd };
+//! bn.backward_with_sums(&parts[0], &dy[0], shape, saved, &sums, 4, grads)?;
 //! assert!(dx[0] > 0.0 && dx[1] == 0.0);
 //! # Ok::<(), batchnorm::Error>(())
 //! ```
@@ -85,9 +87,11 @@
 use crate::backward::{grad_sums_pass, Grads, Through};
 use crate::engine::{Walk, MAX_BAND, SMALL};
 use crate::error::{check_len, Error};
-use crate::forward::{BatchNorm, Running, SAVED};
+use crate::forward::{BatchNorm, SAVED};
 use crate::kernels::Centered;
 use crate::moments::Moments;
+use crate::running::Running;
+use crate::saved::{Saved, SavedMut};
 use crate::shape::Shape;
 
 /// The sums of one channel that the train backward needs from the whole batch:
@@ -142,14 +146,14 @@ impl BackwardSums {
 }
 
 /// Backward (a): writes the [`BackwardSums`] of every channel of the local part to
-/// `out`, reading `dy` and `x` once, by the kernel [`BatchNorm::backward`] runs.
+/// `out`, reading `x` and `dy` once, by the kernel [`BatchNorm::backward`] runs.
 /// `save_mean` is the global batch mean that
 /// [`train_with_moments`](BatchNorm::train_with_moments) saved.
 ///
 /// # Errors
 /// Checked before anything is written:
 /// - [`Error::Overflow`] when the shape's element count does not fit in `usize`;
-/// - [`Error::Length`] when `dy` or `x` does not hold `batch·channels·spatial`
+/// - [`Error::Length`] when `x` or `dy` does not hold `batch·channels·spatial`
 ///   values, or `save_mean` or `out` not `channels`;
 /// - [`Error::TooFewValues`] when the local part is empty (`batch·spatial = 0`).
 ///
@@ -158,20 +162,20 @@ impl BackwardSums {
 /// use batchnorm::Shape;
 ///
 /// let mut out = [BackwardSums::ZERO];
-/// backward_sums(&[1.0, 2.0], &[0.0, 4.0], Shape::rows(2, 1), &[1.0], &mut out)?;
+/// backward_sums(&[0.0, 4.0], &[1.0, 2.0], Shape::rows(2, 1), &[1.0], &mut out)?;
 /// assert_eq!(out[0], BackwardSums { dy: 3.0, dy_xmu: 1.0 * -1.0 + 2.0 * 3.0 });
 /// # Ok::<(), batchnorm::Error>(())
 /// ```
 pub fn backward_sums(
-    dy: &[f32],
     x: &[f32],
+    dy: &[f32],
     shape: Shape,
     save_mean: &[f32],
     out: &mut [BackwardSums],
 ) -> Result<(), Error> {
     let len = shape.len()?;
-    check_len("dy", dy.len(), len)?;
     check_len("x", x.len(), len)?;
+    check_len("dy", dy.len(), len)?;
     check_len("save_mean", save_mean.len(), shape.channels)?;
     check_len("out", out.len(), shape.channels)?;
     check_local(shape)?;
@@ -241,8 +245,8 @@ pub(crate) fn check_count(count: u64, m: usize, needed: usize) -> Result<(), Err
 impl BatchNorm<'_> {
     /// Train forward (b): normalizes the local part `x` with `global`, the merged
     /// moments of the whole batch (one per channel), as [`train`](Self::train) does
-    /// with the moments of `x`: `y = (x − mean)·invstd·γ + β`, writing `save_mean`
-    /// and `save_invstd` for the backward pass and updating `running` once, with the
+    /// with the moments of `x`: `y = (x − mean)·invstd·γ + β`, writing `saved` for
+    /// the backward pass and updating `running` once (one update counted), with the
     /// global count (`var·count/(count − 1)` for the unbiased variance). Every rank
     /// calls it with the same `global` and so updates the same running statistics.
     ///
@@ -257,42 +261,43 @@ impl BatchNorm<'_> {
     /// - [`Error::Length`] (argument `"global"`) when `global` does not hold `channels`
     ///   moments;
     /// - [`Error::TooFewValues`] when the local part is empty, or a channel's global
-    ///   count is below the local `batch·spatial`, 0, or below 2 with `running`.
+    ///   count is below the local `batch·spatial`, 0, or below 2 with `running` and
+    ///   [`Correction::Unbiased`](crate::Correction).
     ///
     /// ```
-    /// use batchnorm::{moments, BatchNorm, Moments, Momentum, Running, Shape};
+    /// use batchnorm::{moments, BatchNorm, Moments, Momentum, Running, SavedMut, Shape};
     ///
     /// let bn = BatchNorm { eps: 0.0, gamma: None, beta: None };
     /// let shape = Shape::rows(1, 1); // one value on this rank …
     /// let global = [Moments::of(&[1.0, 3.0, 5.0, 7.0])]; // … of four in the batch
     /// let (mut y, mut mean, mut invstd) = ([0.0], [0.0], [0.0]);
     /// let (mut rm, mut rv) = ([0.0], [0.0]);
-    /// let running = Running { mean: &mut rm, var: &mut rv, momentum: Momentum::Exponential(1.0) };
-    /// bn.train_with_moments(&[7.0], &mut y, shape, &global, &mut mean, &mut invstd, Some(running))?;
-    /// assert_eq!((mean, rm, rv), ([4.0], [4.0], [20.0 / 3.0]));
+    /// let mut running = Running::new(&mut rm, &mut rv, Momentum::Exponential(1.0));
+    /// let saved = SavedMut { mean: &mut mean, invstd: &mut invstd };
+    /// bn.train_with_moments(&[7.0], &mut y, shape, &global, saved, Some(&mut running))?;
+    /// assert_eq!((running.stats().mean, running.stats().var), (&[4.0][..], &[20.0 / 3.0][..]));
     /// assert!((y[0] - 3.0 / 5f32.sqrt()).abs() < 1e-6);
     ///
     /// let one = [Moments::of(&[7.0])]; // a global batch of one value: no unbiased variance
-    /// let running = Running { mean: &mut rm, var: &mut rv, momentum: Momentum::Exponential(1.0) };
-    /// let err = bn.train_with_moments(&[7.0], &mut y, shape, &one, &mut mean, &mut invstd, Some(running));
+    /// let saved = SavedMut { mean: &mut mean, invstd: &mut invstd };
+    /// let err = bn.train_with_moments(&[7.0], &mut y, shape, &one, saved, Some(&mut running));
     /// assert_eq!(err, Err(batchnorm::Error::TooFewValues { needed: 2, actual: 1 }));
     /// # Ok::<(), batchnorm::Error>(())
     /// ```
-    #[allow(clippy::too_many_arguments)]
     pub fn train_with_moments(
         &self,
         x: &[f32],
         y: &mut [f32],
         shape: Shape,
         global: &[Moments],
-        save_mean: &mut [f32],
-        save_invstd: &mut [f32],
-        running: Option<Running<'_>>,
+        saved: SavedMut<'_>,
+        running: Option<&mut Running<'_>>,
     ) -> Result<(), Error> {
-        let len = self.check_with_moments(shape, global, [save_mean, save_invstd], &running)?;
+        let stats = [&*saved.mean, &*saved.invstd];
+        let len = self.check_with_moments(shape, global, stats, running.as_deref())?;
         check_len("x", x.len(), len)?;
         check_len("y", y.len(), len)?;
-        let saved = [save_mean, save_invstd];
+        let saved = [saved.mean, saved.invstd];
         self.train_kernel_with(Centered, [x], y, shape, saved, running, None, Some(global));
         Ok(())
     }
@@ -307,12 +312,13 @@ impl BatchNorm<'_> {
     /// global count: eps, momentum, lengths, and an empty local part.
     ///
     /// ```
-    /// use batchnorm::{BatchNorm, Error, Shape};
+    /// use batchnorm::{BatchNorm, Error, Saved, Shape};
     ///
     /// let bn = BatchNorm { eps: 1e-5, gamma: None, beta: None };
     /// let shape = Shape::rows(2, 3);
-    /// assert!(bn.check_train_part(&[0.0; 6], &[0.0; 6], shape, &[0.0; 3], &[0.0; 3], None).is_ok());
-    /// let err = bn.check_train_part(&[0.0; 6], &[0.0; 5], shape, &[0.0; 3], &[0.0; 3], None);
+    /// let saved = Saved { mean: &[0.0; 3], invstd: &[0.0; 3] };
+    /// assert!(bn.check_train_part(&[0.0; 6], &[0.0; 6], shape, saved, None).is_ok());
+    /// let err = bn.check_train_part(&[0.0; 6], &[0.0; 5], shape, saved, None);
     /// assert_eq!(err, Err(Error::Length { arg: "y", expected: 6, actual: 5 }));
     /// ```
     pub fn check_train_part(
@@ -320,18 +326,15 @@ impl BatchNorm<'_> {
         x: &[f32],
         y: &[f32],
         shape: Shape,
-        save_mean: &[f32],
-        save_invstd: &[f32],
+        saved: Saved<'_>,
         running: Option<&Running<'_>>,
     ) -> Result<(), Error> {
         let len = shape.len()?;
         self.check(shape.channels)?;
-        check_len("save_mean", save_mean.len(), shape.channels)?;
-        check_len("save_invstd", save_invstd.len(), shape.channels)?;
+        check_len("save_mean", saved.mean.len(), shape.channels)?;
+        check_len("save_invstd", saved.invstd.len(), shape.channels)?;
         if let Some(r) = running {
-            r.momentum.factor()?;
-            check_len("running_mean", r.mean.len(), shape.channels)?;
-            check_len("running_var", r.var.len(), shape.channels)?;
+            r.check(shape.channels)?;
         }
         check_local(shape)?;
         check_len("x", x.len(), len)?;
@@ -347,25 +350,26 @@ impl BatchNorm<'_> {
     /// `count`.
     ///
     /// ```
-    /// use batchnorm::{BatchNorm, Grads, Shape};
+    /// use batchnorm::{BatchNorm, Error, Grads, Saved, Shape};
     ///
     /// let bn = BatchNorm { eps: 1e-5, gamma: None, beta: None };
     /// let mut dx = [0.0; 4];
     /// let grads = Grads { dx: &mut dx, dgamma: None, dbeta: None };
     /// let shape = Shape::rows(2, 2);
-    /// assert!(bn.check_backward_part(&[0.0; 4], &[0.0; 4], shape, &[0.0; 2], &[1.0; 2], &grads).is_ok());
-    /// assert!(bn.check_backward_part(&[0.0; 3], &[0.0; 4], shape, &[0.0; 2], &[1.0; 2], &grads).is_err());
+    /// let saved = Saved { mean: &[0.0; 2], invstd: &[1.0; 2] };
+    /// assert!(bn.check_backward_part(&[0.0; 4], &[0.0; 4], shape, saved, &grads).is_ok());
+    /// let err = bn.check_backward_part(&[0.0; 4], &[0.0; 3], shape, saved, &grads);
+    /// assert_eq!(err, Err(Error::Length { arg: "dy", expected: 4, actual: 3 }));
     /// ```
     pub fn check_backward_part(
         &self,
-        dy: &[f32],
         x: &[f32],
+        dy: &[f32],
         shape: Shape,
-        save_mean: &[f32],
-        save_invstd: &[f32],
+        saved: Saved<'_>,
         grads: &Grads<'_>,
     ) -> Result<(), Error> {
-        self.check_backward(dy, x, shape, SAVED, [save_mean, save_invstd], grads)?;
+        self.check_backward(dy, x, shape, SAVED, [saved.mean, saved.invstd], grads)?;
         check_local(shape).map(|_| ())
     }
 
@@ -376,7 +380,7 @@ impl BatchNorm<'_> {
         shape: Shape,
         global: &[Moments],
         saved: [&[f32]; 2],
-        running: &Option<Running<'_>>,
+        running: Option<&Running<'_>>,
     ) -> Result<usize, Error> {
         let len = shape.len()?;
         self.check(shape.channels)?;
@@ -385,12 +389,7 @@ impl BatchNorm<'_> {
         }
         check_len("global", global.len(), shape.channels)?;
         let needed = match running {
-            Some(r) => {
-                r.momentum.factor()?;
-                check_len("running_mean", r.mean.len(), shape.channels)?;
-                check_len("running_var", r.var.len(), shape.channels)?;
-                2
-            }
+            Some(r) => r.check(shape.channels)?,
             None => 1,
         };
         let m = check_local(shape)?;
@@ -404,8 +403,8 @@ impl BatchNorm<'_> {
     /// [`BackwardSums`] of the whole batch (one per channel, summed over ranks), and
     /// `count`, the values per channel of the whole batch (the global moments'
     /// count): `dβ = Σdy`, `dγ = Σdy·x̂`,
-    /// `dx = γ·invstd·(dy − dβ/count − x̂·dγ/count)`. `save_mean` and `save_invstd`
-    /// are those [`train_with_moments`](Self::train_with_moments) wrote. Every rank
+    /// `dx = γ·invstd·(dy − dβ/count − x̂·dγ/count)`. `saved` is what
+    /// [`train_with_moments`](Self::train_with_moments) wrote. Every rank
     /// gets the same `dγ` and `dβ` (of the whole batch: do not reduce them again).
     ///
     /// With `global` the sums of this part alone and `count` its `batch·spatial`, the
@@ -413,8 +412,8 @@ impl BatchNorm<'_> {
     ///
     /// # Errors
     /// Checked before anything is written:
-    /// - as [`backward`](Self::backward) for `eps`, the shape, and the lengths of `dy`,
-    ///   `x`, `dx`, the saved statistics, γ, β, `dgamma` and `dbeta`;
+    /// - as [`backward`](Self::backward) for `eps`, the shape, and the lengths of `x`,
+    ///   `dy`, `dx`, the saved statistics, γ, β, `dgamma` and `dbeta`;
     /// - [`Error::Length`] (argument `"global"`) when `global` does not hold `channels`
     ///   sums;
     /// - [`Error::TooFewValues`] when the local part is empty or `count` is below its
@@ -422,30 +421,30 @@ impl BatchNorm<'_> {
     ///
     /// ```
     /// use batchnorm::distributed::BackwardSums;
-    /// use batchnorm::{BatchNorm, Grads, Shape};
+    /// use batchnorm::{BatchNorm, Grads, Saved, Shape};
     ///
     /// let bn = BatchNorm { eps: 0.0, gamma: None, beta: None };
     /// // This rank holds x = 3 of a batch [1, 3] (mean 2, invstd 1); dy = [1, 0].
     /// let global = [BackwardSums { dy: 1.0, dy_xmu: -1.0 }];
+    /// let saved = Saved { mean: &[2.0], invstd: &[1.0] };
     /// let (mut dx, mut db) = ([0.0], [0.0]);
     /// let grads = Grads { dx: &mut dx, dgamma: None, dbeta: Some(&mut db) };
-    /// bn.backward_with_sums(&[0.0], &[3.0], Shape::rows(1, 1), &[2.0], &[1.0], &global, 2, grads)?;
+    /// bn.backward_with_sums(&[3.0], &[0.0], Shape::rows(1, 1), saved, &global, 2, grads)?;
     /// assert_eq!((dx, db), ([0.0], [1.0])); // 0 − 1/2 − 1·(−1)/2
     /// # Ok::<(), batchnorm::Error>(())
     /// ```
     #[allow(clippy::too_many_arguments)]
     pub fn backward_with_sums(
         &self,
-        dy: &[f32],
         x: &[f32],
+        dy: &[f32],
         shape: Shape,
-        save_mean: &[f32],
-        save_invstd: &[f32],
+        saved: Saved<'_>,
         global: &[BackwardSums],
         count: u64,
         grads: Grads<'_>,
     ) -> Result<(), Error> {
-        let saved = [save_mean, save_invstd];
+        let saved = [saved.mean, saved.invstd];
         self.check_backward(dy, x, shape, SAVED, saved, &grads)?;
         self.check_with_sums(shape, global, count)?;
         self.backward_sums_kernel(dy, x, shape, saved, grads, global, count);

@@ -61,39 +61,56 @@
 //! the two on whole networks in every layout).
 
 use crate::error::{check_eps, check_len, Error};
+use crate::forward::{eval_affine, BatchNorm};
+use crate::running::RunningStats;
 
-/// The eval-mode batch norm to fold: its running statistics, affine parameters and eps.
+/// The eval-mode batch norm to fold: the layer ([`BatchNorm`]: γ, β, eps) and its
+/// running statistics ([`RunningStats`]).
 ///
 /// All slices hold one value per channel of the BN layer: `out_channels` of the layer
 /// for [`into_preceding`], `in_channels` for [`into_following`].
 /// `scale_c = γ_c/√(running_var_c + eps)` and `shift_c = β_c − running_mean_c·scale_c`,
-/// computed in f64.
+/// computed in f64 by the code [`BatchNorm::eval`] uses, so a folded layer and an
+/// evaluated one get the same constants.
 ///
 /// ```
 /// use batchnorm::fold::EvalBn;
+/// use batchnorm::{BatchNorm, Momentum, Running, RunningStats};
 ///
 /// // PyTorch: BatchNorm2d(2, affine=False) with its buffers
-/// let bn = EvalBn {
-///     running_mean: &[0.5, -1.0],
-///     running_var: &[1.0, 4.0],
-///     gamma: None, // 1
-///     beta: None,  // 0
-///     eps: 1e-5,
-/// };
-/// assert_eq!(bn.running_mean.len(), 2);
+/// let bn = BatchNorm { eps: 1e-5, gamma: None, beta: None };
+/// let folded = EvalBn::new(bn, RunningStats { mean: &[0.5, -1.0], var: &[1.0, 4.0] });
+/// assert_eq!(folded.stats.mean.len(), 2);
+///
+/// // After training: the statistics a `Running` kept, lent for as long as `EvalBn` lives.
+/// let (mut mean, mut var) = ([0.0f32; 2], [1.0f32; 2]);
+/// let running = Running::new(&mut mean, &mut var, Momentum::Exponential(0.1));
+/// let folded = EvalBn::new(bn, running.stats());
+/// assert_eq!(folded.stats.var, &[1.0, 1.0]);
 /// ```
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct EvalBn<'a> {
-    /// `running_mean_c`.
-    pub running_mean: &'a [f32],
-    /// `running_var_c` (PyTorch's `running_var`, Keras' `moving_variance`).
-    pub running_var: &'a [f32],
-    /// γ_c; `None` means 1 (PyTorch `affine=False`).
-    pub gamma: Option<&'a [f32]>,
-    /// β_c; `None` means 0.
-    pub beta: Option<&'a [f32]>,
-    /// Added to the variance; finite and ≥ 0.
-    pub eps: f32,
+    /// γ_c (`None` means 1, PyTorch `affine=False`), β_c (`None` means 0) and eps
+    /// (finite and ≥ 0).
+    pub bn: BatchNorm<'a>,
+    /// `running_mean_c` and `running_var_c` (PyTorch's `running_mean`, `running_var`;
+    /// Keras' `moving_mean`, `moving_variance`).
+    pub stats: RunningStats<'a>,
+}
+
+impl<'a> EvalBn<'a> {
+    /// The layer `bn` in eval mode with the running statistics `stats`.
+    ///
+    /// ```
+    /// use batchnorm::{fold::EvalBn, BatchNorm, RunningStats};
+    ///
+    /// let bn = BatchNorm { eps: 0.0, gamma: Some(&[2.0]), beta: None };
+    /// let folded = EvalBn::new(bn, RunningStats { mean: &[1.0], var: &[4.0] });
+    /// assert_eq!(folded.bn.gamma, Some(&[2.0][..]));
+    /// ```
+    pub const fn new(bn: BatchNorm<'a>, stats: RunningStats<'a>) -> EvalBn<'a> {
+        EvalBn { bn, stats }
+    }
 }
 
 /// How a weight tensor is laid out in its flat slice. `k…` stands for all kernel dims
@@ -102,6 +119,7 @@ pub struct EvalBn<'a> {
 ///
 /// ```
 /// use batchnorm::fold::{self, EvalBn, Layer};
+/// use batchnorm::{BatchNorm, RunningStats};
 ///
 /// // One 2 → 3 linear layer, stored [out][in] (PyTorch) and [in][out] (Keras).
 /// let mut out_in = [1.0, 2.0,  // output 0
@@ -110,13 +128,10 @@ pub struct EvalBn<'a> {
 /// let mut in_out = [1.0, 3.0, 5.0,  // input 0
 ///                   2.0, 4.0, 6.0]; // input 1
 /// let (mut b1, mut b2) = ([0.0; 3], [0.0; 3]);
-/// let bn = EvalBn {
-///     running_mean: &[0.0; 3],
-///     running_var: &[1.0; 3],
-///     gamma: Some(&[1.0, 2.0, -1.0]),
-///     beta: None,
-///     eps: 0.0,
-/// };
+/// let bn = EvalBn::new(
+///     BatchNorm { eps: 0.0, gamma: Some(&[1.0, 2.0, -1.0]), beta: None },
+///     RunningStats { mean: &[0.0; 3], var: &[1.0; 3] },
+/// );
 /// fold::into_preceding(&bn, Layer::linear(2, 3), &mut out_in, &mut b1)?;
 /// fold::into_preceding(&bn, Layer::linear_in_out(2, 3), &mut in_out, &mut b2)?;
 /// assert_eq!(out_in, [1.0, 2.0, 6.0, 8.0, -5.0, -6.0]);
@@ -593,18 +608,16 @@ impl Layer {
 ///
 /// ```
 /// use batchnorm::fold::{self, EvalBn, Layer};
+/// use batchnorm::{BatchNorm, RunningStats};
 ///
 /// // nn.Linear(3, 2) followed by BatchNorm1d(2)
 /// let mut weight = [1.0, 2.0, 3.0,  // output 0
 ///                   4.0, 5.0, 6.0]; // output 1
 /// let mut bias = [0.5, -0.5];
-/// let bn = EvalBn {
-///     running_mean: &[1.0, 2.0],
-///     running_var: &[3.0, 0.0],
-///     gamma: Some(&[2.0, -1.0]),
-///     beta: Some(&[0.25, 0.0]),
-///     eps: 1.0,
-/// }; // scale = [2/√4, −1/√1] = [1, −1]
+/// let bn = EvalBn::new(
+///     BatchNorm { eps: 1.0, gamma: Some(&[2.0, -1.0]), beta: Some(&[0.25, 0.0]) },
+///     RunningStats { mean: &[1.0, 2.0], var: &[3.0, 0.0] },
+/// ); // scale = [2/√4, −1/√1] = [1, −1]
 /// fold::into_preceding(&bn, Layer::linear(3, 2), &mut weight, &mut bias)?;
 /// assert_eq!(weight, [1.0, 2.0, 3.0, -4.0, -5.0, -6.0]);
 /// assert_eq!(bias, [(0.5 - 1.0) * 1.0 + 0.25, (-0.5 - 2.0) * -1.0]);
@@ -613,19 +626,20 @@ impl Layer {
 ///
 /// # Errors
 /// Nothing is written when any of these is returned:
-/// - [`Error::Parameter`] if `bn.eps` is not finite and ≥ 0;
+/// - [`Error::Parameter`] if `bn.bn.eps` is not finite and ≥ 0;
 /// - [`Error::Groups`] if `layer.groups` is 0 or does not divide `in_channels` or
 ///   `out_channels`;
 /// - [`Error::Overflow`] (`"weight"`) if the weight's size does not fit in `usize`;
 /// - [`Error::Length`] if `weight` is not `out_channels·(in_channels/groups)·kernel`
-///   long, or `bias`, `running_mean`, `running_var`, `gamma`, `beta` not `out_channels`.
+///   long, or `bias`, `stats.mean` (`"running_mean"`), `stats.var` (`"running_var"`),
+///   `gamma`, `beta` not `out_channels`.
 pub fn into_preceding(
     bn: &EvalBn<'_>,
     layer: Layer,
     weight: &mut [f32],
     bias: &mut [f32],
 ) -> Result<(), Error> {
-    check_eps(bn.eps)?;
+    check_eps(bn.bn.eps)?;
     let geo = layer.geometry()?;
     check_len("weight", weight.len(), geo.len)?;
     check_len("bias", bias.len(), layer.out_channels)?;
@@ -633,8 +647,8 @@ pub fn into_preceding(
 
     for (o, b) in bias.iter_mut().enumerate() {
         let (scale, _) = bn.scale_shift(o);
-        let shifted = f64::from(*b) - f64::from(bn.running_mean[o]);
-        *b = (shifted * scale + bn.beta(o)) as f32;
+        let shifted = f64::from(*b) - f64::from(bn.stats.mean[o]);
+        *b = (shifted * scale + bn.bn.beta(o)) as f32;
     }
     scale_weights(bn, &geo, weight);
     Ok(())
@@ -667,6 +681,7 @@ pub fn into_preceding(
 ///
 /// ```
 /// use batchnorm::fold::{self, EvalBn, Layer};
+/// use batchnorm::{BatchNorm, RunningStats};
 ///
 /// // BatchNorm1d(2) followed by Conv1d(2, 1, kernel_size=2, padding=1, bias=False)
 /// let conv = Layer::conv1d(2, 1, 2);
@@ -674,20 +689,16 @@ pub fn into_preceding(
 ///                   3.0, 4.0]; // W[0][1][k]
 /// let mut bias = [0.0]; // no bias: b = 0
 /// let mut pad = [f32::NAN; 2];
-/// let bn = EvalBn {
-///     running_mean: &[1.0, -1.0],
-///     running_var: &[3.0, 0.0],
-///     gamma: Some(&[2.0, -1.0]),
-///     beta: Some(&[0.5, 0.0]),
-///     eps: 1.0,
-/// }; // scale = [1, −1], shift = [0.5 − 1, 0 − 1] = [−0.5, −1]
+/// let layer = BatchNorm { eps: 1.0, gamma: Some(&[2.0, -1.0]), beta: Some(&[0.5, 0.0]) };
+/// let bn = EvalBn::new(layer, RunningStats { mean: &[1.0, -1.0], var: &[3.0, 0.0] });
+/// // scale = [1, −1], shift = [0.5 − 1, 0 − 1] = [−0.5, −1]
 /// fold::into_following(&bn, conv, &mut weight, &mut bias, Some(&mut pad))?;
 /// assert_eq!(weight, [1.0, 2.0, -3.0, -4.0]);
 /// assert_eq!(bias, [(1.0 + 2.0) * -0.5 + (3.0 + 4.0) * -1.0]);
 /// assert_eq!(pad, [0.5, -1.0]); // the folded conv pads channel 0 with 0.5, channel 1 with −1
 ///
 /// // γ = 0 maps every input to β: no padding value maps to 0.
-/// let dead = EvalBn { gamma: Some(&[0.0, 1.0]), ..bn };
+/// let dead = EvalBn::new(BatchNorm { gamma: Some(&[0.0, 1.0]), ..layer }, bn.stats);
 /// let err = fold::into_following(&dead, conv, &mut weight, &mut bias, Some(&mut pad));
 /// assert_eq!(err, Err(batchnorm::Error::ZeroScale { channel: 0 }));
 /// # Ok::<(), batchnorm::Error>(())
@@ -695,13 +706,13 @@ pub fn into_preceding(
 ///
 /// # Errors
 /// Nothing is written when any of these is returned:
-/// - [`Error::Parameter`] if `bn.eps` is not finite and ≥ 0;
+/// - [`Error::Parameter`] if `bn.bn.eps` is not finite and ≥ 0;
 /// - [`Error::Groups`] if `layer.groups` is 0 or does not divide `in_channels` or
 ///   `out_channels`;
 /// - [`Error::Overflow`] (`"weight"`) if the weight's size does not fit in `usize`;
 /// - [`Error::Length`] if `weight` is not `out_channels·(in_channels/groups)·kernel`
-///   long, `bias` not `out_channels`, or `running_mean`, `running_var`, `gamma`,
-///   `beta`, `pad` not `in_channels`;
+///   long, `bias` not `out_channels`, or `stats.mean` (`"running_mean"`), `stats.var`
+///   (`"running_var"`), `gamma`, `beta`, `pad` not `in_channels`;
 /// - [`Error::ZeroScale`] if `pad` is given and some `scale_i` is 0 (γ_i = 0, or an
 ///   infinite variance), so that no padding value makes the fold exact. Without `pad`
 ///   a zero scale folds fine.
@@ -712,7 +723,7 @@ pub fn into_following(
     bias: &mut [f32],
     pad: Option<&mut [f32]>,
 ) -> Result<(), Error> {
-    check_eps(bn.eps)?;
+    check_eps(bn.bn.eps)?;
     let geo = layer.geometry()?;
     check_len("weight", weight.len(), geo.len)?;
     check_len("bias", bias.len(), layer.out_channels)?;
@@ -728,7 +739,7 @@ pub fn into_following(
         for (i, v) in pad.iter_mut().enumerate() {
             // mean − β/scale rather than −shift/scale: no cancellation inside shift.
             let scale = bn.scale_shift(i).0;
-            *v = (f64::from(bn.running_mean[i]) - bn.beta(i) / scale) as f32;
+            *v = (f64::from(bn.stats.mean[i]) - bn.bn.beta(i) / scale) as f32;
         }
     }
     fold_weights(bn, &geo, weight, bias);
@@ -1083,20 +1094,8 @@ fn combine(a: [f64; LANES]) -> f64 {
 impl EvalBn<'_> {
     /// Checks every per-channel slice against `channels`.
     fn check(&self, channels: usize) -> Result<(), Error> {
-        check_len("running_mean", self.running_mean.len(), channels)?;
-        check_len("running_var", self.running_var.len(), channels)?;
-        if let Some(gamma) = self.gamma {
-            check_len("gamma", gamma.len(), channels)?;
-        }
-        if let Some(beta) = self.beta {
-            check_len("beta", beta.len(), channels)?;
-        }
-        Ok(())
-    }
-
-    /// β_c in f64 (0 when absent). `c` is below the checked channel count.
-    fn beta(&self, c: usize) -> f64 {
-        self.beta.map_or(0.0, |beta| f64::from(beta[c]))
+        self.stats.check(channels)?;
+        self.bn.check(channels)
     }
 
     /// `scale_c` in f64. `c` is below the checked channel count.
@@ -1104,14 +1103,13 @@ impl EvalBn<'_> {
         self.scale_shift(c).0
     }
 
-    /// `(scale_c, shift_c)` in f64. `c` is below the checked channel count.
+    /// `(scale_c, shift_c)` in f64, by [`eval_affine`] as [`BatchNorm::eval`] computes
+    /// them. `c` is below the checked channel count.
     fn scale_shift(&self, c: usize) -> (f64, f64) {
-        let gamma = self.gamma.map_or(1.0, |gamma| f64::from(gamma[c]));
-        let var = f64::from(self.running_var[c]) + f64::from(self.eps);
-        let scale = gamma / libm::sqrt(var);
-        (
-            scale,
-            self.beta(c) - f64::from(self.running_mean[c]) * scale,
-        )
+        let at = |xs: &[f32]| xs.get(c).map_or(0.0, |&v| f64::from(v));
+        let (mean, var, eps) = (at(self.stats.mean), at(self.stats.var), self.bn.eps);
+        let [scale, shift] =
+            eval_affine(self.bn.gamma(c), self.bn.beta(c), mean, var, f64::from(eps));
+        (scale, shift)
     }
 }

@@ -5,6 +5,8 @@ use crate::error::{check_eps, check_len, Error};
 use crate::kernels::{Affine, Centered};
 use crate::moments::{band_moments, Moments};
 use crate::renorm::Renorm;
+use crate::running::{Running, RunningStats};
+use crate::saved::SavedMut;
 use crate::shape::Shape;
 
 /// A batch-normalization layer's parameters, borrowed: `eps`, and the affine `γ`
@@ -21,14 +23,20 @@ use crate::shape::Shape;
 /// | [`backward`](Self::backward) | `dx, dγ, dβ` of the train forward |
 /// | [`backward_eval`](Self::backward_eval) | `dx, dγ, dβ` of the eval forward |
 ///
+/// Every method takes the tensor `x` first (then `y`, or `dy`), the [`Shape`], then
+/// the statistics: [`SavedMut`] (train writes) and [`Saved`](crate::Saved) (backward
+/// reads) for the batch's, `Option<&mut Running>` (train updates) and
+/// [`RunningStats`] (eval reads) for the running ones.
+///
 /// ```
-/// use batchnorm::{BatchNorm, Shape};
+/// use batchnorm::{BatchNorm, RunningStats, Shape};
 ///
 /// let gamma = [2.0, 1.0];
 /// let bn = BatchNorm { eps: 0.0, gamma: Some(&gamma), beta: None };
 /// let x = [1.0, 10.0, 3.0, 30.0]; // [batch 2][channels 2]
 /// let mut y = [0.0; 4];
-/// bn.eval(&x, &mut y, Shape::rows(2, 2), &[2.0, 20.0], &[1.0, 100.0])?;
+/// let stats = RunningStats { mean: &[2.0, 20.0], var: &[1.0, 100.0] };
+/// bn.eval(&x, &mut y, Shape::rows(2, 2), stats)?;
 /// assert_eq!(y, [-2.0, -1.0, 2.0, 1.0]);
 /// # Ok::<(), batchnorm::Error>(())
 /// ```
@@ -43,71 +51,11 @@ pub struct BatchNorm<'a> {
     pub beta: Option<&'a [f32]>,
 }
 
-/// How running statistics follow the batch statistics:
-/// `running ← (1 − f)·running + f·batch` with a factor `f` per update.
-///
-/// ```
-/// use batchnorm::Momentum;
-///
-/// let pytorch_default = Momentum::Exponential(0.1);
-/// let keras_default = Momentum::Exponential(1.0 - 0.99); // Keras counts the other way
-/// let cumulative = Momentum::Cumulative { batches_tracked: 0 }; // first update: f = 1
-/// # let _ = (pytorch_default, keras_default, cumulative);
-/// ```
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub enum Momentum {
-    /// `f` = this value, finite and in `[0, 1]`: PyTorch's `momentum` (default 0.1).
-    /// Keras' and TensorFlow's `momentum` is `1 −` this value.
-    Exponential(f32),
-    /// A cumulative average, PyTorch's `momentum=None`: `f = 1/(batches_tracked + 1)`,
-    /// where `batches_tracked` counts the updates made before this one (PyTorch's
-    /// `num_batches_tracked` before its increment). The caller increments it.
-    Cumulative {
-        /// Updates made so far.
-        batches_tracked: u64,
-    },
-}
-
-impl Momentum {
-    /// The factor `f` of this update, in f64.
-    pub(crate) fn factor(self) -> Result<f64, Error> {
-        match self {
-            Momentum::Exponential(f) if f.is_finite() && (0.0..=1.0).contains(&f) => {
-                Ok(f64::from(f))
-            }
-            Momentum::Exponential(f) => Err(Error::Parameter {
-                arg: "momentum",
-                value: f,
-            }),
-            Momentum::Cumulative { batches_tracked } => Ok(1.0 / (batches_tracked as f64 + 1.0)),
-        }
-    }
-}
-
-/// Running statistics that a train forward updates in place:
-/// `mean ← (1 − f)·mean + f·batch_mean`,
-/// `var ← (1 − f)·var + f·batch_var·m/(m − 1)` (the unbiased batch variance, as
-/// PyTorch keeps), with `m = batch·spatial` and `f` from [`Momentum`].
-///
-/// ```
-/// use batchnorm::{Momentum, Running};
-///
-/// let (mut mean, mut var) = ([0.0f32; 16], [1.0f32; 16]);
-/// let running = Running { mean: &mut mean, var: &mut var, momentum: Momentum::Exponential(0.1) };
-/// # let _ = running;
-/// ```
-#[derive(Debug)]
-pub struct Running<'a> {
-    /// Running mean, one per channel.
-    pub mean: &'a mut [f32],
-    /// Running (unbiased) variance, one per channel.
-    pub var: &'a mut [f32],
-    /// How far each update moves them.
-    pub momentum: Momentum,
-}
-
 /// The saved statistics as the train calls name them, for errors.
 pub(crate) const SAVED: [&str; 2] = ["save_mean", "save_invstd"];
+
+/// The running statistics as the eval calls name them, for errors.
+pub(crate) const RUNNING: [&str; 2] = ["running_mean", "running_var"];
 
 impl BatchNorm<'_> {
     /// Checks eps and the lengths of γ and β against `channels`.
@@ -160,28 +108,32 @@ impl BatchNorm<'_> {
         out
     }
 
-    /// Eval forward: `y = (x − running_mean)/√(running_var + eps)·γ + β`.
+    /// Eval forward: `y = (x − running_mean)/√(running_var + eps)·γ + β`, with the
+    /// running statistics `stats` (PyTorch's `model.eval()`, ONNX's
+    /// `BatchNormalization` in inference mode).
     ///
     /// Per channel, `scale = γ/√(running_var + eps)` and
-    /// `shift = β − running_mean·scale` are computed once in f64; each element then
-    /// costs one multiply-add, `y = x·scale + shift`. NaN and infinities in `x` stay in
-    /// their own element.
+    /// `shift = β − running_mean·scale` are computed once in f64, by the same code as
+    /// the fold ([`fold::EvalBn`](crate::fold::EvalBn)); each element then costs one
+    /// multiply-add, `y = x·scale + shift`. NaN and infinities in `x` stay in their own
+    /// element.
     ///
     /// # Errors
     /// Checked before anything is written:
     /// - [`Error::Parameter`] when `eps` is negative, NaN or infinite;
     /// - [`Error::Overflow`] when the shape's element count does not fit in `usize`;
     /// - [`Error::Length`] when `x` or `y` does not hold `batch·channels·spatial`
-    ///   values, or `running_mean`, `running_var`, `gamma` or `beta` not `channels`.
+    ///   values, or `stats.mean` (`"running_mean"`), `stats.var` (`"running_var"`),
+    ///   `gamma` or `beta` not `channels`.
     ///
     /// ```
-    /// use batchnorm::{BatchNorm, Shape};
+    /// use batchnorm::{BatchNorm, RunningStats, Shape};
     ///
     /// let bn = BatchNorm { eps: 1e-5, gamma: None, beta: Some(&[0.5, -0.5]) };
     /// let shape = Shape::channels_last(1, 2, 3); // NHWC, H·W = 3
     /// let x = [1.0, 5.0, 2.0, 6.0, 3.0, 7.0];
     /// let mut y = [0.0; 6];
-    /// bn.eval(&x, &mut y, shape, &[2.0, 6.0], &[1.0, 1.0])?;
+    /// bn.eval(&x, &mut y, shape, RunningStats { mean: &[2.0, 6.0], var: &[1.0, 1.0] })?;
     /// let expect = [-0.5, -1.5, 0.5, -0.5, 1.5, 0.5];
     /// assert!(y.iter().zip(&expect).all(|(a, b)| (a - b).abs() < 1e-4));
     /// # Ok::<(), batchnorm::Error>(())
@@ -191,13 +143,12 @@ impl BatchNorm<'_> {
         x: &[f32],
         y: &mut [f32],
         shape: Shape,
-        running_mean: &[f32],
-        running_var: &[f32],
+        stats: RunningStats<'_>,
     ) -> Result<(), Error> {
-        let len = self.check_eval(shape, running_mean, running_var)?;
+        let len = self.check_eval(shape, stats)?;
         check_len("x", x.len(), len)?;
         check_len("y", y.len(), len)?;
-        self.eval_kernel(Affine, [x], y, shape, running_mean, running_var);
+        self.eval_kernel(Affine, [x], y, shape, stats);
         Ok(())
     }
 
@@ -207,11 +158,11 @@ impl BatchNorm<'_> {
     /// As [`eval`](Self::eval); the tensor is argument `"x"`.
     ///
     /// ```
-    /// use batchnorm::{BatchNorm, Shape};
+    /// use batchnorm::{BatchNorm, RunningStats, Shape};
     ///
     /// let bn = BatchNorm { eps: 0.0, gamma: None, beta: None };
     /// let mut x = [3.0, 5.0, 7.0];
-    /// bn.eval_in_place(&mut x, Shape::rows(3, 1), &[5.0], &[4.0])?;
+    /// bn.eval_in_place(&mut x, Shape::rows(3, 1), RunningStats { mean: &[5.0], var: &[4.0] })?;
     /// assert_eq!(x, [-1.0, 0.0, 1.0]);
     /// # Ok::<(), batchnorm::Error>(())
     /// ```
@@ -219,25 +170,18 @@ impl BatchNorm<'_> {
         &self,
         x: &mut [f32],
         shape: Shape,
-        running_mean: &[f32],
-        running_var: &[f32],
+        stats: RunningStats<'_>,
     ) -> Result<(), Error> {
-        let len = self.check_eval(shape, running_mean, running_var)?;
+        let len = self.check_eval(shape, stats)?;
         check_len("x", x.len(), len)?;
-        self.eval_kernel(Affine, [&[]], x, shape, running_mean, running_var);
+        self.eval_kernel(Affine, [&[]], x, shape, stats);
         Ok(())
     }
 
-    pub(crate) fn check_eval(
-        &self,
-        shape: Shape,
-        mean: &[f32],
-        var: &[f32],
-    ) -> Result<usize, Error> {
+    pub(crate) fn check_eval(&self, shape: Shape, stats: RunningStats<'_>) -> Result<usize, Error> {
         let len = shape.len()?;
         self.check(shape.channels)?;
-        check_len("running_mean", mean.len(), shape.channels)?;
-        check_len("running_var", var.len(), shape.channels)?;
+        stats.check(shape.channels)?;
         Ok(len)
     }
 
@@ -249,14 +193,13 @@ impl BatchNorm<'_> {
         ins: [&[f32]; I],
         y: &mut [f32],
         shape: Shape,
-        mean: &[f32],
-        var: &[f32],
+        stats: RunningStats<'_>,
     ) {
         let walk = Walk::new(shape);
         if walk.small() {
-            self.eval_bands::<M, I, SMALL>(m, &walk, ins, y, mean, var)
+            self.eval_bands::<M, I, SMALL>(m, &walk, ins, y, stats)
         } else {
-            self.eval_bands::<M, I, MAX_BAND>(m, &walk, ins, y, mean, var)
+            self.eval_bands::<M, I, MAX_BAND>(m, &walk, ins, y, stats)
         }
     }
 
@@ -267,24 +210,22 @@ impl BatchNorm<'_> {
         walk: &Walk,
         ins: [&[f32]; I],
         y: &mut [f32],
-        mean: &[f32],
-        var: &[f32],
+        stats: RunningStats<'_>,
     ) {
         for band in walk.bands(0) {
-            let [scale, shift] = self.eval_consts::<B>(band, mean, var);
+            let [scale, shift] = self.eval_consts::<B>(band, stats);
             engine::map(m, walk, band, ins, y, [&scale, &shift]);
         }
     }
 
-    /// `[scale, shift]` of the eval forward for the channels of `band`:
-    /// `scale = γ/√(var + eps)`, `shift = β − mean·scale`, in f64, four channels at a
-    /// time where there is SIMD.
-    fn eval_consts<const B: usize>(&self, band: Band, mean: &[f32], var: &[f32]) -> [[f32; B]; 2] {
+    /// `[scale, shift]` of the eval forward for the channels of `band`, by
+    /// [`eval_affine`], four channels at a time where there is SIMD.
+    fn eval_consts<const B: usize>(&self, band: Band, stats: RunningStats<'_>) -> [[f32; B]; 2] {
         let at = |xs: &[f32], i: usize, none: f64| {
             xs.get(band.first + i).map_or(none, |&v| f64::from(v))
         };
         let of = |xs: Option<&[f32]>, i: usize, none: f64| xs.map_or(none, |xs| at(xs, i, none));
-        let invstd = self.invstds::<B>(band.channels, |i| at(var, i, 1.0));
+        let eps = f64::from(self.eps);
         let [mut scale, mut shift] = [[0.0; B]; 2];
         #[cfg(any(target_arch = "x86", target_arch = "x86_64", target_arch = "aarch64"))]
         {
@@ -293,21 +234,34 @@ impl BatchNorm<'_> {
                 f64x4::new(core::array::from_fn(|l| f(4 * q + l)))
             }
             let quads = scale.as_chunks_mut::<4>().0.iter_mut();
-            let quads = quads
-                .zip(shift.as_chunks_mut::<4>().0)
-                .zip(invstd.as_chunks::<4>().0);
-            for (q, ((scale, shift), inv)) in quads.enumerate().take(band.channels.div_ceil(4)) {
-                let s = lanes(q, |i| of(self.gamma, i, 1.0)) * f64x4::new(*inv);
-                let b = lanes(q, |i| of(self.beta, i, 0.0)) - lanes(q, |i| at(mean, i, 0.0)) * s;
+            let quads = quads.zip(shift.as_chunks_mut::<4>().0);
+            for (q, (scale, shift)) in quads.enumerate().take(band.channels.div_ceil(4)) {
+                let [s, b] = eval_affine(
+                    lanes(q, |i| of(self.gamma, i, 1.0)),
+                    lanes(q, |i| of(self.beta, i, 0.0)),
+                    lanes(q, |i| at(stats.mean, i, 0.0)),
+                    lanes(q, |i| at(stats.var, i, 1.0)),
+                    f64x4::splat(eps),
+                );
                 *scale = s.to_array().map(|v| v as f32);
                 *shift = b.to_array().map(|v| v as f32);
             }
         }
         #[cfg(not(any(target_arch = "x86", target_arch = "x86_64", target_arch = "aarch64")))]
-        for (i, invstd) in invstd.iter().enumerate().take(band.channels) {
-            let s = of(self.gamma, i, 1.0) * invstd;
-            scale[i] = s as f32;
-            shift[i] = (of(self.beta, i, 0.0) - at(mean, i, 0.0) * s) as f32;
+        for (i, (scale, shift)) in scale
+            .iter_mut()
+            .zip(&mut shift)
+            .enumerate()
+            .take(band.channels)
+        {
+            let [s, b] = eval_affine(
+                of(self.gamma, i, 1.0),
+                of(self.beta, i, 0.0),
+                at(stats.mean, i, 0.0),
+                at(stats.var, i, 1.0),
+                eps,
+            );
+            (*scale, *shift) = (s as f32, b as f32);
         }
         [scale, shift]
     }
@@ -316,9 +270,10 @@ impl BatchNorm<'_> {
     /// `y = (x − mean)·invstd·γ + β`, `invstd = 1/√(var + eps)`, with `var` the biased
     /// variance over the `m = batch·spatial` values of the channel.
     ///
-    /// Writes `save_mean` (the batch mean) and `save_invstd` (`invstd`) for the
+    /// Writes `saved.mean` (the batch mean) and `saved.invstd` (`invstd`) for the
     /// backward pass, as PyTorch's `native_batch_norm` returns them, and updates
-    /// `running` when given (see [`Running`]). Statistics come from one read of `x`
+    /// `running` when given, counting the update in its `batches_tracked` (see
+    /// [`Running`]). Statistics come from one read of `x`
     /// (see [`moments`](fn@crate::moments) for their accuracy); in channels-first layout
     /// each channel is normalized right after its statistics, while its values are in
     /// cache. Per element: one subtraction and one multiply-add,
@@ -331,25 +286,29 @@ impl BatchNorm<'_> {
     /// infinity in `x` makes its channel's statistics and output NaN.
     ///
     /// # Errors
-    /// Checked before anything is written:
+    /// Checked before anything is written (`running` included):
     /// - [`Error::Parameter`] for an `eps` that is negative, NaN or infinite, or an
     ///   exponential momentum outside `[0, 1]` (argument `"momentum"`);
     /// - [`Error::Overflow`] when the shape's element count does not fit in `usize`;
     /// - [`Error::Length`] when `x` or `y` does not hold `batch·channels·spatial`
-    ///   values, or `save_mean`, `save_invstd`, `gamma`, `beta`, `running_mean`
-    ///   (`running.mean`) or `running_var` (`running.var`) not `channels`;
+    ///   values, or `saved.mean` (`"save_mean"`), `saved.invstd` (`"save_invstd"`),
+    ///   `gamma`, `beta`, `running.mean` (`"running_mean"`) or `running.var`
+    ///   (`"running_var"`) not `channels`;
     /// - [`Error::TooFewValues`] when `batch·spatial` is 0 (no mean exists), or below 2
-    ///   with `running` given (the unbiased variance needs two values).
+    ///   with `running` given and [`Correction::Unbiased`](crate::Correction) (the
+    ///   unbiased variance needs two values).
     ///
     /// ```
-    /// use batchnorm::{BatchNorm, Momentum, Running, Shape};
+    /// use batchnorm::{BatchNorm, Momentum, Running, SavedMut, Shape};
     ///
     /// let bn = BatchNorm { eps: 0.0, gamma: None, beta: None };
     /// let x = [1.0, 3.0, 5.0, 7.0]; // NCHW: batch 2, 1 channel, 2 positions
     /// let (mut y, mut mean, mut invstd) = ([0.0; 4], [0.0], [0.0]);
     /// let (mut rm, mut rv) = ([0.0], [1.0]);
-    /// let running = Running { mean: &mut rm, var: &mut rv, momentum: Momentum::Exponential(0.1) };
-    /// bn.train(&x, &mut y, Shape::channels_first(2, 1, 2), &mut mean, &mut invstd, Some(running))?;
+    /// let mut running = Running::new(&mut rm, &mut rv, Momentum::Exponential(0.1));
+    /// let saved = SavedMut { mean: &mut mean, invstd: &mut invstd };
+    /// bn.train(&x, &mut y, Shape::channels_first(2, 1, 2), saved, Some(&mut running))?;
+    /// assert_eq!(running.batches_tracked, 1);
     /// assert_eq!(mean, [4.0]);
     /// assert_eq!(invstd, [1.0 / 5.0f32.sqrt()]);          // biased variance 5
     /// assert_eq!(rm, [0.4]);                                // 0.9·0 + 0.1·4
@@ -362,11 +321,10 @@ impl BatchNorm<'_> {
         x: &[f32],
         y: &mut [f32],
         shape: Shape,
-        save_mean: &mut [f32],
-        save_invstd: &mut [f32],
-        running: Option<Running<'_>>,
+        saved: SavedMut<'_>,
+        running: Option<&mut Running<'_>>,
     ) -> Result<(), Error> {
-        let len = self.check_train(shape, SAVED, [save_mean, save_invstd], &running)?;
+        let len = self.check_train(shape, SAVED, [saved.mean, saved.invstd], running.as_deref())?;
         check_len("x", x.len(), len)?;
         check_len("y", y.len(), len)?;
         self.train_kernel(
@@ -374,7 +332,7 @@ impl BatchNorm<'_> {
             [x],
             y,
             shape,
-            [save_mean, save_invstd],
+            [saved.mean, saved.invstd],
             running,
             None,
         );
@@ -387,12 +345,13 @@ impl BatchNorm<'_> {
     /// As [`train`](Self::train); the tensor is argument `"x"`.
     ///
     /// ```
-    /// use batchnorm::{BatchNorm, Shape};
+    /// use batchnorm::{BatchNorm, SavedMut, Shape};
     ///
     /// let bn = BatchNorm { eps: 0.0, gamma: None, beta: Some(&[1.0]) };
     /// let mut x = [2.0, 4.0];
     /// let (mut mean, mut invstd) = ([0.0], [0.0]);
-    /// bn.train_in_place(&mut x, Shape::rows(2, 1), &mut mean, &mut invstd, None)?;
+    /// let saved = SavedMut { mean: &mut mean, invstd: &mut invstd };
+    /// bn.train_in_place(&mut x, Shape::rows(2, 1), saved, None)?;
     /// assert_eq!((x, mean, invstd), ([0.0, 2.0], [3.0], [1.0]));
     /// # Ok::<(), batchnorm::Error>(())
     /// ```
@@ -400,18 +359,17 @@ impl BatchNorm<'_> {
         &self,
         x: &mut [f32],
         shape: Shape,
-        save_mean: &mut [f32],
-        save_invstd: &mut [f32],
-        running: Option<Running<'_>>,
+        saved: SavedMut<'_>,
+        running: Option<&mut Running<'_>>,
     ) -> Result<(), Error> {
-        let len = self.check_train(shape, SAVED, [save_mean, save_invstd], &running)?;
+        let len = self.check_train(shape, SAVED, [saved.mean, saved.invstd], running.as_deref())?;
         check_len("x", x.len(), len)?;
         self.train_kernel(
             Centered,
             [&[]],
             x,
             shape,
-            [save_mean, save_invstd],
+            [saved.mean, saved.invstd],
             running,
             None,
         );
@@ -424,7 +382,7 @@ impl BatchNorm<'_> {
         shape: Shape,
         names: [&'static str; 2],
         saved: [&[f32]; 2],
-        running: &Option<Running<'_>>,
+        running: Option<&Running<'_>>,
     ) -> Result<usize, Error> {
         let len = shape.len()?;
         self.check(shape.channels)?;
@@ -433,12 +391,7 @@ impl BatchNorm<'_> {
         }
         let m = shape.per_channel()?;
         let needed = match running {
-            Some(r) => {
-                r.momentum.factor()?;
-                check_len("running_mean", r.mean.len(), shape.channels)?;
-                check_len("running_var", r.var.len(), shape.channels)?;
-                2
-            }
+            Some(r) => r.check(shape.channels)?,
             None => 1,
         };
         if m < needed {
@@ -460,7 +413,7 @@ impl BatchNorm<'_> {
         y: &mut [f32],
         shape: Shape,
         saved: [&mut [f32]; 2],
-        running: Option<Running<'_>>,
+        running: Option<&mut Running<'_>>,
         renorm: Option<(Renorm, [&mut [f32]; 2])>,
     ) {
         self.train_kernel_with(m, ins, y, shape, saved, running, renorm, None);
@@ -470,7 +423,8 @@ impl BatchNorm<'_> {
     /// either reduced from the tensor (`global` None) or given (`global`: the merged
     /// moments of a larger batch, one per channel, of which this tensor is a part).
     /// Given or reduced, they take the same path from there on: the distributed and
-    /// parallel train are this function.
+    /// parallel train are this function. `running`, when given, is updated once and
+    /// counts one update.
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn train_kernel_with<M: Map<I, 3> + Copy, const I: usize>(
         &self,
@@ -479,16 +433,19 @@ impl BatchNorm<'_> {
         y: &mut [f32],
         shape: Shape,
         saved: [&mut [f32]; 2],
-        running: Option<Running<'_>>,
+        mut running: Option<&mut Running<'_>>,
         renorm: Option<(Renorm, [&mut [f32]; 2])>,
         global: Option<&[Moments]>,
     ) {
         let walk = Walk::new(shape);
-        let args = (m, ins, y, saved, running, renorm, global);
+        let args = (m, ins, y, saved, running.as_deref_mut(), renorm, global);
         if walk.small() {
             self.train_bands::<M, I, SMALL>(&walk, args)
         } else {
             self.train_bands::<M, I, MAX_BAND>(&walk, args)
+        }
+        if let Some(r) = running {
+            r.advance();
         }
     }
 
@@ -502,15 +459,13 @@ impl BatchNorm<'_> {
             [&[f32]; I],
             &mut [f32],
             [&mut [f32]; 2],
-            Option<Running<'_>>,
+            Option<&mut Running<'_>>,
             Option<(Renorm, [&mut [f32]; 2])>,
             Option<&[Moments]>,
         ),
     ) {
-        // Validated in `check_train`.
-        let factor = running
-            .as_ref()
-            .map_or(0.0, |r| r.momentum.factor().unwrap_or(0.0));
+        // Of the update before this one's (checked in `check_train`).
+        let factor = running.as_ref().map_or(0.0, |r| r.factor());
         for band in walk.bands(1) {
             // Channels-first: the band's channels are normalized right after their
             // statistics, while they are cached.
@@ -555,13 +510,49 @@ impl BatchNorm<'_> {
                 if let Some(r) = running.as_mut() {
                     // The count of the channel's moments: this tensor's `m`, or the
                     // global batch's when the moments were merged elsewhere.
-                    let count = st.count as f64;
-                    let unbiased = var * count / (count - 1.0);
-                    r.mean[c] = ((1.0 - factor) * f64::from(r.mean[c]) + factor * st.mean) as f32;
-                    r.var[c] = ((1.0 - factor) * f64::from(r.var[c]) + factor * unbiased) as f32;
+                    r.update(c, factor, st.mean, var, st.count as f64);
                 }
             }
             engine::map(m, walk, band, ins, y, [&k[0], &k[1], &k[2]]);
         }
     }
+}
+
+/// f64 arithmetic on one value or on several lanes at once, for [`eval_affine`].
+pub(crate) trait F64s:
+    Copy
+    + core::ops::Add<Output = Self>
+    + core::ops::Sub<Output = Self>
+    + core::ops::Mul<Output = Self>
+    + core::ops::Div<Output = Self>
+{
+    /// The correctly rounded square root.
+    fn sqrt(self) -> Self;
+}
+
+impl F64s for f64 {
+    fn sqrt(self) -> f64 {
+        libm::sqrt(self)
+    }
+}
+
+#[cfg(any(target_arch = "x86", target_arch = "x86_64", target_arch = "aarch64"))]
+impl F64s for wide::f64x4 {
+    fn sqrt(self) -> wide::f64x4 {
+        wide::f64x4::sqrt(self)
+    }
+}
+
+/// Eval-mode batch norm as one affine map per channel, `BN(x) = x·scale + shift`:
+///
+/// `scale = γ/√(var + eps)`, `shift = β − mean·scale`,
+///
+/// in f64 from the f32 parameters and running statistics. The one place that computes
+/// it: [`BatchNorm::eval`] (four channels at a time) and the fold
+/// ([`EvalBn`](crate::fold::EvalBn), one channel at a time) call it, and since every
+/// operation is correctly rounded, both get the same bits.
+#[inline(always)]
+pub(crate) fn eval_affine<V: F64s>(gamma: V, beta: V, mean: V, var: V, eps: V) -> [V; 2] {
+    let scale = gamma / (var + eps).sqrt();
+    [scale, beta - mean * scale]
 }

@@ -4,8 +4,10 @@
 
 use crate::backward::{Grads, Through};
 use crate::error::{check_len, Error};
-use crate::forward::{BatchNorm, Running, SAVED};
+use crate::forward::{BatchNorm, RUNNING, SAVED};
 use crate::kernels::{AffineAddRelu, AffineRelu, CenteredAddRelu, CenteredRelu};
+use crate::running::{Running, RunningStats};
+use crate::saved::{Saved, SavedMut};
 use crate::shape::Shape;
 
 /// What a fused forward applies to batch norm's output `bn`.
@@ -90,14 +92,15 @@ impl BatchNorm<'_> {
     /// `batch·channels·spatial` values. Nothing is written on error.
     ///
     /// ```
-    /// use batchnorm::{BatchNorm, Fusion, Shape};
+    /// use batchnorm::{BatchNorm, Fusion, RunningStats, Shape};
     ///
     /// let bn = BatchNorm { eps: 0.0, gamma: None, beta: None };
     /// let (x, z) = ([1.0, 3.0, 5.0], [0.5, 0.5, 0.5]);
+    /// let stats = RunningStats { mean: &[3.0], var: &[4.0] };
     /// let mut y = [0.0; 3];
-    /// bn.eval_fused(&x, &mut y, Shape::rows(3, 1), Fusion::Relu, &[3.0], &[4.0])?;
+    /// bn.eval_fused(&x, &mut y, Shape::rows(3, 1), Fusion::Relu, stats)?;
     /// assert_eq!(y, [0.0, 0.0, 1.0]);
-    /// bn.eval_fused(&x, &mut y, Shape::rows(3, 1), Fusion::AddRelu { z: &z }, &[3.0], &[4.0])?;
+    /// bn.eval_fused(&x, &mut y, Shape::rows(3, 1), Fusion::AddRelu { z: &z }, stats)?;
     /// assert_eq!(y, [0.0, 0.5, 1.5]);
     /// # Ok::<(), batchnorm::Error>(())
     /// ```
@@ -107,17 +110,15 @@ impl BatchNorm<'_> {
         y: &mut [f32],
         shape: Shape,
         fusion: Fusion<'_>,
-        running_mean: &[f32],
-        running_var: &[f32],
+        stats: RunningStats<'_>,
     ) -> Result<(), Error> {
-        let len = self.check_eval(shape, running_mean, running_var)?;
+        let len = self.check_eval(shape, stats)?;
         check_len("x", x.len(), len)?;
         check_len("y", y.len(), len)?;
         fusion.check(len)?;
-        let (rm, rv) = (running_mean, running_var);
         match fusion {
-            Fusion::Relu => self.eval_kernel(AffineRelu, [x], y, shape, rm, rv),
-            Fusion::AddRelu { z } => self.eval_kernel(AffineAddRelu, [x, z], y, shape, rm, rv),
+            Fusion::Relu => self.eval_kernel(AffineRelu, [x], y, shape, stats),
+            Fusion::AddRelu { z } => self.eval_kernel(AffineAddRelu, [x, z], y, shape, stats),
         }
         Ok(())
     }
@@ -131,31 +132,30 @@ impl BatchNorm<'_> {
     /// `batch·channels·spatial` values. Nothing is written on error.
     ///
     /// ```
-    /// use batchnorm::{BatchNorm, Fusion, Shape};
+    /// use batchnorm::{BatchNorm, Fusion, SavedMut, Shape};
     ///
     /// let bn = BatchNorm { eps: 0.0, gamma: None, beta: None };
     /// let x = [1.0, 3.0];                   // mean 2, var 1: bn(x) = [−1, 1]
     /// let (mut y, mut mean, mut invstd) = ([0.0; 2], [0.0], [0.0]);
-    /// bn.train_fused(&x, &mut y, Shape::rows(2, 1), Fusion::Relu, &mut mean, &mut invstd, None)?;
+    /// let saved = SavedMut { mean: &mut mean, invstd: &mut invstd };
+    /// bn.train_fused(&x, &mut y, Shape::rows(2, 1), Fusion::Relu, saved, None)?;
     /// assert_eq!((y, mean, invstd), ([0.0, 1.0], [2.0], [1.0]));
     /// # Ok::<(), batchnorm::Error>(())
     /// ```
-    #[allow(clippy::too_many_arguments)]
     pub fn train_fused(
         &self,
         x: &[f32],
         y: &mut [f32],
         shape: Shape,
         fusion: Fusion<'_>,
-        save_mean: &mut [f32],
-        save_invstd: &mut [f32],
-        running: Option<Running<'_>>,
+        saved: SavedMut<'_>,
+        running: Option<&mut Running<'_>>,
     ) -> Result<(), Error> {
-        let len = self.check_train(shape, SAVED, [save_mean, save_invstd], &running)?;
+        let len = self.check_train(shape, SAVED, [saved.mean, saved.invstd], running.as_deref())?;
         check_len("x", x.len(), len)?;
         check_len("y", y.len(), len)?;
         fusion.check(len)?;
-        let saved = [save_mean, save_invstd];
+        let saved = [saved.mean, saved.invstd];
         match fusion {
             Fusion::Relu => self.train_kernel(CenteredRelu, [x], y, shape, saved, running, None),
             Fusion::AddRelu { z } => {
@@ -165,25 +165,27 @@ impl BatchNorm<'_> {
         Ok(())
     }
 
-    /// Backward pass of [`train_fused`](Self::train_fused), from its input `x` and
-    /// output `y`: `g` (0 where `y ≤ 0`, else `dy`), then [`backward`](Self::backward) on `g`, in the
-    /// same two passes (the mask costs a read of `y`, not a pass of its own). With
-    /// [`FusionGrad::AddRelu`] the residual's gradient `dz = g` is written in the
-    /// first pass, and the second reads it instead of `dy` and `y`.
+    /// Backward pass of [`train_fused`](Self::train_fused), from its input `x`, the
+    /// gradient `dy` of its output and that output `y`: `g` (0 where `y ≤ 0`, else
+    /// `dy`), then [`backward`](Self::backward) on `g`, in the same two passes (the
+    /// mask costs a read of `y`, not a pass of its own). With [`FusionGrad::AddRelu`]
+    /// the residual's gradient `dz = g` is written in the first pass, and the second
+    /// reads it instead of `dy` and `y`.
     ///
     /// # Errors
     /// As [`backward`](Self::backward), and [`Error::Length`] when `y` or `dz` does
     /// not hold `batch·channels·spatial` values. Nothing is written on error.
     ///
     /// ```
-    /// use batchnorm::{BatchNorm, FusionGrad, Grads, Shape};
+    /// use batchnorm::{BatchNorm, FusionGrad, Grads, Saved, Shape};
     ///
     /// let bn = BatchNorm { eps: 0.0, gamma: None, beta: None };
     /// let (x, y) = ([1.0, 3.0], [0.0, 1.0]);  // y = relu(x̂), x̂ = [−1, 1]
     /// let dy = [5.0, 1.0];                    // the masked gradient is [0, 1]
+    /// let saved = Saved { mean: &[2.0], invstd: &[1.0] };
     /// let (mut dx, mut dg, mut db) = ([0.0; 2], [0.0], [0.0]);
     /// let grads = Grads { dx: &mut dx, dgamma: Some(&mut dg), dbeta: Some(&mut db) };
-    /// bn.backward_fused(&dy, &x, &y, Shape::rows(2, 1), FusionGrad::Relu, &[2.0], &[1.0], grads)?;
+    /// bn.backward_fused(&x, &dy, &y, Shape::rows(2, 1), FusionGrad::Relu, saved, grads)?;
     /// assert_eq!((db, dg), ([1.0], [1.0]));
     /// assert_eq!(dx, [0.0, 0.0]);
     /// # Ok::<(), batchnorm::Error>(())
@@ -191,17 +193,16 @@ impl BatchNorm<'_> {
     #[allow(clippy::too_many_arguments)]
     pub fn backward_fused(
         &self,
-        dy: &[f32],
         x: &[f32],
+        dy: &[f32],
         y: &[f32],
         shape: Shape,
         mut fusion: FusionGrad<'_>,
-        save_mean: &[f32],
-        save_invstd: &[f32],
+        saved: Saved<'_>,
         grads: Grads<'_>,
     ) -> Result<(), Error> {
-        let saved = [save_mean, save_invstd];
-        self.check_backward(dy, x, shape, ["save_mean", "save_invstd"], saved, &grads)?;
+        let saved = [saved.mean, saved.invstd];
+        self.check_backward(dy, x, shape, SAVED, saved, &grads)?;
         check_len("y", y.len(), dy.len())?;
         fusion.check(dy.len())?;
         self.backward_kernel(fusion.through(y), dy, x, shape, saved, grads, None);
@@ -218,31 +219,31 @@ impl BatchNorm<'_> {
     /// `dz` does not hold `batch·channels·spatial` values. Nothing is written on error.
     ///
     /// ```
-    /// use batchnorm::{BatchNorm, FusionGrad, Grads, Shape};
+    /// use batchnorm::{BatchNorm, FusionGrad, Grads, RunningStats, Shape};
     ///
     /// let bn = BatchNorm { eps: 0.0, gamma: Some(&[3.0]), beta: None };
     /// let (x, y, dy) = ([1.0, 5.0], [0.0, 3.0], [1.0, 2.0]);
+    /// let stats = RunningStats { mean: &[3.0], var: &[4.0] };
     /// let (mut dx, mut dz) = ([0.0; 2], [0.0; 2]);
     /// let grads = Grads { dx: &mut dx, dgamma: None, dbeta: None };
     /// let fusion = FusionGrad::AddRelu { dz: &mut dz };
-    /// bn.backward_eval_fused(&dy, &x, &y, Shape::rows(2, 1), fusion, &[3.0], &[4.0], grads)?;
+    /// bn.backward_eval_fused(&x, &dy, &y, Shape::rows(2, 1), fusion, stats, grads)?;
     /// assert_eq!((dx, dz), ([0.0, 3.0], [0.0, 2.0])); // dx = dz·3/2
     /// # Ok::<(), batchnorm::Error>(())
     /// ```
     #[allow(clippy::too_many_arguments)]
     pub fn backward_eval_fused(
         &self,
-        dy: &[f32],
         x: &[f32],
+        dy: &[f32],
         y: &[f32],
         shape: Shape,
         mut fusion: FusionGrad<'_>,
-        running_mean: &[f32],
-        running_var: &[f32],
+        stats: RunningStats<'_>,
         grads: Grads<'_>,
     ) -> Result<(), Error> {
-        let stats = [running_mean, running_var];
-        self.check_backward(dy, x, shape, ["running_mean", "running_var"], stats, &grads)?;
+        let stats = [stats.mean, stats.var];
+        self.check_backward(dy, x, shape, RUNNING, stats, &grads)?;
         check_len("y", y.len(), dy.len())?;
         fusion.check(dy.len())?;
         self.backward_eval_kernel(fusion.through(y), dy, x, shape, stats, grads);

@@ -12,9 +12,10 @@ use core::ops::Range;
 use crate::backward::{out_of_range, Grads};
 use crate::engine::{self, Band, Walk, MAX_BAND, SMALL};
 use crate::error::{check_len, Error};
-use crate::forward::{BatchNorm, Running};
+use crate::forward::BatchNorm;
 use crate::kernels::{Centered, GradInput, GradSums};
 use crate::moments::{band_moments, Moments};
+use crate::running::Running;
 use crate::saved::{Saved, SavedMut};
 use crate::shape::Shape;
 
@@ -278,17 +279,20 @@ impl GroupNorm<'_> {
         y: &mut [f32],
         shape: Shape,
         saved: SavedMut<'_>,
-        running: Option<Running<'_>>,
+        mut running: Option<&mut Running<'_>>,
     ) {
         if shape.len() != Ok(0) {
             // (No values: no statistics either, and nothing to walk, however many
             // channels there are.)
             let g = Grouping::new(shape, self.groups);
             if g.walk.small() {
-                self.forward_chunks::<SMALL>(&g, x, y, saved, running)
+                self.forward_chunks::<SMALL>(&g, x, y, saved, running.as_deref_mut())
             } else {
-                self.forward_chunks::<MAX_BAND>(&g, x, y, saved, running)
+                self.forward_chunks::<MAX_BAND>(&g, x, y, saved, running.as_deref_mut())
             }
+        }
+        if let Some(r) = running {
+            r.advance();
         }
     }
 
@@ -298,13 +302,12 @@ impl GroupNorm<'_> {
         x: &[f32],
         y: &mut [f32],
         saved: SavedMut<'_>,
-        mut running: Option<Running<'_>>,
+        mut running: Option<&mut Running<'_>>,
     ) {
         let bn = self.bn();
         // Validated in `InstanceNorm::check_running`.
-        let factor = running
-            .as_ref()
-            .map_or(0.0, |r| r.momentum.factor().unwrap_or(0.0));
+        let factor = running.as_ref().map_or(0.0, |r| r.factor());
+        let correction = running.as_ref().map(|r| r.correction).unwrap_or_default();
         let per_group = (g.per * g.spatial) as f64;
         for chunk in g.chunks::<B>() {
             let first_group = chunk.start / g.per.max(1);
@@ -337,7 +340,7 @@ impl GroupNorm<'_> {
                     (*mean, *invstd) = (st.mean as f32, inv as f32);
                     if running.is_some() {
                         sums[0] += st.mean;
-                        sums[1] += st.var() * per_group / (per_group - 1.0);
+                        sums[1] += correction.batch_var(st.var(), per_group);
                     }
                 }
                 for band in g.bands::<B>(chunk.clone()) {
@@ -490,9 +493,10 @@ impl InstanceNorm<'_> {
 
     /// Forward pass: normalizes every (sample, channel) of `x` into `y` and writes its
     /// mean and `invstd` to `saved`, `[batch][channels]`; updates `running` when given
-    /// (PyTorch's `track_running_stats=True` in training mode):
+    /// (PyTorch's `track_running_stats=True` in training mode), counting the update:
     /// `mean ← (1 − f)·mean + f·(mean over the batch of the instances' means)`, and
-    /// the same for the variance with the instances' unbiased variances.
+    /// the same for the variance with the instances' variances (unbiased, or biased
+    /// with [`Correction::Biased`](crate::Correction)).
     ///
     /// # Errors
     /// Checked before anything is written:
@@ -504,8 +508,8 @@ impl InstanceNorm<'_> {
     ///   `saved.mean` (`"save_mean"`) or `saved.invstd` (`"save_invstd"`) not
     ///   `batch · channels`;
     /// - [`Error::TooFewValues`] when `spatial` is 0 and there are instances, or,
-    ///   with `running`, when `spatial` is below 2 (the unbiased variance needs two
-    ///   values) or `batch` is 0.
+    ///   with `running`, when `spatial` is below 2 with [`Correction::Unbiased`](crate::Correction)
+    ///   (the unbiased variance needs two values) or `batch` is 0.
     ///
     /// ```
     /// use batchnorm::{InstanceNorm, Momentum, Running, SavedMut, Shape};
@@ -514,9 +518,10 @@ impl InstanceNorm<'_> {
     /// let x = [1.0, 3.0, 5.0, 9.0]; // 2 samples, 1 channel, 2 positions
     /// let (mut y, mut mean, mut invstd) = ([0.0; 4], [0.0; 2], [0.0; 2]);
     /// let (mut rm, mut rv) = ([0.0], [1.0]);
-    /// let running = Running { mean: &mut rm, var: &mut rv, momentum: Momentum::Exponential(0.5) };
+    /// let mut running = Running::new(&mut rm, &mut rv, Momentum::Exponential(0.5));
     /// let saved = SavedMut { mean: &mut mean, invstd: &mut invstd };
-    /// inorm.forward(&x, &mut y, Shape::channels_first(2, 1, 2), saved, Some(running))?;
+    /// inorm.forward(&x, &mut y, Shape::channels_first(2, 1, 2), saved, Some(&mut running))?;
+    /// assert_eq!(running.batches_tracked, 1);
     /// assert_eq!(rm, [0.5 * (2.0 + 7.0) / 2.0]);       // means 2 and 7
     /// assert_eq!(rv, [0.5 + 0.5 * (2.0 + 8.0) / 2.0]); // unbiased variances 2 and 8
     /// # Ok::<(), batchnorm::Error>(())
@@ -527,13 +532,13 @@ impl InstanceNorm<'_> {
         y: &mut [f32],
         shape: Shape,
         saved: SavedMut<'_>,
-        running: Option<Running<'_>>,
+        running: Option<&mut Running<'_>>,
     ) -> Result<(), Error> {
         let gn = self.groups(shape);
         let len = gn.check(shape, [saved.mean.len(), saved.invstd.len()])?;
         check_len("x", x.len(), len)?;
         check_len("y", y.len(), len)?;
-        check_running(shape, &running)?;
+        check_running(shape, running.as_deref())?;
         gn.forward_kernel(x, y, shape, saved, running);
         Ok(())
     }
@@ -559,12 +564,12 @@ impl InstanceNorm<'_> {
         x: &mut [f32],
         shape: Shape,
         saved: SavedMut<'_>,
-        running: Option<Running<'_>>,
+        running: Option<&mut Running<'_>>,
     ) -> Result<(), Error> {
         let gn = self.groups(shape);
         let len = gn.check(shape, [saved.mean.len(), saved.invstd.len()])?;
         check_len("x", x.len(), len)?;
-        check_running(shape, &running)?;
+        check_running(shape, running.as_deref())?;
         gn.forward_kernel(&[], x, shape, saved, running);
         Ok(())
     }
@@ -600,16 +605,14 @@ impl InstanceNorm<'_> {
 }
 
 /// Checks instance norm's running statistics.
-fn check_running(shape: Shape, running: &Option<Running<'_>>) -> Result<(), Error> {
+fn check_running(shape: Shape, running: Option<&Running<'_>>) -> Result<(), Error> {
     let Some(r) = running else {
         return Ok(());
     };
-    r.momentum.factor()?;
-    check_len("running_mean", r.mean.len(), shape.channels)?;
-    check_len("running_var", r.var.len(), shape.channels)?;
+    let needed = r.check(shape.channels)?;
     let (needed, actual) = match (shape.batch, shape.spatial) {
         (0, _) => (1, 0),
-        (_, s) => (2, s),
+        (_, s) => (needed, s),
     };
     if actual < needed {
         return Err(Error::TooFewValues { needed, actual });

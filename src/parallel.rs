@@ -34,16 +34,22 @@
 //! reuse between the two passes. The merge is serial and small (`pieces × C` values).
 //!
 //! ```
-//! use batchnorm::{parallel, BatchNorm, Shape};
+//! use batchnorm::{parallel, BatchNorm, SavedMut, Shape};
 //!
 //! let bn = BatchNorm { eps: 1e-5, gamma: None, beta: None };
 //! let shape = Shape::channels_first(4, 3, 100_000); // 24 tiles: 12 runs in 2 pieces
 //! let x: Vec<f32> = (0..4 * 3 * 100_000).map(|i| (i % 7) as f32).collect();
 //! let (mut y, mut mean, mut invstd) = (vec![0.0; x.len()], [0.0; 3], [0.0; 3]);
 //! let pool = |n| rayon::ThreadPoolBuilder::new().num_threads(n).build().unwrap();
-//! pool(2).install(|| parallel::train(&bn, &x, &mut y, shape, &mut mean, &mut invstd, None))?;
+//! pool(2).install(|| {
+//!     let saved = SavedMut { mean: &mut mean, invstd: &mut invstd };
+//!     parallel::train(&bn, &x, &mut y, shape, saved, None)
+//! })?;
 //! let mut y1 = vec![0.0; x.len()];
-//! pool(1).install(|| parallel::train(&bn, &x, &mut y1, shape, &mut mean, &mut invstd, None))?;
+//! pool(1).install(|| {
+//!     let saved = SavedMut { mean: &mut mean, invstd: &mut invstd };
+//!     parallel::train(&bn, &x, &mut y1, shape, saved, None)
+//! })?;
 //! assert_eq!(y, y1); // the same bits on 1 and 2 threads
 //! # Ok::<(), batchnorm::Error>(())
 //! ```
@@ -58,9 +64,11 @@ use rayon::prelude::*;
 use crate::backward::{EvalSums, Grads, Through};
 use crate::distributed::{sums_kernel, BackwardSums};
 use crate::error::{check_len, Error};
-use crate::forward::{BatchNorm, Running, SAVED};
+use crate::forward::{BatchNorm, RUNNING, SAVED};
 use crate::kernels::{Affine, Centered};
 use crate::moments::Moments;
+use crate::running::{Running, RunningStats};
+use crate::saved::{Saved, SavedMut};
 use crate::shape::{Layout, Shape};
 
 /// Values in a tile (at most; at least one run or row, or this many of a longer one).
@@ -228,22 +236,22 @@ fn sub<'a>(bn: &BatchNorm<'a>, range: core::ops::Range<usize>) -> BatchNorm<'a> 
 
 /// The train forward channel-parallel: each group of `g` channels is a job of its own
 /// (its moments merged over the samples in order, its saved and running statistics,
-/// then its elementwise pass), unchecked.
-#[allow(clippy::too_many_arguments)]
+/// then its elementwise pass), unchecked. `running` counts one update.
 fn train_groups(
     bn: &BatchNorm,
     x: &[f32],
     y: &mut [f32],
-    shape: Shape,
-    g: usize,
-    save_mean: &mut [f32],
-    save_invstd: &mut [f32],
-    running: Option<Running<'_>>,
+    (shape, g): (Shape, usize),
+    [save_mean, save_invstd]: [&mut [f32]; 2],
+    running: Option<&mut Running<'_>>,
 ) {
     let groups = shape.channels.div_ceil(g);
     let runs: Vec<Option<Running<'_>>> = match running {
         Some(r) => {
-            let momentum = r.momentum;
+            // Each group's part, as the whole was before this update.
+            let (momentum, correction, batches_tracked) =
+                (r.momentum, r.correction, r.batches_tracked);
+            r.advance();
             let chunks = r.mean.chunks_mut(g).zip(r.var.chunks_mut(g));
             chunks
                 .map(|(mean, var)| {
@@ -251,6 +259,8 @@ fn train_groups(
                         mean,
                         var,
                         momentum,
+                        correction,
+                        batches_tracked,
                     })
                 })
                 .collect()
@@ -264,7 +274,7 @@ fn train_groups(
         .zip(save_invstd.par_chunks_mut(g))
         .zip(runs)
         .enumerate()
-        .for_each(|(i, ((((ys, xs), mean), invstd), running))| {
+        .for_each(|(i, ((((ys, xs), mean), invstd), mut running))| {
             let width = mean.len();
             let bn = sub(bn, i * g..i * g + width);
             let piece = Shape::channels_first(1, width, shape.spatial);
@@ -285,7 +295,7 @@ fn train_groups(
                 &mut [],
                 none,
                 saved,
-                running,
+                running.as_mut(),
                 None,
                 Some(&global),
             );
@@ -411,7 +421,8 @@ pub fn moments(x: &[f32], shape: Shape, out: &mut [Moments]) -> Result<(), Error
 /// let bn = BatchNorm { eps: 0.0, gamma: None, beta: None };
 /// let x: Vec<f32> = (0..300_000).map(|i| (i % 2) as f32).collect(); // mean ½, var ¼
 /// let (mut y, mut mean, mut invstd) = (vec![0.0; x.len()], [0.0], [0.0]);
-/// parallel::train(&bn, &x, &mut y, Shape::rows(300_000, 1), &mut mean, &mut invstd, None)?;
+/// let saved = batchnorm::SavedMut { mean: &mut mean, invstd: &mut invstd };
+/// parallel::train(&bn, &x, &mut y, Shape::rows(300_000, 1), saved, None)?;
 /// assert_eq!((mean, invstd, &y[..2]), ([0.5], [2.0], &[-1.0, 1.0][..]));
 /// # Ok::<(), batchnorm::Error>(())
 /// ```
@@ -420,25 +431,24 @@ pub fn train(
     x: &[f32],
     y: &mut [f32],
     shape: Shape,
-    save_mean: &mut [f32],
-    save_invstd: &mut [f32],
-    running: Option<Running<'_>>,
+    saved: SavedMut<'_>,
+    running: Option<&mut Running<'_>>,
 ) -> Result<(), Error> {
-    let len = bn.check_train(shape, SAVED, [save_mean, save_invstd], &running)?;
+    let len = bn.check_train(shape, SAVED, [saved.mean, saved.invstd], running.as_deref())?;
     check_len("x", x.len(), len)?;
     check_len("y", y.len(), len)?;
     if let Some(g) = channel_groups(shape) {
-        train_groups(bn, x, y, shape, g, save_mean, save_invstd, running);
+        train_groups(bn, x, y, (shape, g), [saved.mean, saved.invstd], running);
         return Ok(());
     }
     let tiles = tiles(shape);
     if tiles.len() <= 1 {
-        return bn.train(x, y, shape, save_mean, save_invstd, running);
+        return bn.train(x, y, shape, saved, running);
     }
     let global = merged_moments(x, &tiles, shape.channels);
     // The saved and running statistics, once, by the train kernel over no values.
     let none = Shape::rows(0, shape.channels);
-    let saved = [save_mean, save_invstd];
+    let saved = [saved.mean, saved.invstd];
     bn.train_kernel_with(
         Centered,
         [&[]],
@@ -472,7 +482,8 @@ pub fn train(
 /// let bn = BatchNorm { eps: 0.0, gamma: None, beta: Some(&[1.0]) };
 /// let x = vec![3.0; 200_000];
 /// let mut y = vec![0.0; x.len()];
-/// parallel::eval(&bn, &x, &mut y, Shape::rows(200_000, 1), &[1.0], &[4.0])?;
+/// let stats = batchnorm::RunningStats { mean: &[1.0], var: &[4.0] };
+/// parallel::eval(&bn, &x, &mut y, Shape::rows(200_000, 1), stats)?;
 /// assert!(y.iter().all(|&v| v == 2.0)); // (3 − 1)/2 + 1
 /// # Ok::<(), batchnorm::Error>(())
 /// ```
@@ -481,16 +492,18 @@ pub fn eval(
     x: &[f32],
     y: &mut [f32],
     shape: Shape,
-    running_mean: &[f32],
-    running_var: &[f32],
+    stats: RunningStats<'_>,
 ) -> Result<(), Error> {
-    let len = bn.check_eval(shape, running_mean, running_var)?;
+    let len = bn.check_eval(shape, stats)?;
     check_len("x", x.len(), len)?;
     check_len("y", y.len(), len)?;
     let tiles = tiles(shape);
     tiles.par_iter().zip(pieces(&tiles, y)).for_each(|(t, y)| {
-        let (rm, rv) = (&running_mean[t.channels()], &running_var[t.channels()]);
-        t.bn(bn).eval_kernel(Affine, [t.of(x)], y, t.shape, rm, rv);
+        let stats = RunningStats {
+            mean: &stats.mean[t.channels()],
+            var: &stats.var[t.channels()],
+        };
+        t.bn(bn).eval_kernel(Affine, [t.of(x)], y, t.shape, stats);
     });
     Ok(())
 }
@@ -507,30 +520,34 @@ pub fn eval(
 /// let (x, dy) = (vec![2.0; 200_000], vec![1.0; 200_000]);
 /// let (mut dx, mut db) = (vec![9.0; 200_000], [0.0]);
 /// let grads = Grads { dx: &mut dx, dgamma: None, dbeta: Some(&mut db) };
-/// parallel::backward(&bn, &dy, &x, Shape::rows(200_000, 1), &[2.0], &[1.0], grads)?;
+/// let saved = batchnorm::Saved { mean: &[2.0], invstd: &[1.0] };
+/// parallel::backward(&bn, &x, &dy, Shape::rows(200_000, 1), saved, grads)?;
 /// assert_eq!(db, [200_000.0]);
 /// assert!(dx.iter().all(|&v| v == 0.0)); // a constant gradient does not reach x
 /// # Ok::<(), batchnorm::Error>(())
 /// ```
 pub fn backward(
     bn: &BatchNorm,
-    dy: &[f32],
     x: &[f32],
+    dy: &[f32],
     shape: Shape,
-    save_mean: &[f32],
-    save_invstd: &[f32],
+    saved: Saved<'_>,
     grads: Grads<'_>,
 ) -> Result<(), Error> {
-    let saved = [save_mean, save_invstd];
-    bn.check_backward(dy, x, shape, SAVED, saved, &grads)?;
+    let Saved {
+        mean: save_mean,
+        invstd: save_invstd,
+    } = saved;
+    bn.check_backward(dy, x, shape, SAVED, [save_mean, save_invstd], &grads)?;
     if let Some(g) = channel_groups(shape) {
-        backward_groups(bn, dy, x, shape, g, saved, grads);
+        backward_groups(bn, dy, x, shape, g, [save_mean, save_invstd], grads);
         return Ok(());
     }
     let tiles = tiles(shape);
     if tiles.len() <= 1 {
-        return bn.backward(dy, x, shape, save_mean, save_invstd, grads);
+        return bn.backward(x, dy, shape, saved, grads);
     }
+    let saved = [save_mean, save_invstd];
     let parts: Vec<Vec<BackwardSums>> = tiles
         .par_iter()
         .map(|t| {
@@ -581,26 +598,30 @@ pub fn backward(
 /// let (x, dy) = (vec![5.0; 200_000], vec![2.0; 200_000]);
 /// let (mut dx, mut dg) = (vec![0.0; 200_000], [0.0]);
 /// let grads = Grads { dx: &mut dx, dgamma: Some(&mut dg), dbeta: None };
-/// parallel::backward_eval(&bn, &dy, &x, Shape::rows(200_000, 1), &[3.0], &[4.0], grads)?;
+/// let stats = batchnorm::RunningStats { mean: &[3.0], var: &[4.0] };
+/// parallel::backward_eval(&bn, &x, &dy, Shape::rows(200_000, 1), stats, grads)?;
 /// assert!(dx.iter().all(|&v| v == 3.0)); // dy·3/2
 /// assert_eq!(dg, [200_000.0 * 2.0]);     // Σ dy·(5 − 3)/2
 /// # Ok::<(), batchnorm::Error>(())
 /// ```
 pub fn backward_eval(
     bn: &BatchNorm,
-    dy: &[f32],
     x: &[f32],
+    dy: &[f32],
     shape: Shape,
-    running_mean: &[f32],
-    running_var: &[f32],
+    stats: RunningStats<'_>,
     grads: Grads<'_>,
 ) -> Result<(), Error> {
-    let stats = [running_mean, running_var];
-    bn.check_backward(dy, x, shape, ["running_mean", "running_var"], stats, &grads)?;
+    let RunningStats {
+        mean: running_mean,
+        var: running_var,
+    } = stats;
+    bn.check_backward(dy, x, shape, RUNNING, [running_mean, running_var], &grads)?;
     let tiles = tiles(shape);
     if tiles.len() <= 1 {
-        return bn.backward_eval(dy, x, shape, running_mean, running_var, grads);
+        return bn.backward_eval(x, dy, shape, stats, grads);
     }
+    let stats = [running_mean, running_var];
     let Grads { dx, dgamma, dbeta } = grads;
     let wanted = dgamma.is_some() || dbeta.is_some();
     let parts: Vec<Vec<BackwardSums>> = tiles

@@ -3,8 +3,9 @@
 
 use crate::backward::{Grads, Through};
 use crate::error::{check_len, Error};
-use crate::forward::{BatchNorm, Running};
+use crate::forward::BatchNorm;
 use crate::kernels::Centered;
+use crate::running::Running;
 use crate::shape::Shape;
 
 /// The clipping limits of Batch Renormalization's corrections, per step:
@@ -28,16 +29,17 @@ pub struct Renorm {
     pub dmax: f32,
 }
 
-/// What [`BatchNorm::train_renorm`] saves for [`BatchNorm::backward_renorm`], one value
+/// Where [`BatchNorm::train_renorm`] writes what its backward pass needs, one value
 /// per channel each: the batch mean, `invstd = 1/σ_B`, and the corrections `r`, `d`.
+/// [`as_saved`](Self::as_saved) lends them to [`BatchNorm::backward_renorm`].
 ///
 /// ```
-/// let (mut mean, mut invstd, mut r, mut d) = ([0.0f32; 4], [0.0f32; 4], [0.0f32; 4], [0.0f32; 4]);
-/// let saved = batchnorm::RenormSaved { mean: &mut mean, invstd: &mut invstd, r: &mut r, d: &mut d };
-/// # let _ = saved;
+/// let (mut mean, mut invstd, mut r, mut d) = ([0.0f32; 4], [0.0f32; 4], [1.0f32; 4], [0.0f32; 4]);
+/// let saved = batchnorm::RenormSavedMut { mean: &mut mean, invstd: &mut invstd, r: &mut r, d: &mut d };
+/// assert_eq!(saved.as_saved().r, &[1.0; 4]);
 /// ```
 #[derive(Debug)]
-pub struct RenormSaved<'a> {
+pub struct RenormSavedMut<'a> {
     /// The batch mean `μ_B`.
     pub mean: &'a mut [f32],
     /// `1/√(var_B + eps)`, with the biased batch variance.
@@ -46,6 +48,43 @@ pub struct RenormSaved<'a> {
     pub r: &'a mut [f32],
     /// The shift correction `d`.
     pub d: &'a mut [f32],
+}
+
+/// What [`BatchNorm::train_renorm`] saved ([`RenormSavedMut`]), as
+/// [`BatchNorm::backward_renorm`] reads it.
+///
+/// ```
+/// let saved = batchnorm::RenormSaved { mean: &[2.0], invstd: &[1.0], r: &[0.5], d: &[0.25] };
+/// assert_eq!(saved.d, &[0.25]);
+/// ```
+#[derive(Clone, Copy, Debug)]
+pub struct RenormSaved<'a> {
+    /// The batch mean `μ_B`.
+    pub mean: &'a [f32],
+    /// `1/√(var_B + eps)`, with the biased batch variance.
+    pub invstd: &'a [f32],
+    /// The scale correction `r`.
+    pub r: &'a [f32],
+    /// The shift correction `d`.
+    pub d: &'a [f32],
+}
+
+impl RenormSavedMut<'_> {
+    /// The same values, read-only.
+    ///
+    /// ```
+    /// let (mut mean, mut invstd, mut r, mut d) = ([0.0f32], [1.0f32], [1.0f32], [0.0f32]);
+    /// let saved = batchnorm::RenormSavedMut { mean: &mut mean, invstd: &mut invstd, r: &mut r, d: &mut d };
+    /// assert_eq!(saved.as_saved().invstd, &[1.0]);
+    /// ```
+    pub fn as_saved(&self) -> RenormSaved<'_> {
+        RenormSaved {
+            mean: self.mean,
+            invstd: self.invstd,
+            r: self.r,
+            d: self.d,
+        }
+    }
 }
 
 impl Renorm {
@@ -92,8 +131,8 @@ impl BatchNorm<'_> {
     /// Train forward of Batch Renormalization: `y = γ·(x̂·r + d) + β` with the batch's
     /// `x̂ = (x − μ_B)/σ_B` and the corrections `r`, `d` of [`Renorm`] from the running
     /// statistics before this step; then `running` is updated exactly as
-    /// [`train`](Self::train) does. Per element the cost is that of `train`: `r` and
-    /// `d` fold into the per-channel scale and shift.
+    /// [`train`](Self::train) does (and counts the update). Per element the cost is
+    /// that of `train`: `r` and `d` fold into the per-channel scale and shift.
     ///
     /// With `rmax = 1` and `dmax = 0`, `r = 1` and `d = 0`: plain batch norm. At
     /// inference, use [`eval`](Self::eval) with the running statistics, as for batch norm.
@@ -105,20 +144,22 @@ impl BatchNorm<'_> {
     /// `dmax` below 0 or NaN. Nothing is written on error.
     ///
     /// ```
-    /// use batchnorm::{BatchNorm, Momentum, Renorm, RenormSaved, Running, Shape};
+    /// use batchnorm::{BatchNorm, Momentum, Renorm, RenormSavedMut, Running, Shape};
     ///
     /// let bn = BatchNorm { eps: 0.0, gamma: None, beta: None };
     /// let x = [1.0, 3.0, 5.0, 7.0];            // one channel: mean 4, σ_B = √5
     /// let (mut rm, mut rv) = ([2.0], [20.0]);  // σ = √20 = 2·σ_B
+    /// let mut running = Running::new(&mut rm, &mut rv, Momentum::Exponential(0.1));
     /// let (mut mean, mut invstd, mut r, mut d) = ([0.0], [0.0], [0.0], [0.0]);
     /// let mut y = [0.0; 4];
-    /// let saved = RenormSaved { mean: &mut mean, invstd: &mut invstd, r: &mut r, d: &mut d };
-    /// let running = Running { mean: &mut rm, var: &mut rv, momentum: Momentum::Exponential(0.1) };
-    /// bn.train_renorm(&x, &mut y, Shape::rows(4, 1), Renorm { rmax: 3.0, dmax: 5.0 }, saved, running)?;
+    /// let saved = RenormSavedMut { mean: &mut mean, invstd: &mut invstd, r: &mut r, d: &mut d };
+    /// let renorm = Renorm { rmax: 3.0, dmax: 5.0 };
+    /// bn.train_renorm(&x, &mut y, Shape::rows(4, 1), renorm, saved, &mut running)?;
+    /// assert_eq!(running.batches_tracked, 1);
+    /// assert!((running.mean[0] - 2.2).abs() < 1e-6);           // 0.9·2 + 0.1·4
     /// assert_eq!(r, [0.5]);                                   // σ_B/σ
     /// assert!((d[0] - 2.0 / 20.0f32.sqrt()).abs() < 1e-6);    // (4 − 2)/σ
     /// assert!((y[0] - (-3.0 / 5.0f32.sqrt() * 0.5 + d[0])).abs() < 1e-6);
-    /// assert!((rm[0] - 2.2).abs() < 1e-6);                     // 0.9·2 + 0.1·4
     /// # Ok::<(), batchnorm::Error>(())
     /// ```
     pub fn train_renorm(
@@ -127,29 +168,28 @@ impl BatchNorm<'_> {
         y: &mut [f32],
         shape: Shape,
         renorm: Renorm,
-        saved: RenormSaved<'_>,
-        running: Running<'_>,
+        saved: RenormSavedMut<'_>,
+        running: &mut Running<'_>,
     ) -> Result<(), Error> {
         renorm.check()?;
-        let running = Some(running);
         let len = self.check_train(
             shape,
             ["saved.mean", "saved.invstd"],
             [saved.mean, saved.invstd],
-            &running,
+            Some(&*running),
         )?;
         check_len("saved.r", saved.r.len(), shape.channels)?;
         check_len("saved.d", saved.d.len(), shape.channels)?;
         check_len("x", x.len(), len)?;
         check_len("y", y.len(), len)?;
-        let RenormSaved { mean, invstd, r, d } = saved;
+        let RenormSavedMut { mean, invstd, r, d } = saved;
         self.train_kernel(
             Centered,
             [x],
             y,
             shape,
             [mean, invstd],
-            running,
+            Some(running),
             Some((renorm, [r, d])),
         );
         Ok(())
@@ -169,21 +209,20 @@ impl BatchNorm<'_> {
     ///
     /// let bn = BatchNorm { eps: 0.0, gamma: None, beta: None };
     /// let (x, dy) = ([1.0, 3.0], [1.0, 0.0]);  // x̂ = [−1, 1]
-    /// let (mut mean, mut invstd, mut r, mut d) = ([2.0], [1.0], [0.5], [0.25]);
-    /// let saved = RenormSaved { mean: &mut mean, invstd: &mut invstd, r: &mut r, d: &mut d };
+    /// let saved = RenormSaved { mean: &[2.0], invstd: &[1.0], r: &[0.5], d: &[0.25] };
     /// let (mut dx, mut dg, mut db) = ([0.0; 2], [0.0], [0.0]);
     /// let grads = Grads { dx: &mut dx, dgamma: Some(&mut dg), dbeta: Some(&mut db) };
-    /// bn.backward_renorm(&dy, &x, Shape::rows(2, 1), &saved, grads)?;
+    /// bn.backward_renorm(&x, &dy, Shape::rows(2, 1), saved, grads)?;
     /// assert_eq!((db, dg), ([1.0], [-0.5 + 0.25])); // r·Σdy·x̂ + d·Σdy
     /// assert_eq!(dx, [0.0, 0.0]);
     /// # Ok::<(), batchnorm::Error>(())
     /// ```
     pub fn backward_renorm(
         &self,
-        dy: &[f32],
         x: &[f32],
+        dy: &[f32],
         shape: Shape,
-        saved: &RenormSaved<'_>,
+        saved: RenormSaved<'_>,
         grads: Grads<'_>,
     ) -> Result<(), Error> {
         self.check_backward(

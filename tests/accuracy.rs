@@ -11,7 +11,7 @@
 
 mod common;
 
-use batchnorm::{moments, BatchNorm, Moments, Momentum, Running, Shape};
+use batchnorm::{moments, BatchNorm, Moments, Momentum, Running, SavedMut, Shape};
 use common::Rng;
 use common::*;
 
@@ -65,18 +65,16 @@ fn measure(label: &str, x: &[f32], shape: Shape) -> f64 {
     let mut y = vec![0.0f32; x.len()];
     let (mut save_mean, mut save_invstd) = (vec![0.0f32; cs], vec![0.0f32; cs]);
     let (mut rm, mut rv) = (vec![0.0f32; cs], vec![1.0f32; cs]);
-    let running = Running {
-        mean: &mut rm,
-        var: &mut rv,
-        momentum: Momentum::Exponential(1.0),
-    };
+    let mut running = Running::new(&mut rm, &mut rv, Momentum::Exponential(1.0));
     bn.train(
         x,
         &mut y,
         shape,
-        &mut save_mean,
-        &mut save_invstd,
-        Some(running),
+        SavedMut {
+            mean: &mut save_mean,
+            invstd: &mut save_invstd,
+        },
+        Some(&mut running),
     )
     .unwrap();
 

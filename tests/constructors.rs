@@ -3,7 +3,7 @@
 //! the error messages (each states the rule broken).
 
 use batchnorm::fold::{self, EvalBn, Layer, WeightLayout};
-use batchnorm::{moments, Error, Layout, Moments, Shape};
+use batchnorm::{moments, BatchNorm, Error, Layout, Moments, RunningStats, Shape};
 
 const HUGE: usize = usize::MAX;
 
@@ -99,13 +99,17 @@ fn layers_from_dims() {
 fn transposed_constructor_folds_per_output_channel() {
     let weight: Vec<f32> = (1..=12).map(|v| v as f32).collect(); // [in 2][out 3][k 2]
     let gamma = [2.0, 4.0, 8.0];
-    let bn = EvalBn {
-        running_mean: &[0.0; 3],
-        running_var: &[1.0; 3],
-        gamma: Some(&gamma),
-        beta: None,
-        eps: 0.0,
-    };
+    let bn = EvalBn::new(
+        BatchNorm {
+            eps: 0.0,
+            gamma: Some(&gamma),
+            beta: None,
+        },
+        RunningStats {
+            mean: &[0.0; 3],
+            var: &[1.0; 3],
+        },
+    );
     let mut w = weight.clone();
     let mut b = [0.0; 3];
     fold::into_preceding(&bn, Layer::conv_transpose1d(2, 3, 2), &mut w, &mut b).unwrap();
@@ -137,13 +141,17 @@ fn layer_products_that_overflow_are_refused() {
     ];
     for layer in layers {
         let (mut w, mut b) = ([0.5f32; 8], [0.25f32; 8]);
-        let bn = EvalBn {
-            running_mean: &[0.0; 8],
-            running_var: &[1.0; 8],
-            gamma: None,
-            beta: None,
-            eps: 1e-5,
-        };
+        let bn = EvalBn::new(
+            BatchNorm {
+                eps: 1e-5,
+                gamma: None,
+                beta: None,
+            },
+            RunningStats {
+                mean: &[0.0; 8],
+                var: &[1.0; 8],
+            },
+        );
         let n = layer.out_channels.min(8);
         let err = fold::into_preceding(&bn, layer, &mut w, &mut b[..n]).unwrap_err();
         assert!(
@@ -239,13 +247,17 @@ fn messages_state_the_rule() {
 /// The messages as the fold functions return them.
 #[test]
 fn fold_errors_read_as_documented() {
-    let bn = EvalBn {
-        running_mean: &[0.0; 4],
-        running_var: &[1.0; 4],
-        gamma: None,
-        beta: None,
-        eps: -1.0,
-    };
+    let bn = EvalBn::new(
+        BatchNorm {
+            eps: -1.0,
+            gamma: None,
+            beta: None,
+        },
+        RunningStats {
+            mean: &[0.0; 4],
+            var: &[1.0; 4],
+        },
+    );
     let (mut w, mut b) = ([1.0f32; 6], [0.0f32; 3]);
     let layer = Layer::conv1d(4, 3, 1).grouped(2);
     let err = fold::into_preceding(&bn, layer, &mut w, &mut b).unwrap_err();
@@ -253,7 +265,7 @@ fn fold_errors_read_as_documented() {
         err.to_string(),
         "`eps` = -1 is out of range: it must be finite and ≥ 0"
     );
-    let bn = EvalBn { eps: 1e-5, ..bn };
+    let bn = EvalBn::new(BatchNorm { eps: 1e-5, ..bn.bn }, bn.stats);
     let err = fold::into_preceding(&bn, layer, &mut w, &mut b).unwrap_err();
     assert_eq!(
         err.to_string(),

@@ -21,13 +21,16 @@ mod common;
 mod split;
 
 use batchnorm::distributed::{backward_sums, BackwardSums};
-use batchnorm::{moments, BatchNorm, Error, Grads, Moments, Momentum, Running, Shape};
+use batchnorm::{
+    moments, BatchNorm, Correction, Error, Grads, Moments, Momentum, Running, Saved, SavedMut,
+    Shape,
+};
 use cases::*;
 use common::*;
 use proptest::prelude::*;
 use split::*;
 
-fn optional_momentum() -> impl Strategy<Value = Option<Momentum>> {
+fn optional_momentum() -> impl Strategy<Value = Option<Update>> {
     prop_oneof![Just(None), momentum().prop_map(Some)]
 }
 
@@ -46,7 +49,7 @@ fn step_with(
     shape: Shape,
     global: Option<&[Moments]>,
     (rm0, rv0): (&[f32], &[f32]),
-    momentum: Option<Momentum>,
+    momentum: Option<Update>,
 ) -> Step {
     let cs = shape.channels;
     let mut s = Step {
@@ -56,18 +59,18 @@ fn step_with(
         rm: rm0.to_vec(),
         rv: rv0.to_vec(),
     };
-    let running = momentum.map(|momentum| Running {
-        mean: &mut s.rm,
-        var: &mut s.rv,
-        momentum,
-    });
+    let mut running = momentum.map(|u| u.running(&mut s.rm, &mut s.rv));
+    let saved = SavedMut {
+        mean: &mut s.mean,
+        invstd: &mut s.invstd,
+    };
     match global {
-        None => bn.train(x, &mut s.y, shape, &mut s.mean, &mut s.invstd, running),
-        Some(g) => {
-            bn.train_with_moments(x, &mut s.y, shape, g, &mut s.mean, &mut s.invstd, running)
-        }
+        None => bn.train(x, &mut s.y, shape, saved, running.as_mut()),
+        Some(g) => bn.train_with_moments(x, &mut s.y, shape, g, saved, running.as_mut()),
     }
     .unwrap();
+    let tracked = running.map(|r| r.batches_tracked);
+    assert_eq!(tracked, momentum.map(|u| u.batches_tracked + 1));
     s
 }
 
@@ -91,9 +94,13 @@ fn grads_with(
         dgamma: Some(&mut dg),
         dbeta: Some(&mut db),
     };
+    let saved = Saved {
+        mean: saved.0,
+        invstd: saved.1,
+    };
     match global {
-        None => bn.backward(dy, x, shape, saved.0, saved.1, grads),
-        Some((g, m)) => bn.backward_with_sums(dy, x, shape, saved.0, saved.1, g, m, grads),
+        None => bn.backward(x, dy, shape, saved, grads),
+        Some((g, m)) => bn.backward_with_sums(x, dy, shape, saved, g, m, grads),
     }
     .unwrap();
     [dx, dg, db]
@@ -112,7 +119,7 @@ fn one_part_is_train_and_backward_bit_for_bit() {
             let (rm0, rv0) = case.running_before();
             let what = case.summary();
             let cs = shape.channels;
-            let momentum = momentum.filter(|_| shape.batch * shape.spatial >= 2);
+            let momentum = momentum.filter(|u| shape.batch * shape.spatial >= u.needed());
 
             let plain = step_with(&bn, &x, shape, None, (&rm0, &rv0), momentum);
             let mut local = vec![Moments::EMPTY; cs];
@@ -132,7 +139,7 @@ fn one_part_is_train_and_backward_bit_for_bit() {
             let saved = (&plain.mean[..], &plain.invstd[..]);
             let want = grads_with(&bn, &dy, &x, shape, saved, None);
             let mut sums = vec![BackwardSums::ZERO; cs];
-            backward_sums(&dy, &x, shape, &plain.mean, &mut sums).unwrap();
+            backward_sums(&x, &dy, shape, &plain.mean, &mut sums).unwrap();
             let m = (shape.batch * shape.spatial) as u64;
             let got = grads_with(&bn, &dy, &x, shape, saved, Some((&sums, m)));
             for (name, a, b) in [("dx", 0, 0), ("dgamma", 1, 1), ("dbeta", 2, 2)] {
@@ -156,8 +163,8 @@ fn parts_agree_and_match_the_oracle_of_the_whole_batch() {
             let cs = shape.channels;
             let parts = parts(shape.batch, &cuts);
             let what = format!("{} parts {parts:?}", case.summary());
-            // Plain BN needs two values per channel for the running variance.
-            let momentum = (shape.batch * shape.spatial >= 2).then_some(momentum);
+            // Plain BN needs two values per channel for the unbiased running variance.
+            let momentum = (shape.batch * shape.spatial >= momentum.needed()).then_some(momentum);
 
             // Forward (a) and the "allreduce", in part order.
             let mut global = vec![Moments::EMPTY; cs];
@@ -191,8 +198,10 @@ fn parts_agree_and_match_the_oracle_of_the_whole_batch() {
                 y: &y,
                 save_mean: &first.mean,
                 save_invstd: &first.invstd,
-                running: momentum
-                    .map(|m| ((&rm0[..], &rv0[..]), (&first.rm[..], &first.rv[..]), m)),
+                running: momentum.map(|u| {
+                    let after = (&first.rm[..], &first.rv[..]);
+                    ((&rm0[..], &rv0[..]), after, u.factor(), u.correction)
+                }),
             };
             check_train(&what, &bn, &x, &shape, &out);
 
@@ -203,7 +212,7 @@ fn parts_agree_and_match_the_oracle_of_the_whole_batch() {
                 let (xp, sp) = part_of(&x, shape, p);
                 let (dyp, _) = part_of(&dy, shape, p);
                 let mut local = vec![BackwardSums::ZERO; cs];
-                backward_sums(dyp, xp, sp, &first.mean, &mut local).unwrap();
+                backward_sums(xp, dyp, sp, &first.mean, &mut local).unwrap();
                 for (s, l) in sums.iter_mut().zip(local) {
                     *s = s.merge(l);
                 }
@@ -246,7 +255,7 @@ fn error_setup() -> (BatchNorm<'static>, Vec<f32>, Shape, Vec<Moments>) {
 }
 
 /// train_with_moments with guarded outputs; asserts nothing was written on error.
-fn train_err(global: &[Moments], shape: Shape, x: &[f32], momentum: Option<Momentum>) -> Error {
+fn train_err(global: &[Moments], shape: Shape, x: &[f32], momentum: Option<Update>) -> Error {
     let (bn, ..) = error_setup();
     let cs = shape.channels;
     let (mut y, mut mean, mut invstd) = (
@@ -255,22 +264,20 @@ fn train_err(global: &[Moments], shape: Shape, x: &[f32], momentum: Option<Momen
         Guarded::sentinel(cs),
     );
     let (mut rm, mut rv) = (Guarded::sentinel(cs), Guarded::sentinel(cs));
-    let running = momentum.map(|momentum| Running {
-        mean: rm.inner_mut(),
-        var: rv.inner_mut(),
-        momentum,
-    });
+    let mut running = momentum.map(|u| u.running(rm.inner_mut(), rv.inner_mut()));
+    let saved = SavedMut {
+        mean: mean.inner_mut(),
+        invstd: invstd.inner_mut(),
+    };
     let err = bn
-        .train_with_moments(
-            x,
-            y.inner_mut(),
-            shape,
-            global,
-            mean.inner_mut(),
-            invstd.inner_mut(),
-            running,
-        )
+        .train_with_moments(x, y.inner_mut(), shape, global, saved, running.as_mut())
         .unwrap_err();
+    let tracked = running.map(|r| r.batches_tracked);
+    assert_eq!(
+        tracked,
+        momentum.map(|u| u.batches_tracked),
+        "counted a failed update"
+    );
     for (name, g) in [
         ("y", &y),
         ("mean", &mean),
@@ -286,7 +293,7 @@ fn train_err(global: &[Moments], shape: Shape, x: &[f32], momentum: Option<Momen
 #[test]
 fn forward_errors() {
     let (_, x, shape, global) = error_setup();
-    let exp = Some(Momentum::Exponential(0.1));
+    let exp = Some(Update::PYTORCH);
     assert_eq!(
         train_err(&global[..1], shape, &x, None),
         Error::Length {
@@ -332,22 +339,30 @@ fn forward_errors() {
     let (bn, ..) = error_setup();
     let (mut y, mut mean, mut invstd, mut rm, mut rv) =
         ([0.0; 2], [0.0; 2], [0.0; 2], [0.0; 2], [1.0; 2]);
-    let running = Running {
-        mean: &mut rm,
-        var: &mut rv,
-        momentum: Momentum::Exponential(1.0),
+    let mut running = Running::new(&mut rm, &mut rv, Momentum::Exponential(1.0));
+    let saved = SavedMut {
+        mean: &mut mean,
+        invstd: &mut invstd,
     };
-    bn.train_with_moments(
-        &x[..2],
-        &mut y,
-        row,
-        &global,
-        &mut mean,
-        &mut invstd,
-        Some(running),
-    )
-    .unwrap();
+    bn.train_with_moments(&x[..2], &mut y, row, &global, saved, Some(&mut running))
+        .unwrap();
     assert_eq!((rm, rv), ([2.0, 3.5], [2.0, 4.5]));
+    // A global batch of one value: fine with the biased running variance (ONNX).
+    let biased = Update {
+        correction: Correction::Biased,
+        ..Update::PYTORCH
+    };
+    let one_of_one = [Moments::of(&[1.0]), Moments::of(&[2.0])];
+    let (mut rm, mut rv) = ([0.0; 2], [1.0; 2]);
+    let mut running = biased.running(&mut rm, &mut rv);
+    let saved = SavedMut {
+        mean: &mut mean,
+        invstd: &mut invstd,
+    };
+    bn.train_with_moments(&x[..2], &mut y, row, &one_of_one, saved, Some(&mut running))
+        .unwrap();
+    assert_eq!(running.batches_tracked, 1);
+    assert_eq!((rm, rv), ([0.1, 0.2], [0.9, 0.9]));
 }
 
 #[test]
@@ -364,8 +379,12 @@ fn backward_errors() {
             dgamma: Some(dg.inner_mut()),
             dbeta: Some(db.inner_mut()),
         };
+        let saved = Saved {
+            mean: &saved[0],
+            invstd: &saved[1],
+        };
         let err = bn
-            .backward_with_sums(dy, x, shape, &saved[0], &saved[1], sums, count, grads)
+            .backward_with_sums(x, dy, shape, saved, sums, count, grads)
             .unwrap_err();
         for (name, g) in [("dx", &dx), ("dgamma", &dg), ("dbeta", &db)] {
             g.assert_untouched(name);
@@ -405,7 +424,7 @@ fn backward_errors() {
 
     let mut out = [BackwardSums::ZERO; 2];
     assert_eq!(
-        backward_sums(&dy, &x, shape, &saved[0][..1], &mut out),
+        backward_sums(&x, &dy, shape, &saved[0][..1], &mut out),
         Err(Error::Length {
             arg: "save_mean",
             expected: 2,

@@ -7,7 +7,10 @@
 
 mod common;
 
-use batchnorm::{moments, BatchNorm, Error, Grads, Layout, Moments, Momentum, Running, Shape};
+use batchnorm::{
+    moments, BatchNorm, Correction, Error, Grads, Layout, Moments, Momentum, Running, RunningStats,
+    Saved, SavedMut, Shape,
+};
 use common::*;
 
 const LAYOUTS: [Layout; 2] = [Layout::ChannelsFirst, Layout::ChannelsLast];
@@ -225,11 +228,14 @@ impl Entry {
             beta: Some(a.beta.inner()),
         };
         let shape = a.shape;
-        let running = momentum.map(|momentum| Running {
-            mean: a.running_mean.inner_mut(),
-            var: a.running_var.inner_mut(),
-            momentum,
+        let mut running = momentum.map(|momentum| {
+            Running::new(
+                a.running_mean.inner_mut(),
+                a.running_var.inner_mut(),
+                momentum,
+            )
         });
+        let running = running.as_mut();
         let grads = Grads {
             dx: a.dx.inner_mut(),
             dgamma: Some(a.dgamma.inner_mut()),
@@ -237,50 +243,48 @@ impl Entry {
         };
         match self {
             Entry::Moments => moments(a.x.inner(), shape, a.out.inner_mut()),
-            Entry::Eval => bn.eval(
-                a.x.inner(),
-                a.y.inner_mut(),
-                shape,
-                a.running_mean.inner(),
-                a.running_var.inner(),
-            ),
-            Entry::EvalInPlace => bn.eval_in_place(
-                a.x.inner_mut(),
-                shape,
-                a.running_mean.inner(),
-                a.running_var.inner(),
-            ),
-            Entry::Train => bn.train(
-                a.x.inner(),
-                a.y.inner_mut(),
-                shape,
-                a.save_mean.inner_mut(),
-                a.save_invstd.inner_mut(),
-                running,
-            ),
-            Entry::TrainInPlace => bn.train_in_place(
-                a.x.inner_mut(),
-                shape,
-                a.save_mean.inner_mut(),
-                a.save_invstd.inner_mut(),
-                running,
-            ),
-            Entry::Backward => bn.backward(
-                a.dy.inner(),
-                a.x.inner(),
-                shape,
-                a.save_mean.inner(),
-                a.save_invstd.inner(),
-                grads,
-            ),
-            Entry::BackwardEval => bn.backward_eval(
-                a.dy.inner(),
-                a.x.inner(),
-                shape,
-                a.running_mean.inner(),
-                a.running_var.inner(),
-                grads,
-            ),
+            Entry::Eval => {
+                let stats = RunningStats {
+                    mean: a.running_mean.inner(),
+                    var: a.running_var.inner(),
+                };
+                bn.eval(a.x.inner(), a.y.inner_mut(), shape, stats)
+            }
+            Entry::EvalInPlace => {
+                let stats = RunningStats {
+                    mean: a.running_mean.inner(),
+                    var: a.running_var.inner(),
+                };
+                bn.eval_in_place(a.x.inner_mut(), shape, stats)
+            }
+            Entry::Train => {
+                let saved = SavedMut {
+                    mean: a.save_mean.inner_mut(),
+                    invstd: a.save_invstd.inner_mut(),
+                };
+                bn.train(a.x.inner(), a.y.inner_mut(), shape, saved, running)
+            }
+            Entry::TrainInPlace => {
+                let saved = SavedMut {
+                    mean: a.save_mean.inner_mut(),
+                    invstd: a.save_invstd.inner_mut(),
+                };
+                bn.train_in_place(a.x.inner_mut(), shape, saved, running)
+            }
+            Entry::Backward => {
+                let saved = Saved {
+                    mean: a.save_mean.inner(),
+                    invstd: a.save_invstd.inner(),
+                };
+                bn.backward(a.x.inner(), a.dy.inner(), shape, saved, grads)
+            }
+            Entry::BackwardEval => {
+                let stats = RunningStats {
+                    mean: a.running_mean.inner(),
+                    var: a.running_var.inner(),
+                };
+                bn.backward_eval(a.x.inner(), a.dy.inner(), shape, stats, grads)
+            }
         }
     }
 }
@@ -621,6 +625,25 @@ fn train(
     Guarded,
     Guarded,
 ) {
+    train_with(x, s, bn, momentum.map(|m| (m, Correction::Unbiased, 0)))
+}
+
+/// [`train`] with the running statistics' correction and `batches_tracked` before the
+/// step (checked to count the update, or not on `Err`).
+#[allow(clippy::type_complexity)]
+fn train_with(
+    x: &[f32],
+    s: Shape,
+    bn: BatchNorm,
+    running: Option<(Momentum, Correction, u64)>,
+) -> (
+    Result<(), Error>,
+    Guarded,
+    Guarded,
+    Guarded,
+    Guarded,
+    Guarded,
+) {
     let cs = s.channels;
     let (mut y, mut sm, mut si) = (
         Guarded::sentinel(x.len()),
@@ -628,12 +651,25 @@ fn train(
         Guarded::sentinel(cs),
     );
     let (mut rm, mut rv) = (Guarded::from(&vec![1.0; cs]), Guarded::from(&vec![2.0; cs]));
-    let running = momentum.map(|momentum| Running {
+    let mut running = running.map(|(momentum, correction, batches_tracked)| Running {
         mean: rm.inner_mut(),
         var: rv.inner_mut(),
         momentum,
+        correction,
+        batches_tracked,
     });
-    let r = bn.train(x, y.inner_mut(), s, sm.inner_mut(), si.inner_mut(), running);
+    let before = running.as_ref().map(|r| r.batches_tracked);
+    let saved = SavedMut {
+        mean: sm.inner_mut(),
+        invstd: si.inner_mut(),
+    };
+    let r = bn.train(x, y.inner_mut(), s, saved, running.as_mut());
+    let counted = before.map(|t| if r.is_ok() { t.saturating_add(1) } else { t });
+    assert_eq!(
+        running.map(|r| r.batches_tracked),
+        counted,
+        "batches_tracked"
+    );
     (r, y, sm, si, rm, rv)
 }
 
@@ -754,7 +790,15 @@ fn eval_with_zero_running_var_and_eps_zero() {
         gamma: None,
         beta: None,
     }
-    .eval(&x, &mut y, s, &[2.0], &[0.0])
+    .eval(
+        &x,
+        &mut y,
+        s,
+        RunningStats {
+            mean: &[2.0],
+            var: &[0.0],
+        },
+    )
     .unwrap();
     println!("eval x = {x:?}, running mean 2, running var 0, eps 0: y = {y:?} (f64 formula: [-inf, NaN, inf])");
     assert!(y.iter().all(|v| !v.is_finite()), "{y:?}");
@@ -785,10 +829,7 @@ fn momentum_zero_keeps_running_statistics_momentum_one_replaces_them() {
         rm.assert_holds("running_mean, momentum 0", &[1.0, 1.0]);
         rv.assert_holds("running_var, momentum 0", &[2.0, 2.0]);
 
-        for momentum in [
-            Momentum::Exponential(1.0),
-            Momentum::Cumulative { batches_tracked: 0 },
-        ] {
+        for momentum in [Momentum::Exponential(1.0), Momentum::Cumulative] {
             let (r, _, sm, si, rm, rv) = train(&x, s, bn, Some(momentum));
             assert_eq!(r, Ok(()));
             rm.assert_holds(&format!("running_mean, {momentum:?}"), &[2.0, 2.0]);
@@ -805,29 +846,29 @@ fn momentum_zero_keeps_running_statistics_momentum_one_replaces_them() {
             }
         }
 
-        // Cumulative{1}: factor 1/2, the same as Exponential(0.5).
-        let (_, _, _, _, rm, rv) =
-            train(&x, s, bn, Some(Momentum::Cumulative { batches_tracked: 1 }));
-        rm.assert_holds("running_mean, Cumulative{1}", &[1.5, 1.5]);
-        rv.assert_holds("running_var, Cumulative{1}", &[2.0, 17.0]);
-        // Cumulative{3}: factor 1/4.
-        let (_, _, _, _, rm, rv) =
-            train(&x, s, bn, Some(Momentum::Cumulative { batches_tracked: 3 }));
-        rm.assert_holds("running_mean, Cumulative{3}", &[1.25, 1.25]);
-        rv.assert_holds("running_var, Cumulative{3}", &[2.0, 9.5]);
-        // Cumulative{u64::MAX}: factor 2⁻⁶⁴, no overflow in t + 1; running stats
-        // stay where they were (to f32 precision).
-        let (r, _, _, _, rm, rv) = train(
-            &x,
-            s,
-            bn,
-            Some(Momentum::Cumulative {
-                batches_tracked: u64::MAX,
-            }),
-        );
+        let cumulative = |t| Some((Momentum::Cumulative, Correction::Unbiased, t));
+        // Cumulative after 1 update: factor 1/2, the same as Exponential(0.5).
+        let (_, _, _, _, rm, rv) = train_with(&x, s, bn, cumulative(1));
+        rm.assert_holds("running_mean, Cumulative after 1", &[1.5, 1.5]);
+        rv.assert_holds("running_var, Cumulative after 1", &[2.0, 17.0]);
+        // After 3: factor 1/4.
+        let (_, _, _, _, rm, rv) = train_with(&x, s, bn, cumulative(3));
+        rm.assert_holds("running_mean, Cumulative after 3", &[1.25, 1.25]);
+        rv.assert_holds("running_var, Cumulative after 3", &[2.0, 9.5]);
+        // After u64::MAX: factor 2⁻⁶⁴, no overflow in t + 1 (and the counter
+        // saturates); running stats stay where they were (to f32 precision).
+        let (r, _, _, _, rm, rv) = train_with(&x, s, bn, cumulative(u64::MAX));
         assert_eq!(r, Ok(()));
-        rm.assert_holds("running_mean, Cumulative{u64::MAX}", &[1.0, 1.0]);
-        rv.assert_holds("running_var, Cumulative{u64::MAX}", &[2.0, 2.0]);
+        rm.assert_holds("running_mean, Cumulative after u64::MAX", &[1.0, 1.0]);
+        rv.assert_holds("running_var, Cumulative after u64::MAX", &[2.0, 2.0]);
+
+        // Biased (ONNX, Keras, Flax): the variance the batch was normalized with.
+        let biased = Some((Momentum::Exponential(0.5), Correction::Biased, 0));
+        let (r, _, _, _, rm, rv) = train_with(&x, s, bn, biased);
+        assert_eq!(r, Ok(()));
+        rm.assert_holds("running_mean, biased", &[1.5, 1.5]);
+        // (2 + 1)/2 and (2 + 16)/2
+        rv.assert_holds("running_var, biased", &[1.5, 9.0]);
     }
 }
 
@@ -860,10 +901,17 @@ fn one_value_per_channel() {
             );
         }
 
-        for momentum in [
-            Momentum::Exponential(0.1),
-            Momentum::Cumulative { batches_tracked: 4 },
-        ] {
+        // Biased needs one value: the batch variance is 0.
+        let biased = Some((Momentum::Exponential(0.25), Correction::Biased, 7));
+        let (r, y, sm, _, rm, rv) = train_with(&x, s, bn, biased);
+        assert_eq!(r, Ok(()));
+        assert_same_bits("y = β (biased running)", y.inner(), &beta);
+        assert_same_bits("save_mean = x (biased running)", sm.inner(), &x);
+        let expect_rm: Vec<f32> = x.iter().map(|&v| 0.75 + 0.25 * v).collect();
+        rm.assert_holds("running_mean, m = 1, biased", &expect_rm);
+        rv.assert_holds("running_var, m = 1, biased", &[1.5; 3]);
+
+        for momentum in [Momentum::Exponential(0.1), Momentum::Cumulative] {
             let (r, y, sm, si, rm, rv) = train(&x, s, bn, Some(momentum));
             assert_eq!(
                 r,
@@ -880,16 +928,15 @@ fn one_value_per_channel() {
             let mut xi = Guarded::from(&x);
             let (mut sm, mut si) = (Guarded::sentinel(3), Guarded::sentinel(3));
             let (mut rm, mut rv) = (vec![1.0f32; 3], vec![2.0f32; 3]);
-            let r = bn.train_in_place(
-                xi.inner_mut(),
-                s,
-                sm.inner_mut(),
-                si.inner_mut(),
-                Some(Running {
-                    mean: &mut rm,
-                    var: &mut rv,
-                    momentum,
-                }),
+            let saved = SavedMut {
+                mean: sm.inner_mut(),
+                invstd: si.inner_mut(),
+            };
+            let mut running = Running::new(&mut rm, &mut rv, momentum);
+            let r = bn.train_in_place(xi.inner_mut(), s, saved, Some(&mut running));
+            assert_eq!(
+                running.batches_tracked, 0,
+                "a refused update is not counted"
             );
             assert_eq!(
                 r,

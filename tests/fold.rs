@@ -18,7 +18,7 @@
 use std::cell::Cell;
 
 use batchnorm::fold::{self, EvalBn, Layer, WeightLayout};
-use batchnorm::Error;
+use batchnorm::{BatchNorm, Error, RunningStats};
 use proptest::prelude::*;
 use proptest::test_runner::{Config, RngSeed, TestCaseError, TestRunner};
 
@@ -365,13 +365,17 @@ impl Bn {
     }
 
     fn eval(&self) -> EvalBn<'_> {
-        EvalBn {
-            running_mean: &self.mean,
-            running_var: &self.var,
-            gamma: self.gamma.as_deref(),
-            beta: self.beta.as_deref(),
-            eps: self.eps,
-        }
+        EvalBn::new(
+            BatchNorm {
+                eps: self.eps,
+                gamma: self.gamma.as_deref(),
+                beta: self.beta.as_deref(),
+            },
+            RunningStats {
+                mean: &self.mean,
+                var: &self.var,
+            },
+        )
     }
 
     fn gamma(&self, c: usize) -> f64 {
@@ -773,13 +777,17 @@ fn transposed_grouped_channel_mapping() {
     let mut w: Vec<f32> = (0..12).map(|n| n as f32).collect();
     let mut b = [0.0; 6];
     let gamma = [1.0, 2.0, 4.0, 8.0, 16.0, 32.0];
-    let bn = EvalBn {
-        running_mean: &[0.0; 6],
-        running_var: &[1.0; 6],
-        gamma: Some(&gamma),
-        beta: None,
-        eps: 0.0,
-    };
+    let bn = EvalBn::new(
+        BatchNorm {
+            eps: 0.0,
+            gamma: Some(&gamma),
+            beta: None,
+        },
+        RunningStats {
+            mean: &[0.0; 6],
+            var: &[1.0; 6],
+        },
+    );
     fold::into_preceding(&bn, layer, &mut w, &mut b).unwrap();
     #[rustfmt::skip]
     let want = [
@@ -830,13 +838,17 @@ impl Fixture {
     /// `Err` no buffer changed.
     fn call(&mut self, side: Side, eps: f32, with_pad: bool) -> Result<(), Error> {
         let before = (self.weight.clone(), self.bias.clone(), self.pad.clone());
-        let bn = EvalBn {
-            running_mean: &self.mean,
-            running_var: &self.var,
-            gamma: Some(&self.gamma),
-            beta: Some(&self.beta),
-            eps,
-        };
+        let bn = EvalBn::new(
+            BatchNorm {
+                eps,
+                gamma: Some(&self.gamma),
+                beta: Some(&self.beta),
+            },
+            RunningStats {
+                mean: &self.mean,
+                var: &self.var,
+            },
+        );
         let result = match side {
             Side::After => fold::into_preceding(&bn, self.layer, &mut self.weight, &mut self.bias),
             Side::Before => fold::into_following(
@@ -985,13 +997,17 @@ fn size_overflow() {
             ] {
                 let layer = make(layout, in_c, out_c, groups, &[kernel]);
                 let (mut w, mut b, mut p) = ([1.0f32; 4], [1.0f32; 4], [1.0f32; 4]);
-                let bn = EvalBn {
-                    running_mean: &[],
-                    running_var: &[],
-                    gamma: None,
-                    beta: None,
-                    eps: 1e-5,
-                };
+                let bn = EvalBn::new(
+                    BatchNorm {
+                        eps: 1e-5,
+                        gamma: None,
+                        beta: None,
+                    },
+                    RunningStats {
+                        mean: &[],
+                        var: &[],
+                    },
+                );
                 let err = match side {
                     Side::After => fold::into_preceding(&bn, layer, &mut w, &mut b),
                     Side::Before => fold::into_following(&bn, layer, &mut w, &mut b, Some(&mut p)),

@@ -23,6 +23,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use batchnorm::fold::{self, EvalBn, Layer, WeightLayout};
+use batchnorm::{BatchNorm, RunningStats};
 
 const U: f64 = 1.0 / 16_777_216.0; // 2^-24
 const K: f64 = 8.0;
@@ -134,13 +135,17 @@ fn fold_matches_pytorch_golden() {
         let gamma = g.floats("bn_gamma");
         let beta = g.floats("bn_beta");
         let eps: f32 = g.str("eps").parse().unwrap();
-        let bn = EvalBn {
-            running_mean: &mean,
-            running_var: &var,
-            gamma: Some(&gamma),
-            beta: Some(&beta),
-            eps,
-        };
+        let bn = EvalBn::new(
+            BatchNorm {
+                eps,
+                gamma: Some(&gamma),
+                beta: Some(&beta),
+            },
+            RunningStats {
+                mean: &mean,
+                var: &var,
+            },
+        );
         // The layer's bias, or zeros when it had none (`b:` absent).
         let b = g
             .get("b")

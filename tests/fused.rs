@@ -21,7 +21,10 @@
 mod cases;
 mod common;
 
-use batchnorm::{BatchNorm, Error, Fusion, FusionGrad, Grads, Momentum, Running, Shape};
+use batchnorm::{
+    BatchNorm, Error, Fusion, FusionGrad, Grads, Momentum, Running, RunningStats, Saved, SavedMut,
+    Shape,
+};
 use cases::*;
 use common::Rng;
 use common::*;
@@ -101,7 +104,11 @@ fn check_eval_fused(
     let what = format!("eval_fused {kind:?} {}", case.summary());
 
     let mut y = Guarded::sentinel(x.len());
-    if let Err(e) = bn.eval_fused(&x, y.inner_mut(), shape, fusion(kind, &z), &rm, &rv) {
+    let stats = RunningStats {
+        mean: &rm,
+        var: &rv,
+    };
+    if let Err(e) = bn.eval_fused(&x, y.inner_mut(), shape, fusion(kind, &z), stats) {
         panic!("{what}: failed with {e:?}");
     }
     y.assert_written("y");
@@ -132,7 +139,7 @@ fn check_eval_fused(
     ck.finish();
 
     let mut again = Guarded::sentinel(x.len());
-    bn.eval_fused(&x, again.inner_mut(), shape, fusion(kind, &z), &rm, &rv)
+    bn.eval_fused(&x, again.inner_mut(), shape, fusion(kind, &z), stats)
         .unwrap();
     assert_same_bits(&format!("{what}: run twice"), again.inner(), y.inner());
 }
@@ -175,7 +182,7 @@ fn run_train(
     shape: Shape,
     fusion: Option<Fusion<'_>>,
     (rm0, rv0): (&[f32], &[f32]),
-    momentum: Option<Momentum>,
+    momentum: Option<Update>,
 ) -> TrainOut {
     let cs = shape.channels;
     let mut y = Guarded::sentinel(x.len());
@@ -183,16 +190,22 @@ fn run_train(
     let mut save_invstd = Guarded::sentinel(cs);
     let mut running_mean = Guarded::from(rm0);
     let mut running_var = Guarded::from(rv0);
-    let running = momentum.map(|momentum| Running {
-        mean: running_mean.inner_mut(),
-        var: running_var.inner_mut(),
-        momentum,
-    });
-    let (sm, si) = (save_mean.inner_mut(), save_invstd.inner_mut());
-    let result = match fusion {
-        Some(f) => bn.train_fused(x, y.inner_mut(), shape, f, sm, si, running),
-        None => bn.train(x, y.inner_mut(), shape, sm, si, running),
+    let mut running =
+        momentum.map(|u| u.running(running_mean.inner_mut(), running_var.inner_mut()));
+    let saved = SavedMut {
+        mean: save_mean.inner_mut(),
+        invstd: save_invstd.inner_mut(),
     };
+    let result = match fusion {
+        Some(f) => bn.train_fused(x, y.inner_mut(), shape, f, saved, running.as_mut()),
+        None => bn.train(x, y.inner_mut(), shape, saved, running.as_mut()),
+    };
+    let counted = momentum.map(|u| u.batches_tracked + u64::from(result.is_ok()));
+    assert_eq!(
+        running.map(|r| r.batches_tracked),
+        counted,
+        "batches_tracked"
+    );
     TrainOut {
         result,
         y,
@@ -206,7 +219,7 @@ fn run_train(
 fn check_train_fused(
     case: &Case,
     kind: Kind,
-    momentum: Option<Momentum>,
+    momentum: Option<Update>,
     residual: Residual,
     poison_x: &[(u64, usize)],
     poison_z: &[(u64, usize)],
@@ -224,13 +237,10 @@ fn check_train_fused(
     let stats0 = (&rm0[..], &rv0[..]);
 
     let out = run_train(&bn, &x, shape, Some(fusion(kind, &z)), stats0, momentum);
-    if momentum.is_some() && m < 2 {
+    if let Some(needed) = momentum.map(|u| u.needed()).filter(|&n| m < n) {
         assert_eq!(
             out.result,
-            Err(Error::TooFewValues {
-                needed: 2,
-                actual: m
-            }),
+            Err(Error::TooFewValues { needed, actual: m }),
             "{what}"
         );
         out.y.assert_untouched("y");
@@ -301,7 +311,7 @@ fn check_train_fused(
     assert_same_bits(&format!("{what}: run twice"), again.y.inner(), y);
 }
 
-fn optional_momentum() -> impl Strategy<Value = Option<Momentum>> {
+fn optional_momentum() -> impl Strategy<Value = Option<Update>> {
     prop_oneof![Just(None), momentum().prop_map(Some)]
 }
 
@@ -383,6 +393,13 @@ fn call_backward(
         dbeta: dbeta.as_mut().map(|g| g.inner_mut()),
     };
     let (s0, s1) = inp.stats;
+    let (stats, saved) = (
+        RunningStats { mean: s0, var: s1 },
+        Saved {
+            mean: s0,
+            invstd: s1,
+        },
+    );
     match inp.y {
         Some(y) => {
             let through = match &mut dz {
@@ -390,13 +407,13 @@ fn call_backward(
                 None => FusionGrad::Relu,
             };
             if inp.eval_mode {
-                bn.backward_eval_fused(dy, x, y, shape, through, s0, s1, grads)?
+                bn.backward_eval_fused(x, dy, y, shape, through, stats, grads)?
             } else {
-                bn.backward_fused(dy, x, y, shape, through, s0, s1, grads)?
+                bn.backward_fused(x, dy, y, shape, through, saved, grads)?
             }
         }
-        None if inp.eval_mode => bn.backward_eval(dy, x, shape, s0, s1, grads)?,
-        None => bn.backward(dy, x, shape, s0, s1, grads)?,
+        None if inp.eval_mode => bn.backward_eval(x, dy, shape, stats, grads)?,
+        None => bn.backward(x, dy, shape, saved, grads)?,
     }
     dx.assert_written("dx");
     for (name, g) in [("dgamma", &dgamma), ("dbeta", &dbeta), ("dz", &dz)] {
@@ -444,13 +461,21 @@ fn forward_for_backward(
     let mut y = vec![0.0; x.len()];
     if eval_mode {
         let (rm, rv) = case.running_for_eval();
-        bn.eval_fused(x, &mut y, shape, fusion(kind, z), &rm, &rv)
+        let stats = RunningStats {
+            mean: &rm,
+            var: &rv,
+        };
+        bn.eval_fused(x, &mut y, shape, fusion(kind, z), stats)
             .unwrap();
         (y, rm, rv)
     } else {
         let cs = shape.channels;
         let (mut sm, mut si) = (vec![0.0; cs], vec![0.0; cs]);
-        bn.train_fused(x, &mut y, shape, fusion(kind, z), &mut sm, &mut si, None)
+        let saved = SavedMut {
+            mean: &mut sm,
+            invstd: &mut si,
+        };
+        bn.train_fused(x, &mut y, shape, fusion(kind, z), saved, None)
             .unwrap();
         (y, sm, si)
     }
@@ -724,26 +749,29 @@ fn forward_with_wrong_length_of_z_or_y_is_a_length_error_and_writes_nothing() {
                 assert_eq!(z.len(), zlen);
 
                 let mut y = Guarded::sentinel(ylen);
-                let r = bn.eval_fused(&x, y.inner_mut(), shape, fusion(kind, &z), &rm, &rv);
+                let stats = RunningStats {
+                    mean: &rm,
+                    var: &rv,
+                };
+                let r = bn.eval_fused(&x, y.inner_mut(), shape, fusion(kind, &z), stats);
                 assert_eq!(r, expected, "eval_fused {what}");
                 y.assert_untouched("eval_fused y");
 
                 let mut y = Guarded::sentinel(ylen);
                 let (mut sm, mut si) = (Guarded::sentinel(cs), Guarded::sentinel(cs));
                 let (mut grm, mut grv) = (Guarded::from(&rm), Guarded::from(&rv));
-                let running = Running {
-                    mean: grm.inner_mut(),
-                    var: grv.inner_mut(),
-                    momentum,
+                let mut running = Running::new(grm.inner_mut(), grv.inner_mut(), momentum);
+                let saved = SavedMut {
+                    mean: sm.inner_mut(),
+                    invstd: si.inner_mut(),
                 };
                 let r = bn.train_fused(
                     &x,
                     y.inner_mut(),
                     shape,
                     fusion(kind, &z),
-                    sm.inner_mut(),
-                    si.inner_mut(),
-                    Some(running),
+                    saved,
+                    Some(&mut running),
                 );
                 assert_eq!(r, expected, "train_fused {what}");
                 y.assert_untouched("train_fused y");
@@ -756,13 +784,16 @@ fn forward_with_wrong_length_of_z_or_y_is_a_length_error_and_writes_nothing() {
         // The checks of eval/train come first and stay as they were.
         let z = data(n, 2);
         let mut y = Guarded::sentinel(n);
+        let stats = RunningStats {
+            mean: &rm,
+            var: &rv[1..],
+        };
         let r = bn.eval_fused(
             &x[1..],
             y.inner_mut(),
             shape,
             Fusion::AddRelu { z: &z },
-            &rm,
-            &rv[1..],
+            stats,
         );
         assert_eq!(
             r,
@@ -774,15 +805,11 @@ fn forward_with_wrong_length_of_z_or_y_is_a_length_error_and_writes_nothing() {
         );
         y.assert_untouched("y");
         let (mut sm, mut si) = (Guarded::sentinel(cs), Guarded::sentinel(cs));
-        let r = bn.train_fused(
-            &x[1..],
-            y.inner_mut(),
-            shape,
-            Fusion::Relu,
-            sm.inner_mut(),
-            si.inner_mut(),
-            None,
-        );
+        let saved = SavedMut {
+            mean: sm.inner_mut(),
+            invstd: si.inner_mut(),
+        };
+        let r = bn.train_fused(&x[1..], y.inner_mut(), shape, Fusion::Relu, saved, None);
         assert_eq!(
             r,
             Err(Error::Length {
@@ -831,9 +858,17 @@ fn backward_with_wrong_length_of_y_or_dz_is_a_length_error_and_writes_nothing() 
                     Kind::AddRelu => FusionGrad::AddRelu { dz: dz.inner_mut() },
                 };
                 let r = if eval_mode {
-                    bn.backward_eval_fused(&dy, &x, &y, shape, through, &s0, &s1, grads)
+                    let stats = RunningStats {
+                        mean: &s0,
+                        var: &s1,
+                    };
+                    bn.backward_eval_fused(&x, &dy, &y, shape, through, stats, grads)
                 } else {
-                    bn.backward_fused(&dy, &x, &y, shape, through, &s0, &s1, grads)
+                    let saved = Saved {
+                        mean: &s0,
+                        invstd: &s1,
+                    };
+                    bn.backward_fused(&x, &dy, &y, shape, through, saved, grads)
                 };
                 let what = format!("{shape:?} {kind:?} eval mode {eval_mode}: {arg} of {len}");
                 assert_eq!(
@@ -860,7 +895,11 @@ fn backward_with_wrong_length_of_y_or_dz_is_a_length_error_and_writes_nothing() 
             dbeta: None,
         };
         let through = FusionGrad::AddRelu { dz: dz.inner_mut() };
-        let r = bn.backward_fused(&dy, &x, &dy, shape, through, &s0, &s1, grads);
+        let saved = Saved {
+            mean: &s0,
+            invstd: &s1,
+        };
+        let r = bn.backward_fused(&x, &dy, &dy, shape, through, saved, grads);
         assert_eq!(
             r,
             Err(Error::Length {
@@ -888,12 +927,15 @@ fn relu_keeps_negative_zero_as_torch_does() {
         let x = vec![-0.0f32; 37];
         let z = vec![-0.0f32; 37];
         let mut plain = Guarded::sentinel(37);
-        bn.eval(&x, plain.inner_mut(), shape, &[0.0], &[1.0])
-            .unwrap();
+        let stats = RunningStats {
+            mean: &[0.0],
+            var: &[1.0],
+        };
+        bn.eval(&x, plain.inner_mut(), shape, stats).unwrap();
         assert!(plain.inner().iter().all(|v| v.to_bits() == 0x8000_0000));
         for kind in [Kind::Relu, Kind::AddRelu] {
             let mut y = Guarded::sentinel(37);
-            bn.eval_fused(&x, y.inner_mut(), shape, fusion(kind, &z), &[0.0], &[1.0])
+            bn.eval_fused(&x, y.inner_mut(), shape, fusion(kind, &z), stats)
                 .unwrap();
             y.assert_holds(&format!("{kind:?} of −0"), &[-0.0; 37]);
         }
@@ -918,17 +960,12 @@ fn nan_output_passes_the_gradient_as_pytorch_does() {
         dbeta: None,
     };
     let through = FusionGrad::AddRelu { dz: &mut dz };
-    bn.backward_eval_fused(
-        &dy,
-        &x,
-        &y,
-        Shape::rows(2, 1),
-        through,
-        &[2.0],
-        &[1.0],
-        grads,
-    )
-    .unwrap();
+    let stats = RunningStats {
+        mean: &[2.0],
+        var: &[1.0],
+    };
+    bn.backward_eval_fused(&x, &dy, &y, Shape::rows(2, 1), through, stats, grads)
+        .unwrap();
     assert_eq!(
         dz,
         [1.0, 1.0],

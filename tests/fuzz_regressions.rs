@@ -6,7 +6,7 @@ use std::sync::mpsc;
 use std::thread;
 use std::time::Duration;
 
-use batchnorm::{moments, BatchNorm, Grads, Moments, Shape};
+use batchnorm::{moments, BatchNorm, Grads, Moments, RunningStats, Saved, SavedMut, Shape};
 
 /// Runs `f` on its own thread and fails if it has not returned within `secs`
 /// (the thread is left running; the test process exits when the tests are done).
@@ -47,7 +47,15 @@ fn eval_empty_spatial_huge_batch_returns() {
             gamma: None,
             beta: None,
         };
-        bn.eval(&[], &mut [], EMPTY_HUGE_BATCH, &[0.0], &[1.0])
+        bn.eval(
+            &[],
+            &mut [],
+            EMPTY_HUGE_BATCH,
+            RunningStats {
+                mean: &[0.0],
+                var: &[1.0],
+            },
+        )
     });
     assert_eq!(r, Ok(()));
 }
@@ -66,8 +74,17 @@ fn backward_empty_spatial_huge_batch_returns() {
             dgamma: None,
             dbeta: Some(&mut db),
         };
-        bn.backward(&[], &[], EMPTY_HUGE_BATCH, &[0.0], &[1.0], grads)
-            .map(|()| db)
+        bn.backward(
+            &[],
+            &[],
+            EMPTY_HUGE_BATCH,
+            Saved {
+                mean: &[0.0],
+                invstd: &[1.0],
+            },
+            grads,
+        )
+        .map(|()| db)
     });
     assert_eq!(r, Ok([0.0]));
 }
@@ -86,8 +103,17 @@ fn backward_eval_empty_spatial_huge_batch_returns() {
             dgamma: None,
             dbeta: Some(&mut db),
         };
-        bn.backward_eval(&[], &[], EMPTY_HUGE_BATCH, &[0.0], &[1.0], grads)
-            .map(|()| db)
+        bn.backward_eval(
+            &[],
+            &[],
+            EMPTY_HUGE_BATCH,
+            RunningStats {
+                mean: &[0.0],
+                var: &[1.0],
+            },
+            grads,
+        )
+        .map(|()| db)
     });
     assert_eq!(r, Ok([0.0]));
 }
@@ -120,11 +146,26 @@ fn eval_empty_batch_huge_spatial_no_overflow() {
         beta: None,
     };
     assert_eq!(
-        bn.eval(&[], &mut [], EMPTY_HUGE_SPATIAL, &[0.0; 7], &[1.0; 7]),
+        bn.eval(
+            &[],
+            &mut [],
+            EMPTY_HUGE_SPATIAL,
+            RunningStats {
+                mean: &[0.0; 7],
+                var: &[1.0; 7]
+            }
+        ),
         Ok(())
     );
     assert_eq!(
-        bn.eval_in_place(&mut [], EMPTY_HUGE_SPATIAL, &[0.0; 7], &[1.0; 7]),
+        bn.eval_in_place(
+            &mut [],
+            EMPTY_HUGE_SPATIAL,
+            RunningStats {
+                mean: &[0.0; 7],
+                var: &[1.0; 7]
+            }
+        ),
         Ok(())
     );
 }
@@ -144,9 +185,27 @@ fn backward_empty_batch_huge_spatial_no_overflow() {
             dbeta: Some(&mut db),
         };
         let r = if eval {
-            bn.backward_eval(&[], &[], EMPTY_HUGE_SPATIAL, &[0.0; 7], &[1.0; 7], grads)
+            bn.backward_eval(
+                &[],
+                &[],
+                EMPTY_HUGE_SPATIAL,
+                RunningStats {
+                    mean: &[0.0; 7],
+                    var: &[1.0; 7],
+                },
+                grads,
+            )
         } else {
-            bn.backward(&[], &[], EMPTY_HUGE_SPATIAL, &[0.0; 7], &[1.0; 7], grads)
+            bn.backward(
+                &[],
+                &[],
+                EMPTY_HUGE_SPATIAL,
+                Saved {
+                    mean: &[0.0; 7],
+                    invstd: &[1.0; 7],
+                },
+                grads,
+            )
         };
         assert_eq!(r, Ok(()), "eval = {eval}");
         assert_eq!((dg, db), ([0.0; 7], [0.0; 7]), "eval = {eval}");
@@ -174,8 +233,17 @@ fn backward_large_invstd_does_not_overflow() {
         dgamma: Some(&mut dg),
         dbeta: Some(&mut db),
     };
-    bn.backward(&dy, &x, Shape::rows(2, 1), &[0.0], &[1e22], grads)
-        .unwrap();
+    bn.backward(
+        &x,
+        &dy,
+        Shape::rows(2, 1),
+        Saved {
+            mean: &[0.0],
+            invstd: &[1e22],
+        },
+        grads,
+    )
+    .unwrap();
     assert_eq!(db, [1.0]);
     assert!((dg[0] + 1.0).abs() < 1e-5, "dgamma {dg:?}");
     // dx = 1e22·(dy − 1/2 − x̂·(−1)/2) with x̂ = ∓1: 0 up to rounding of terms ~1e22.
@@ -201,8 +269,17 @@ fn backward_matches_f64(gamma: f32, x: &[f32], dy: &[f32], mean: f32, invstd: f3
         dgamma: None,
         dbeta: None,
     };
-    bn.backward(dy, x, Shape::rows(x.len(), 1), &[mean], &[invstd], grads)
-        .unwrap();
+    bn.backward(
+        x,
+        dy,
+        Shape::rows(x.len(), 1),
+        Saved {
+            mean: &[mean],
+            invstd: &[invstd],
+        },
+        grads,
+    )
+    .unwrap();
     let (g, inv, m) = (f64::from(gamma), f64::from(invstd), x.len() as f64);
     let xhat = |i: usize| (f64::from(x[i]) - f64::from(mean)) * inv;
     let db: f64 = dy.iter().map(|&d| f64::from(d)).sum();
@@ -253,7 +330,16 @@ fn no_channels_huge_batch_does_not_overflow() {
     };
     assert_eq!(moments(&[], shape, &mut []), Ok(()));
     assert_eq!(
-        bn.train(&[], &mut [], shape, &mut [], &mut [], None),
+        bn.train(
+            &[],
+            &mut [],
+            shape,
+            SavedMut {
+                mean: &mut [],
+                invstd: &mut []
+            },
+            None
+        ),
         Ok(())
     );
     let grads = Grads {
@@ -261,7 +347,19 @@ fn no_channels_huge_batch_does_not_overflow() {
         dgamma: Some(&mut []),
         dbeta: None,
     };
-    assert_eq!(bn.backward(&[], &[], shape, &[], &[], grads), Ok(()));
+    assert_eq!(
+        bn.backward(
+            &[],
+            &[],
+            shape,
+            Saved {
+                mean: &[],
+                invstd: &[]
+            },
+            grads
+        ),
+        Ok(())
+    );
 }
 
 /// The walk computed `batch · channels · spatial` in another order than `Shape::len`
@@ -275,7 +373,18 @@ fn empty_tensor_with_huge_batch_and_channels_does_not_overflow() {
         gamma: None,
         beta: None,
     };
-    assert_eq!(bn.eval(&[], &mut [], shape, &[0.0; 2], &[1.0; 2]), Ok(()));
+    assert_eq!(
+        bn.eval(
+            &[],
+            &mut [],
+            shape,
+            RunningStats {
+                mean: &[0.0; 2],
+                var: &[1.0; 2]
+            }
+        ),
+        Ok(())
+    );
     let mut out = [Moments::EMPTY; 2];
     assert_eq!(moments(&[], shape, &mut out), Ok(()));
     assert_eq!(out, [Moments::EMPTY; 2]);

@@ -21,7 +21,10 @@
 
 mod common;
 
-use batchnorm::{moments, BatchNorm, Error, Grads, Layout, Moments, Momentum, Running, Shape};
+use batchnorm::{
+    moments, BatchNorm, Correction, Error, Grads, Layout, Moments, Momentum, Running, RunningStats,
+    Saved, SavedMut, Shape,
+};
 use common::Rng;
 use common::*;
 use proptest::prelude::*;
@@ -39,8 +42,13 @@ struct Case {
     eps: f32,
     gamma: bool,
     beta: bool,
-    momentum: Option<Momentum>,
+    /// Running statistics to update: momentum, correction, and the updates before.
+    momentum: Option<RunCfg>,
 }
+
+/// How a train step updates running statistics: `Running`'s momentum, correction and
+/// `batches_tracked` before the step.
+type RunCfg = (Momentum, Correction, u64);
 
 impl Case {
     fn x(&self) -> Vec<f32> {
@@ -195,15 +203,20 @@ fn profile() -> impl Strategy<Value = Profile> {
     (offset, spread).prop_map(|(offset, spread)| Profile { offset, spread })
 }
 
-fn momentum() -> impl Strategy<Value = Option<Momentum>> {
+fn momentum() -> impl Strategy<Value = Option<RunCfg>> {
+    let momentum = prop_oneof![
+        Just(Momentum::Exponential(0.1)),
+        Just(Momentum::Exponential(0.0)),
+        Just(Momentum::Exponential(1.0)),
+        (0.0..=1.0f32).prop_map(Momentum::Exponential),
+        Just(Momentum::Cumulative),
+        Just(Momentum::Cumulative),
+    ];
+    let correction = prop_oneof![2 => Just(Correction::Unbiased), 1 => Just(Correction::Biased)];
+    let tracked = prop_oneof![2 => Just(0u64), 2 => 0..10_000u64, 1 => Just(u64::MAX)];
     prop_oneof![
         2 => Just(None),
-        1 => Just(Some(Momentum::Exponential(0.1))),
-        1 => Just(Some(Momentum::Exponential(0.0))),
-        1 => Just(Some(Momentum::Exponential(1.0))),
-        1 => (0.0..=1.0f32).prop_map(|p| Some(Momentum::Exponential(p))),
-        1 => Just(Some(Momentum::Cumulative { batches_tracked: 0 })),
-        1 => (0..10_000u64).prop_map(|t| Some(Momentum::Cumulative { batches_tracked: t })),
+        5 => (momentum, correction, tracked).prop_map(Some),
     ]
 }
 
@@ -312,16 +325,16 @@ struct TrainOut {
     save_invstd: Guarded,
     running_mean: Guarded,
     running_var: Guarded,
+    /// `Running::batches_tracked` after the call.
+    batches_tracked: Option<u64>,
 }
 
-#[allow(clippy::too_many_arguments)]
 fn run_train(
     bn: &BatchNorm,
     x: &[f32],
     shape: Shape,
-    rm0: &[f32],
-    rv0: &[f32],
-    momentum: Option<Momentum>,
+    (rm0, rv0): (&[f32], &[f32]),
+    momentum: Option<RunCfg>,
     in_place: bool,
 ) -> TrainOut {
     let cs = shape.channels;
@@ -334,29 +347,23 @@ fn run_train(
     let mut save_invstd = Guarded::sentinel(cs);
     let mut running_mean = Guarded::from(rm0);
     let mut running_var = Guarded::from(rv0);
-    let running = momentum.map(|momentum| Running {
+    let mut running = momentum.map(|(momentum, correction, batches_tracked)| Running {
         mean: running_mean.inner_mut(),
         var: running_var.inner_mut(),
         momentum,
+        correction,
+        batches_tracked,
     });
-    let result = if in_place {
-        bn.train_in_place(
-            y.inner_mut(),
-            shape,
-            save_mean.inner_mut(),
-            save_invstd.inner_mut(),
-            running,
-        )
-    } else {
-        bn.train(
-            x,
-            y.inner_mut(),
-            shape,
-            save_mean.inner_mut(),
-            save_invstd.inner_mut(),
-            running,
-        )
+    let saved = SavedMut {
+        mean: save_mean.inner_mut(),
+        invstd: save_invstd.inner_mut(),
     };
+    let result = if in_place {
+        bn.train_in_place(y.inner_mut(), shape, saved, running.as_mut())
+    } else {
+        bn.train(x, y.inner_mut(), shape, saved, running.as_mut())
+    };
+    let batches_tracked = running.map(|r| r.batches_tracked);
     TrainOut {
         result,
         y,
@@ -364,11 +371,16 @@ fn run_train(
         save_invstd,
         running_mean,
         running_var,
+        batches_tracked,
     }
 }
 
 fn assert_same_train(what: &str, a: &TrainOut, b: &TrainOut) {
     assert_eq!(a.result, b.result, "{what}: results differ");
+    assert_eq!(
+        a.batches_tracked, b.batches_tracked,
+        "{what}: batches_tracked"
+    );
     assert_same_bits(&format!("{what}: y"), a.y.inner(), b.y.inner());
     assert_same_bits(
         &format!("{what}: save_mean"),
@@ -404,20 +416,24 @@ fn check_train(case: &Case, poison: &[(u64, usize)]) {
     let bn = case.bn(&gamma, &beta);
     let (rm0, rv0) = case.running_before();
 
-    let out = run_train(&bn, &x, shape, &rm0, &rv0, case.momentum, false);
-    let inp = run_train(&bn, &x, shape, &rm0, &rv0, case.momentum, true);
+    let out = run_train(&bn, &x, shape, (&rm0, &rv0), case.momentum, false);
+    let inp = run_train(&bn, &x, shape, (&rm0, &rv0), case.momentum, true);
+    let before = case.momentum.map(|(_, _, t)| t);
 
-    if case.momentum.is_some() && m < 2 {
+    // Biased: a mean of one value, and a variance of 0, update fine.
+    let needed = case.momentum.map_or(1, |(_, k, _)| match k {
+        Correction::Unbiased => 2,
+        Correction::Biased => 1,
+    });
+    if m < needed {
         for o in [&out, &inp] {
             assert_eq!(
                 o.result,
-                Err(Error::TooFewValues {
-                    needed: 2,
-                    actual: m
-                }),
+                Err(Error::TooFewValues { needed, actual: m }),
                 "{}",
                 case.summary()
             );
+            assert_eq!(o.batches_tracked, before, "counted a failed update");
             o.save_mean.assert_untouched("save_mean");
             o.save_invstd.assert_untouched("save_invstd");
             o.running_mean.assert_holds("running_mean", &rm0);
@@ -430,6 +446,12 @@ fn check_train(case: &Case, poison: &[(u64, usize)]) {
     if let Err(e) = out.result {
         panic!("train failed with {e:?}: {}", case.summary());
     }
+    assert_eq!(
+        out.batches_tracked,
+        before.map(|t| t.saturating_add(1)),
+        "batches_tracked: {}",
+        case.summary()
+    );
     out.y.assert_written("y");
     out.save_mean.assert_written("save_mean");
     out.save_invstd.assert_written("save_invstd");
@@ -448,7 +470,8 @@ fn check_train(case: &Case, poison: &[(u64, usize)]) {
         gamma.as_deref(),
         beta.as_deref(),
         case.eps,
-        case.momentum.map(|p| (&rm0[..], &rv0[..], p)),
+        case.momentum
+            .map(|(p, k, t)| (&rm0[..], &rv0[..], momentum_factor(p, t), k)),
     );
     let (y, sm, si) = (
         out.y.inner(),
@@ -523,9 +546,8 @@ fn check_train(case: &Case, poison: &[(u64, usize)]) {
             }
         }
 
-        if let (Some(p), Some((nrm, nrv))) = (case.momentum, &r.running) {
-            let f = momentum_factor(p);
-            let unbiased_tol = tol::var(s) * m as f64 / (m as f64 - 1.0);
+        if let (Some((p, k, t)), Some((nrm, nrv))) = (case.momentum, &r.running) {
+            let f = momentum_factor(p, t);
             ck.close(
                 "running_mean",
                 c,
@@ -538,14 +560,14 @@ fn check_train(case: &Case, poison: &[(u64, usize)]) {
                 c,
                 rv[c] as f64,
                 nrv[c],
-                tol::running(rv0[c] as f64, s.unbiased_var(), f, unbiased_tol),
+                tol::running(rv0[c] as f64, s.batch_var(k), f, tol::batch_var(s, k)),
             );
         }
     }
     ck.finish();
 
     assert_same_train("train_in_place vs train", &inp, &out);
-    let again = run_train(&bn, &x, shape, &rm0, &rv0, case.momentum, false);
+    let again = run_train(&bn, &x, shape, (&rm0, &rv0), case.momentum, false);
     assert_same_train("train run twice", &again, &out);
 }
 
@@ -579,7 +601,11 @@ fn check_eval(case: &Case, poison: &[(u64, usize)]) {
     let (rm, rv) = case.running_for_eval();
 
     let mut y = Guarded::sentinel(x.len());
-    if let Err(e) = bn.eval(&x, y.inner_mut(), shape, &rm, &rv) {
+    let stats = RunningStats {
+        mean: &rm,
+        var: &rv,
+    };
+    if let Err(e) = bn.eval(&x, y.inner_mut(), shape, stats) {
         panic!("eval failed with {e:?}: {}", case.summary());
     }
     y.assert_written("y");
@@ -605,12 +631,12 @@ fn check_eval(case: &Case, poison: &[(u64, usize)]) {
     ck.finish();
 
     let mut in_place = Guarded::from(&x);
-    bn.eval_in_place(in_place.inner_mut(), shape, &rm, &rv)
+    bn.eval_in_place(in_place.inner_mut(), shape, stats)
         .unwrap();
     in_place.assert_guards("x (in place)");
     assert_same_bits("eval_in_place vs eval", in_place.inner(), y.inner());
     let mut again = Guarded::sentinel(x.len());
-    bn.eval(&x, again.inner_mut(), shape, &rm, &rv).unwrap();
+    bn.eval(&x, again.inner_mut(), shape, stats).unwrap();
     assert_same_bits("eval run twice", again.inner(), y.inner());
 }
 
@@ -658,9 +684,17 @@ fn call_backward(
         dbeta: dbeta.as_mut().map(|g| g.inner_mut()),
     };
     if eval_mode {
-        bn.backward_eval(dy, x, shape, stats.0, stats.1, grads)?;
+        let stats = RunningStats {
+            mean: stats.0,
+            var: stats.1,
+        };
+        bn.backward_eval(x, dy, shape, stats, grads)?;
     } else {
-        bn.backward(dy, x, shape, stats.0, stats.1, grads)?;
+        let saved = Saved {
+            mean: stats.0,
+            invstd: stats.1,
+        };
+        bn.backward(x, dy, shape, saved, grads)?;
     }
     dx.assert_written("dx");
     if let Some(g) = &dgamma {
@@ -901,7 +935,7 @@ fn wide_channels_last_matches_oracle() {
             eps: 1e-5,
             gamma: i != 1,
             beta: i != 2,
-            momentum: Some(Momentum::Exponential(0.1)),
+            momentum: Some((Momentum::Exponential(0.1), Correction::Unbiased, 0)),
         };
         check_train(&case, &[]);
         check_eval(&case, &[]);
@@ -958,7 +992,7 @@ fn walk_boundaries_match_oracle() {
             eps: 1e-5,
             gamma: i % 2 == 0,
             beta: i % 3 != 0,
-            momentum: Some(Momentum::Exponential(0.1)),
+            momentum: Some((Momentum::Exponential(0.1), Correction::Unbiased, 0)),
         };
         check_train(&case, &[]);
         check_eval(&case, &[]);

@@ -36,7 +36,7 @@ enum Op {
     Layer,
     Rms,
     Group(usize),
-    Instance(Option<Momentum>),
+    Instance(Option<Update>),
 }
 
 impl Op {
@@ -133,18 +133,17 @@ fn forward(
         }
         Op::Instance(momentum) => {
             let inorm = InstanceNorm { eps, gamma, beta };
-            let r = match (&mut running, momentum) {
-                (Some((m, v)), Some(momentum)) => Some(Running {
-                    mean: m.inner_mut(),
-                    var: v.inner_mut(),
-                    momentum,
-                }),
+            let mut r = match (&mut running, momentum) {
+                (Some((m, v)), Some(u)) => Some(u.running(m.inner_mut(), v.inner_mut())),
                 _ => None,
             };
-            match in_place {
-                false => inorm.forward(x, y.inner_mut(), shape, saved, r),
-                true => inorm.forward_in_place(y.inner_mut(), shape, saved, r),
-            }
+            let result = match in_place {
+                false => inorm.forward(x, y.inner_mut(), shape, saved, r.as_mut()),
+                true => inorm.forward_in_place(y.inner_mut(), shape, saved, r.as_mut()),
+            };
+            let counted = momentum.map(|u| u.batches_tracked + u64::from(result.is_ok()));
+            assert_eq!(r.map(|r| r.batches_tracked), counted, "batches_tracked");
+            result
         }
     };
     Forward {
@@ -174,9 +173,13 @@ fn check_norm(op: Op, case: &Case, poison: &[(u64, usize)], want: (bool, bool)) 
     let r0 = running0.as_ref().map(|(m, v)| (&m[..], &v[..]));
     let units = u.units.len();
     let out = forward(op, case, &x, g, b, units, r0, false);
-    if let (Op::Instance(Some(_)), true) = (op, shape.spatial < 2) {
+    let needed = match op {
+        Op::Instance(Some(u)) => u.needed(),
+        _ => 0,
+    };
+    if shape.spatial < needed {
         let e = Error::TooFewValues {
-            needed: 2,
+            needed,
             actual: shape.spatial,
         };
         assert_eq!(out.result, Err(e), "{what}");
@@ -234,15 +237,14 @@ fn check_norm(op: Op, case: &Case, poison: &[(u64, usize)], want: (bool, bool)) 
             ck.close("y", i, y[i] as f64, rf.y[i], t);
         }
     }
-    if let (Some((rm, rv)), Some((rm0, rv0)), Op::Instance(Some(momentum))) =
-        (&out.running, &running0, op)
+    if let (Some((rm, rv)), Some((rm0, rv0)), Op::Instance(Some(u))) = (&out.running, &running0, op)
     {
-        let f = momentum_factor(momentum);
+        let (f, k) = (u.factor(), u.correction);
         let (n, cs) = (shape.batch as f64, shape.channels);
         for c in 0..cs {
             let inst: Vec<&RefMoments> = (0..shape.batch).map(|n| &rf.stats[n * cs + c]).collect();
             let bm = inst.iter().map(|s| s.mean).sum::<f64>() / n;
-            let bv = inst.iter().map(|s| s.unbiased_var()).sum::<f64>() / n;
+            let bv = inst.iter().map(|s| s.batch_var(k)).sum::<f64>() / n;
             let tm = inst.iter().map(|s| tol::mean(s)).fold(0.0, f64::max);
             let tv = inst.iter().map(|s| 2.0 * tol::var(s)).fold(0.0, f64::max);
             let (om, ov) = (rm0[c] as f64, rv0[c] as f64);
@@ -409,7 +411,7 @@ fn long_rows_and_wide_groups_match_oracle() {
             Op::Rms,
             Op::Group(1),
             Op::Group(shape.channels),
-            Op::Instance(Some(Momentum::Exponential(0.1))),
+            Op::Instance(Some(Update::PYTORCH)),
         ] {
             check_norm(op, &case, &[], (true, true));
         }
@@ -773,11 +775,7 @@ fn bad_arguments_are_refused_and_write_nothing() {
         beta: None,
     };
     let (mut rm, mut rv) = ([0.0f32; 4], [1.0f32; 4]);
-    let running = Running {
-        mean: &mut rm,
-        var: &mut rv,
-        momentum: Momentum::Exponential(0.1),
-    };
+    let mut running = Running::new(&mut rm, &mut rv, Momentum::Exponential(0.1));
     let e = inorm.forward(
         &x[..4],
         &mut y[..4],
@@ -786,7 +784,7 @@ fn bad_arguments_are_refused_and_write_nothing() {
             mean: &mut m,
             invstd: &mut v,
         },
-        Some(running),
+        Some(&mut running),
     );
     assert_eq!(
         e,
@@ -795,11 +793,7 @@ fn bad_arguments_are_refused_and_write_nothing() {
             actual: 1
         })
     );
-    let running = Running {
-        mean: &mut rm[..2],
-        var: &mut rv[..2],
-        momentum: Momentum::Exponential(2.0),
-    };
+    let mut running = Running::new(&mut rm[..2], &mut rv[..2], Momentum::Exponential(2.0));
     let e = inorm.forward(
         &x[..4],
         &mut y[..4],
@@ -808,7 +802,7 @@ fn bad_arguments_are_refused_and_write_nothing() {
             mean: &mut m[..2],
             invstd: &mut v[..2],
         },
-        Some(running),
+        Some(&mut running),
     );
     assert_eq!(
         e,

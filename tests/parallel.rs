@@ -19,7 +19,9 @@ mod common;
 #[path = "common/split.rs"]
 mod split;
 
-use batchnorm::{parallel, BatchNorm, Grads, Layout, Moments, Momentum, Running, Shape};
+use batchnorm::{
+    parallel, BatchNorm, Grads, Layout, Moments, RunningStats, Saved, SavedMut, Shape,
+};
 use cases::*;
 use common::Rng;
 use common::*;
@@ -44,7 +46,7 @@ fn big_shape() -> impl Strategy<Value = Shape> {
     })
 }
 
-fn big_case() -> impl Strategy<Value = (Case, Option<Momentum>)> {
+fn big_case() -> impl Strategy<Value = (Case, Option<Update>)> {
     let momentum = prop_oneof![Just(None), momentum().prop_map(Some)];
     (
         big_shape(),
@@ -70,7 +72,7 @@ fn big_case() -> impl Strategy<Value = (Case, Option<Momentum>)> {
                 beta,
             };
             let m = shape.batch * shape.spatial;
-            (case, momentum.filter(|_| m >= 2))
+            (case, momentum.filter(|u| m >= u.needed()))
         })
 }
 
@@ -83,7 +85,7 @@ fn on<R: Send>(threads: usize, f: impl FnOnce() -> R + Send) -> R {
 }
 
 /// Every output of every parallel function on one case, as bits.
-fn outputs(case: &Case, momentum: Option<Momentum>) -> Vec<(&'static str, Vec<u32>)> {
+fn outputs(case: &Case, momentum: Option<Update>) -> Vec<(&'static str, Vec<u32>)> {
     let (shape, x) = (case.shape, case.x());
     let (gamma, beta) = case.affine();
     let bn = case.bn(&gamma, &beta);
@@ -108,18 +110,27 @@ fn outputs(case: &Case, momentum: Option<Momentum>) -> Vec<(&'static str, Vec<u3
     let (rm0, rv0) = case.running_before();
     let (mut y, mut mean, mut invstd) = (vec![0.0; x.len()], vec![0.0; cs], vec![0.0; cs]);
     let (mut rm, mut rv) = (rm0.clone(), rv0.clone());
-    let running = momentum.map(|momentum| Running {
-        mean: &mut rm,
-        var: &mut rv,
-        momentum,
-    });
-    parallel::train(&bn, &x, &mut y, shape, &mut mean, &mut invstd, running).unwrap();
+    let mut running = momentum.map(|u| u.running(&mut rm, &mut rv));
+    let saved = SavedMut {
+        mean: &mut mean,
+        invstd: &mut invstd,
+    };
+    parallel::train(&bn, &x, &mut y, shape, saved, running.as_mut()).unwrap();
+    let tracked = running.map(|r| r.batches_tracked);
+    assert_eq!(
+        tracked,
+        momentum.map(|u| u.batches_tracked + 1),
+        "one update counted"
+    );
     let what = case.summary();
     let check = TrainOut {
         y: &y,
         save_mean: &mean,
         save_invstd: &invstd,
-        running: momentum.map(|m| ((&rm0[..], &rv0[..]), (&rm[..], &rv[..]), m)),
+        running: momentum.map(|u| {
+            let after = (&rm[..], &rv[..]);
+            ((&rm0[..], &rv0[..]), after, u.factor(), u.correction)
+        }),
     };
     check_train(&format!("parallel train {what}"), &bn, &x, &shape, &check);
     for (name, v) in [
@@ -139,7 +150,11 @@ fn outputs(case: &Case, momentum: Option<Momentum>) -> Vec<(&'static str, Vec<u3
         dgamma: Some(&mut dg),
         dbeta: Some(&mut db),
     };
-    parallel::backward(&bn, &dy, &x, shape, &mean, &invstd, grads).unwrap();
+    let saved = Saved {
+        mean: &mean,
+        invstd: &invstd,
+    };
+    parallel::backward(&bn, &x, &dy, shape, saved, grads).unwrap();
     let saved = (&mean[..], &invstd[..]);
     check_backward(
         &format!("parallel backward {what}"),
@@ -157,7 +172,11 @@ fn outputs(case: &Case, momentum: Option<Momentum>) -> Vec<(&'static str, Vec<u3
     }
 
     let (erm, erv) = case.running_for_eval();
-    parallel::eval(&bn, &x, &mut y, shape, &erm, &erv).unwrap();
+    let stats = RunningStats {
+        mean: &erm,
+        var: &erv,
+    };
+    parallel::eval(&bn, &x, &mut y, shape, stats).unwrap();
     out.push(("eval y", bits(&y)));
     for want in [false, true] {
         let grads = Grads {
@@ -165,7 +184,7 @@ fn outputs(case: &Case, momentum: Option<Momentum>) -> Vec<(&'static str, Vec<u3
             dgamma: want.then_some(&mut dg[..]),
             dbeta: want.then_some(&mut db[..]),
         };
-        parallel::backward_eval(&bn, &dy, &x, shape, &erm, &erv, grads).unwrap();
+        parallel::backward_eval(&bn, &x, &dy, shape, stats, grads).unwrap();
         out.push(("backward_eval dx", bits(&dx)));
     }
     out.push(("backward_eval dgamma", bits(&dg)));
@@ -210,7 +229,7 @@ fn channel_groups_same_bits_and_oracle() {
         gamma: true,
         beta: true,
     };
-    let momentum = Some(Momentum::Exponential(0.1));
+    let momentum = Some(Update::PYTORCH);
     let one = on(1, || outputs(&case, momentum));
     let two = on(2, || outputs(&case, momentum));
     for ((name, a), (_, b)) in one.iter().zip(&two) {
@@ -228,18 +247,29 @@ fn one_tile_is_the_one_core_path() {
         let cs = shape.channels;
         let what = case.summary();
         let (mut y, mut mean, mut invstd) = (vec![0.0; x.len()], vec![0.0; cs], vec![0.0; cs]);
-        bn.train(&x, &mut y, shape, &mut mean, &mut invstd, None)
-            .unwrap();
+        let saved = SavedMut {
+            mean: &mut mean,
+            invstd: &mut invstd,
+        };
+        bn.train(&x, &mut y, shape, saved, None).unwrap();
         let (mut py, mut pmean, mut pinvstd) = (vec![0.0; x.len()], vec![0.0; cs], vec![0.0; cs]);
         on(2, || {
-            parallel::train(&bn, &x, &mut py, shape, &mut pmean, &mut pinvstd, None)
+            let saved = SavedMut {
+                mean: &mut pmean,
+                invstd: &mut pinvstd,
+            };
+            parallel::train(&bn, &x, &mut py, shape, saved, None)
         })
         .unwrap();
         assert_same_bits(&format!("{what}: y"), &py, &y);
         assert_same_bits(&format!("{what}: invstd"), &pinvstd, &invstd);
         let (erm, erv) = case.running_for_eval();
-        bn.eval(&x, &mut y, shape, &erm, &erv).unwrap();
-        on(2, || parallel::eval(&bn, &x, &mut py, shape, &erm, &erv)).unwrap();
+        let stats = RunningStats {
+            mean: &erm,
+            var: &erv,
+        };
+        bn.eval(&x, &mut y, shape, stats).unwrap();
+        on(2, || parallel::eval(&bn, &x, &mut py, shape, stats)).unwrap();
         assert_same_bits(&format!("{what}: eval y"), &py, &y);
     });
 }
@@ -260,23 +290,43 @@ fn errors_are_those_of_the_one_core_functions() {
     let x = vec![1.0; 600_000];
     let mut y = vec![7.0; 600_000];
     let (mut mean, mut invstd) = ([7.0; 3], [7.0; 2]);
-    let e = parallel::train(&bn, &x, &mut y, shape, &mut mean, &mut invstd, None);
-    assert_eq!(e, bn.train(&x, &mut y, shape, &mut mean, &mut invstd, None));
+    let saved = SavedMut {
+        mean: &mut mean,
+        invstd: &mut invstd,
+    };
+    let e = parallel::train(&bn, &x, &mut y, shape, saved, None);
+    let saved = SavedMut {
+        mean: &mut mean,
+        invstd: &mut invstd,
+    };
+    assert_eq!(e, bn.train(&x, &mut y, shape, saved, None));
     assert!(e.is_err() && y.iter().all(|&v| v == 7.0) && mean == [7.0; 3]);
     let mut mo = [Moments::EMPTY; 3];
     assert!(parallel::moments(&x[1..], shape, &mut mo).is_err());
-    assert!(parallel::eval(&bn, &x, &mut y, shape, &[0.0; 3], &[1.0; 4]).is_err());
+    let stats = RunningStats {
+        mean: &[0.0; 3],
+        var: &[1.0; 4],
+    };
+    assert!(parallel::eval(&bn, &x, &mut y, shape, stats).is_err());
     let grads = Grads {
         dx: &mut y,
         dgamma: None,
         dbeta: Some(&mut [0.0; 2]),
     };
-    assert!(parallel::backward(&bn, &x, &x, shape, &[0.0; 3], &[1.0; 3], grads).is_err());
+    let saved = Saved {
+        mean: &[0.0; 3],
+        invstd: &[1.0; 3],
+    };
+    assert!(parallel::backward(&bn, &x, &x, shape, saved, grads).is_err());
     let grads = Grads {
         dx: &mut y[1..],
         dgamma: None,
         dbeta: None,
     };
-    assert!(parallel::backward_eval(&bn, &x, &x, shape, &[0.0; 3], &[1.0; 3], grads).is_err());
+    let stats = RunningStats {
+        mean: &[0.0; 3],
+        var: &[1.0; 3],
+    };
+    assert!(parallel::backward_eval(&bn, &x, &x, shape, stats, grads).is_err());
     assert!(y.iter().all(|&v| v == 7.0));
 }

@@ -20,7 +20,10 @@
 mod cases;
 mod common;
 
-use batchnorm::{BatchNorm, Error, Grads, Momentum, Renorm, RenormSaved, Running, Shape};
+use batchnorm::{
+    BatchNorm, Error, Grads, Momentum, Renorm, RenormSaved, RenormSavedMut, Running, Saved,
+    SavedMut, Shape,
+};
 use cases::*;
 use common::Rng;
 use common::*;
@@ -70,8 +73,8 @@ impl Out {
         }
     }
 
-    fn saved(&mut self) -> RenormSaved<'_> {
-        RenormSaved {
+    fn saved(&mut self) -> RenormSavedMut<'_> {
+        RenormSavedMut {
             mean: self.mean.inner_mut(),
             invstd: self.invstd.inner_mut(),
             r: self.r.inner_mut(),
@@ -100,28 +103,25 @@ fn run_train(
     shape: Shape,
     renorm: Option<Renorm>,
     stats0: (&[f32], &[f32]),
-    momentum: Momentum,
+    momentum: Update,
 ) -> Out {
     let mut o = Out::new(x.len(), shape.channels, stats0);
     let mut y = std::mem::replace(&mut o.y, Guarded::sentinel(0));
     let mut rm = std::mem::replace(&mut o.running_mean, Guarded::sentinel(0));
     let mut rv = std::mem::replace(&mut o.running_var, Guarded::sentinel(0));
-    let running = Running {
-        mean: rm.inner_mut(),
-        var: rv.inner_mut(),
-        momentum,
-    };
+    let mut running = momentum.running(rm.inner_mut(), rv.inner_mut());
     o.result = match renorm {
-        Some(rn) => bn.train_renorm(x, y.inner_mut(), shape, rn, o.saved(), running),
-        None => bn.train(
-            x,
-            y.inner_mut(),
-            shape,
-            o.mean.inner_mut(),
-            o.invstd.inner_mut(),
-            Some(running),
-        ),
+        Some(rn) => bn.train_renorm(x, y.inner_mut(), shape, rn, o.saved(), &mut running),
+        None => {
+            let saved = SavedMut {
+                mean: o.mean.inner_mut(),
+                invstd: o.invstd.inner_mut(),
+            };
+            bn.train(x, y.inner_mut(), shape, saved, Some(&mut running))
+        }
     };
+    let counted = momentum.batches_tracked + u64::from(o.result.is_ok());
+    assert_eq!(running.batches_tracked, counted, "batches_tracked");
     o.y = y;
     o.running_mean = rm;
     o.running_var = rv;
@@ -132,7 +132,7 @@ fn run_train(
 // train_renorm
 // ----------------------------------------------------------------------------------
 
-fn check_train_renorm(case: &Case, rn: Renorm, momentum: Momentum, poison: &[(u64, usize)]) {
+fn check_train_renorm(case: &Case, rn: Renorm, momentum: Update, poison: &[(u64, usize)]) {
     let shape = case.shape;
     let (cs, m) = (shape.channels, per_channel(&shape));
     let mut x = case.x();
@@ -147,13 +147,11 @@ fn check_train_renorm(case: &Case, rn: Renorm, momentum: Momentum, poison: &[(u6
     );
 
     let out = run_train(&bn, &x, shape, Some(rn), stats0, momentum);
-    if m < 2 {
+    let needed = momentum.needed();
+    if m < needed {
         assert_eq!(
             out.result,
-            Err(Error::TooFewValues {
-                needed: 2,
-                actual: m
-            }),
+            Err(Error::TooFewValues { needed, actual: m }),
             "{what}"
         );
         out.assert_nothing_written(&what, &rm0, &rv0);
@@ -192,7 +190,7 @@ fn check_train_renorm(case: &Case, rn: Renorm, momentum: Momentum, poison: &[(u6
         gamma.as_deref(),
         beta.as_deref(),
         case.eps,
-        (&rm0, &rv0, momentum),
+        momentum.oracle(&rm0, &rv0),
         rn.rmax,
         rn.dmax,
     );
@@ -286,8 +284,7 @@ fn check_train_renorm(case: &Case, rn: Renorm, momentum: Momentum, poison: &[(u6
         }
 
         let (nrm, nrv) = rf.train.running.as_ref().unwrap();
-        let f = momentum_factor(momentum);
-        let unbiased_tol = tol::var(s) * m as f64 / (m as f64 - 1.0);
+        let (f, k) = (momentum.factor(), momentum.correction);
         ck.close(
             "running_mean",
             c,
@@ -300,7 +297,7 @@ fn check_train_renorm(case: &Case, rn: Renorm, momentum: Momentum, poison: &[(u6
             c,
             rv[c] as f64,
             nrv[c],
-            tol::running(rv0[c] as f64, s.unbiased_var(), f, unbiased_tol),
+            tol::running(rv0[c] as f64, s.batch_var(k), f, tol::batch_var(s, k)),
         );
     }
     ck.finish();
@@ -366,8 +363,14 @@ fn call_backward(
         dbeta: dbeta.as_mut().map(|g| g.inner_mut()),
     };
     match saved {
-        Some(o) => bn.backward_renorm(dy, x, shape, &o.saved(), grads)?,
-        None => bn.backward(dy, x, shape, plain_stats.0, plain_stats.1, grads)?,
+        Some(o) => bn.backward_renorm(x, dy, shape, o.saved().as_saved(), grads)?,
+        None => {
+            let saved = Saved {
+                mean: plain_stats.0,
+                invstd: plain_stats.1,
+            };
+            bn.backward(x, dy, shape, saved, grads)?
+        }
     }
     dx.assert_written("dx");
     for (name, g) in [("dgamma", &dgamma), ("dbeta", &dbeta)] {
@@ -393,7 +396,7 @@ fn forward_for_backward(case: &Case, rn: Renorm) -> (Case, Out) {
         case.shape,
         Some(rn),
         (&rm0, &rv0),
-        Momentum::Exponential(0.1),
+        Update::PYTORCH,
     );
     (case, out)
 }
@@ -488,9 +491,9 @@ fn backward_renorm_matches_oracle() {
 
 /// With rmax = 1 and dmax = 0, r = 1 and d = 0, and train_renorm + backward_renorm must
 /// be train + backward bit for bit (y, saved statistics, running statistics, dx, dγ, dβ).
-fn check_plain(case: &Case, momentum: Momentum, want: (bool, bool)) {
+fn check_plain(case: &Case, momentum: Update, want: (bool, bool)) {
     let shape = case.shape;
-    if per_channel(&shape) < 2 {
+    if per_channel(&shape) < momentum.needed() {
         return;
     }
     let x = case.x();
@@ -595,12 +598,8 @@ fn train_renorm_with(
     let mut y = std::mem::replace(&mut o.y, Guarded::sentinel(0));
     let mut rm = std::mem::replace(&mut o.running_mean, Guarded::sentinel(0));
     let mut rv = std::mem::replace(&mut o.running_var, Guarded::sentinel(0));
-    let running = Running {
-        mean: rm.inner_mut(),
-        var: rv.inner_mut(),
-        momentum: Momentum::Exponential(0.1),
-    };
-    let result = bn.train_renorm(&x, y.inner_mut(), shape, rn, o.saved(), running);
+    let mut running = Running::new(rm.inner_mut(), rv.inner_mut(), Momentum::Exponential(0.1));
+    let result = bn.train_renorm(&x, y.inner_mut(), shape, rn, o.saved(), &mut running);
     o.y = y;
     o.running_mean = rm;
     o.running_var = rv;
@@ -726,14 +725,13 @@ fn backward_renorm_with_wrong_length_of_saved_values_is_a_length_error_and_write
         for arg in ["saved.mean", "saved.invstd", "saved.r", "saved.d"] {
             for len in [cs - 1, cs + 1].into_iter().filter(|&l| l != cs) {
                 let l = |a: &str| if a == arg { len } else { cs };
-                let (mut mean, mut invstd) =
-                    (vec![0.5f32; l("saved.mean")], vec![1.0; l("saved.invstd")]);
-                let (mut r, mut d) = (vec![1.5f32; l("saved.r")], vec![0.25; l("saved.d")]);
+                let (mean, invstd) = (vec![0.5f32; l("saved.mean")], vec![1.0; l("saved.invstd")]);
+                let (r, d) = (vec![1.5f32; l("saved.r")], vec![0.25; l("saved.d")]);
                 let saved = RenormSaved {
-                    mean: &mut mean,
-                    invstd: &mut invstd,
-                    r: &mut r,
-                    d: &mut d,
+                    mean: &mean,
+                    invstd: &invstd,
+                    r: &r,
+                    d: &d,
                 };
                 let mut dx = Guarded::sentinel(n);
                 let (mut dg, mut db) = (Guarded::sentinel(cs), Guarded::sentinel(cs));
@@ -742,7 +740,7 @@ fn backward_renorm_with_wrong_length_of_saved_values_is_a_length_error_and_write
                     dgamma: Some(dg.inner_mut()),
                     dbeta: Some(db.inner_mut()),
                 };
-                let result = bn.backward_renorm(&dy, &x, shape, &saved, grads);
+                let result = bn.backward_renorm(&x, &dy, shape, saved, grads);
                 assert_eq!(
                     result,
                     Err(Error::Length {
@@ -775,22 +773,18 @@ fn rmax_one_dmax_zero_is_batch_norm_also_with_zero_running_variance() {
     let x = [1.0f32, 3.0];
     let (mut y, mut mean, mut invstd, mut r, mut d) = ([0.0; 2], [0.0], [0.0], [0.0], [0.0]);
     let (mut rm, mut rv) = ([2.0], [0.0]);
-    let saved = RenormSaved {
+    let saved = RenormSavedMut {
         mean: &mut mean,
         invstd: &mut invstd,
         r: &mut r,
         d: &mut d,
     };
-    let running = Running {
-        mean: &mut rm,
-        var: &mut rv,
-        momentum: Momentum::Exponential(0.1),
-    };
+    let mut running = Running::new(&mut rm, &mut rv, Momentum::Exponential(0.1));
     let rn = Renorm {
         rmax: 1.0,
         dmax: 0.0,
     };
-    bn.train_renorm(&x, &mut y, Shape::rows(2, 1), rn, saved, running)
+    bn.train_renorm(&x, &mut y, Shape::rows(2, 1), rn, saved, &mut running)
         .unwrap();
     assert_eq!((r, d), ([1.0], [0.0]));
     assert_eq!(y, [-1.0, 1.0]);

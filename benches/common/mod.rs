@@ -20,7 +20,7 @@ mod norms;
 
 use batchnorm::{
     moments, BatchNorm, Fusion, FusionGrad, Grads, Layout, Moments, Momentum, Renorm, RenormSaved,
-    Running, Shape,
+    RenormSavedMut, Running, RunningStats, Saved, SavedMut, Shape,
 };
 
 /// The L2 per core assumed by the traffic model: a channel whose values (times the
@@ -502,38 +502,46 @@ impl Work {
                 &self.x,
                 grads.dx,
                 self.shape,
-                &self.running_mean,
-                &self.running_var,
+                RunningStats {
+                    mean: &self.running_mean,
+                    var: &self.running_var,
+                },
             ),
             Kernel::Train => {
-                let running = Running {
-                    mean: &mut self.running_mean,
-                    var: &mut self.running_var,
-                    momentum: Momentum::Exponential(MOMENTUM),
-                };
+                let mut running = Running::new(
+                    &mut self.running_mean,
+                    &mut self.running_var,
+                    Momentum::Exponential(MOMENTUM),
+                );
                 bn.train(
                     &self.x,
                     grads.dx,
                     self.shape,
-                    &mut self.mean,
-                    &mut self.invstd,
-                    Some(running),
+                    SavedMut {
+                        mean: &mut self.mean,
+                        invstd: &mut self.invstd,
+                    },
+                    Some(&mut running),
                 )
             }
             Kernel::Backward => bn.backward(
-                &self.dy,
                 &self.x,
+                &self.dy,
                 self.shape,
-                &self.mean,
-                &self.invstd,
+                Saved {
+                    mean: &self.mean,
+                    invstd: &self.invstd,
+                },
                 grads,
             ),
             Kernel::BackwardEval => bn.backward_eval(
-                &self.dy,
                 &self.x,
+                &self.dy,
                 self.shape,
-                &self.running_mean,
-                &self.running_var,
+                RunningStats {
+                    mean: &self.running_mean,
+                    var: &self.running_var,
+                },
                 grads,
             ),
             Kernel::EvalRelu | Kernel::EvalAddRelu => {
@@ -546,8 +554,10 @@ impl Work {
                     grads.dx,
                     self.shape,
                     fusion,
-                    &self.running_mean,
-                    &self.running_var,
+                    RunningStats {
+                        mean: &self.running_mean,
+                        var: &self.running_var,
+                    },
                 )
             }
             Kernel::TrainRelu | Kernel::TrainAddRelu => {
@@ -555,63 +565,69 @@ impl Work {
                     Kernel::TrainRelu => Fusion::Relu,
                     _ => Fusion::AddRelu { z: &self.z },
                 };
-                let running = Running {
-                    mean: &mut self.running_mean,
-                    var: &mut self.running_var,
-                    momentum: Momentum::Exponential(MOMENTUM),
-                };
+                let mut running = Running::new(
+                    &mut self.running_mean,
+                    &mut self.running_var,
+                    Momentum::Exponential(MOMENTUM),
+                );
                 bn.train_fused(
                     &self.x,
                     grads.dx,
                     self.shape,
                     fusion,
-                    &mut self.mean,
-                    &mut self.invstd,
-                    Some(running),
+                    SavedMut {
+                        mean: &mut self.mean,
+                        invstd: &mut self.invstd,
+                    },
+                    Some(&mut running),
                 )
             }
             Kernel::BackwardRelu => bn.backward_fused(
-                &self.dy,
                 &self.x,
+                &self.dy,
                 &self.y_relu,
                 self.shape,
                 FusionGrad::Relu,
-                &self.mean,
-                &self.invstd,
+                Saved {
+                    mean: &self.mean,
+                    invstd: &self.invstd,
+                },
                 grads,
             ),
             Kernel::BackwardAddRelu => bn.backward_fused(
-                &self.dy,
                 &self.x,
+                &self.dy,
                 &self.y_add_relu,
                 self.shape,
                 FusionGrad::AddRelu { dz: &mut self.dz },
-                &self.mean,
-                &self.invstd,
+                Saved {
+                    mean: &self.mean,
+                    invstd: &self.invstd,
+                },
                 grads,
             ),
             Kernel::TrainRenorm => {
-                let saved = RenormSaved {
+                let saved = RenormSavedMut {
                     mean: &mut self.mean,
                     invstd: &mut self.invstd,
                     r: &mut self.r,
                     d: &mut self.d,
                 };
-                let running = Running {
-                    mean: &mut self.running_mean,
-                    var: &mut self.running_var,
-                    momentum: Momentum::Exponential(MOMENTUM),
-                };
-                bn.train_renorm(&self.x, grads.dx, self.shape, RENORM, saved, running)
+                let mut running = Running::new(
+                    &mut self.running_mean,
+                    &mut self.running_var,
+                    Momentum::Exponential(MOMENTUM),
+                );
+                bn.train_renorm(&self.x, grads.dx, self.shape, RENORM, saved, &mut running)
             }
             Kernel::BackwardRenorm => {
                 let saved = RenormSaved {
-                    mean: &mut self.mean,
-                    invstd: &mut self.invstd,
-                    r: &mut self.r,
-                    d: &mut self.d,
+                    mean: &self.mean,
+                    invstd: &self.invstd,
+                    r: &self.r,
+                    d: &self.d,
                 };
-                bn.backward_renorm(&self.dy, &self.x, self.shape, &saved, grads)
+                bn.backward_renorm(&self.x, &self.dy, self.shape, saved, grads)
             }
             _ => unreachable!("{kernel:?} is run by `norms::run`"),
         };

@@ -9,7 +9,7 @@
 //! and the `why_bn` demo, which shares this file, plugs in its own layers.
 
 use batchnorm::fold::{self, EvalBn, Layer};
-use batchnorm::{BatchNorm, Error, Grads, Momentum, Running, Shape};
+use batchnorm::{BatchNorm, Error, Grads, Momentum, Running, RunningStats, Saved, SavedMut, Shape};
 
 use crate::data::Rng;
 use crate::linear::{Linear, Param};
@@ -50,6 +50,8 @@ pub struct Norm {
     save_mean: Vec<f32>,
     save_invstd: Vec<f32>,
     momentum: Momentum,
+    /// The running statistics' update count, kept across steps with them.
+    batches_tracked: u64,
 }
 
 impl Norm {
@@ -69,6 +71,7 @@ impl Norm {
             save_mean: zeros.clone(),
             save_invstd: zeros,
             momentum,
+            batches_tracked: 0,
         }
     }
 
@@ -79,13 +82,17 @@ impl Norm {
 
     /// This layer in eval mode, as the fold reads it.
     fn eval_bn(&self) -> EvalBn<'_> {
-        EvalBn {
-            running_mean: &self.running_mean,
-            running_var: &self.running_var,
-            gamma: Some(&self.gamma.value),
-            beta: Some(&self.beta.value),
-            eps: EPS,
-        }
+        EvalBn::new(
+            BatchNorm {
+                eps: EPS,
+                gamma: Some(&self.gamma.value),
+                beta: Some(&self.beta.value),
+            },
+            RunningStats {
+                mean: &self.running_mean,
+                var: &self.running_var,
+            },
+        )
     }
 }
 
@@ -96,15 +103,19 @@ impl Normalize for Norm {
         let bn = batch_norm(&self.gamma.value, &self.beta.value);
         match mode {
             Mode::Train => {
-                let running = Running {
-                    mean: &mut self.running_mean,
-                    var: &mut self.running_var,
-                    momentum: self.momentum,
+                let mut running = Running {
+                    batches_tracked: self.batches_tracked,
+                    ..Running::new(&mut self.running_mean, &mut self.running_var, self.momentum)
                 };
-                let (mean, invstd) = (&mut self.save_mean, &mut self.save_invstd);
-                bn.train(x, y, shape, mean, invstd, Some(running))
+                let saved = SavedMut {
+                    mean: &mut self.save_mean,
+                    invstd: &mut self.save_invstd,
+                };
+                bn.train(x, y, shape, saved, Some(&mut running))?;
+                self.batches_tracked = running.batches_tracked;
+                Ok(())
             }
-            Mode::Eval => bn.eval(x, y, shape, &self.running_mean, &self.running_var),
+            Mode::Eval => bn.eval(x, y, shape, self.eval_bn().stats),
         }
     }
 
@@ -118,7 +129,11 @@ impl Normalize for Norm {
             dgamma: Some(&mut self.gamma.grad),
             dbeta: Some(&mut self.beta.grad),
         };
-        bn.backward(dy, x, shape, &self.save_mean, &self.save_invstd, grads)
+        let saved = Saved {
+            mean: &self.save_mean,
+            invstd: &self.save_invstd,
+        };
+        bn.backward(x, dy, shape, saved, grads)
     }
 
     fn params(&mut self) -> Vec<&mut Param> {

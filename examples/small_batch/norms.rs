@@ -5,8 +5,8 @@
 //! `LayerNorm::forward`/`backward`); the example owns the buffers.
 
 use batchnorm::{
-    BatchNorm, Error, Grads, GroupNorm, LayerNorm, Momentum, Renorm, RenormSaved, Rows, Running,
-    Saved, SavedMut, Shape,
+    BatchNorm, Error, Grads, GroupNorm, LayerNorm, Momentum, Renorm, RenormSaved, RenormSavedMut,
+    Rows, Running, RunningStats, Saved, SavedMut, Shape,
 };
 
 use crate::linear::Param;
@@ -103,20 +103,25 @@ impl Normalize for BatchRenorm {
             Mode::Train => {
                 let limits = self.schedule.at(self.step);
                 self.step += 1;
-                let saved = RenormSaved {
+                let saved = RenormSavedMut {
                     mean: &mut self.mean,
                     invstd: &mut self.invstd,
                     r: &mut self.r,
                     d: &mut self.d,
                 };
-                let running = Running {
-                    mean: &mut self.running_mean,
-                    var: &mut self.running_var,
-                    momentum: MOMENTUM,
-                };
-                bn.train_renorm(x, y, shape, limits, saved, running)
+                let mut running =
+                    Running::new(&mut self.running_mean, &mut self.running_var, MOMENTUM);
+                bn.train_renorm(x, y, shape, limits, saved, &mut running)
             }
-            Mode::Eval => bn.eval(x, y, shape, &self.running_mean, &self.running_var),
+            Mode::Eval => bn.eval(
+                x,
+                y,
+                shape,
+                RunningStats {
+                    mean: &self.running_mean,
+                    var: &self.running_var,
+                },
+            ),
         }
     }
 
@@ -130,17 +135,17 @@ impl Normalize for BatchRenorm {
             beta: Some(&self.beta.value),
         };
         let saved = RenormSaved {
-            mean: &mut self.mean,
-            invstd: &mut self.invstd,
-            r: &mut self.r,
-            d: &mut self.d,
+            mean: &self.mean,
+            invstd: &self.invstd,
+            r: &self.r,
+            d: &self.d,
         };
         let grads = Grads {
             dx,
             dgamma: Some(&mut self.gamma.grad),
             dbeta: Some(&mut self.beta.grad),
         };
-        bn.backward_renorm(dy, x, shape, &saved, grads)
+        bn.backward_renorm(x, dy, shape, saved, grads)
     }
 
     fn params(&mut self) -> Vec<&mut Param> {

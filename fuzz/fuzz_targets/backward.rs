@@ -18,7 +18,7 @@
 //! of `r` and `d` and whether they take typical values.
 #![no_main]
 
-use batchnorm::{BatchNorm, FusionGrad, Grads, RenormSaved, Shape};
+use batchnorm::{BatchNorm, FusionGrad, Grads, RenormSaved, RunningStats, Saved, Shape};
 use batchnorm_fuzz::*;
 use libfuzzer_sys::fuzz_target;
 
@@ -161,30 +161,71 @@ fuzz_target!(|data: &[u8]| {
     };
     let (r, name) = match (eval, variant) {
         (true, Variant::Plain) => (
-            bn.backward_eval(&dy, &x, shape, &mean, &var, grads),
+            bn.backward_eval(
+                &x,
+                &dy,
+                shape,
+                RunningStats {
+                    mean: &mean,
+                    var: &var,
+                },
+                grads,
+            ),
             "backward_eval",
         ),
         (true, _) => (
-            bn.backward_eval_fused(&dy, &x, &y, shape, through, &mean, &var, grads),
+            bn.backward_eval_fused(
+                &x,
+                &dy,
+                &y,
+                shape,
+                through,
+                RunningStats {
+                    mean: &mean,
+                    var: &var,
+                },
+                grads,
+            ),
             "backward_eval_fused",
         ),
-        (false, Variant::Plain) => (bn.backward(&dy, &x, shape, &mean, &var, grads), "backward"),
+        (false, Variant::Plain) => (
+            bn.backward(
+                &x,
+                &dy,
+                shape,
+                Saved {
+                    mean: &mean,
+                    invstd: &var,
+                },
+                grads,
+            ),
+            "backward",
+        ),
         (false, Variant::Renorm) => {
-            let (mut m, mut v) = (mean.clone(), var.clone());
-            let (mut r, mut d) = (rr.clone(), dd.clone());
             let saved = RenormSaved {
-                mean: &mut m,
-                invstd: &mut v,
-                r: &mut r,
-                d: &mut d,
+                mean: &mean,
+                invstd: &var,
+                r: &rr,
+                d: &dd,
             };
             (
-                bn.backward_renorm(&dy, &x, shape, &saved, grads),
+                bn.backward_renorm(&x, &dy, shape, saved, grads),
                 "backward_renorm",
             )
         }
         (false, _) => (
-            bn.backward_fused(&dy, &x, &y, shape, through, &mean, &var, grads),
+            bn.backward_fused(
+                &x,
+                &dy,
+                &y,
+                shape,
+                through,
+                Saved {
+                    mean: &mean,
+                    invstd: &var,
+                },
+                grads,
+            ),
             "backward_fused",
         ),
     };
@@ -223,9 +264,27 @@ fuzz_target!(|data: &[u8]| {
             dbeta: db0.as_deref_mut(),
         };
         let r = if eval {
-            bn.backward_eval(&g, &x, shape, &mean, &var, grads)
+            bn.backward_eval(
+                &x,
+                &g,
+                shape,
+                RunningStats {
+                    mean: &mean,
+                    var: &var,
+                },
+                grads,
+            )
         } else {
-            bn.backward(&g, &x, shape, &mean, &var, grads)
+            bn.backward(
+                &x,
+                &g,
+                shape,
+                Saved {
+                    mean: &mean,
+                    invstd: &var,
+                },
+                grads,
+            )
         };
         assert!(
             r.is_ok(),

@@ -8,7 +8,7 @@
 #![no_main]
 
 use batchnorm::fold::{self, EvalBn, Layer, WeightLayout};
-use batchnorm::Error;
+use batchnorm::{BatchNorm, Error, RunningStats};
 use batchnorm_fuzz::*;
 use libfuzzer_sys::fuzz_target;
 
@@ -181,13 +181,17 @@ fuzz_target!(|data: &[u8]| {
     }
     let gamma = glen.map(&mut params);
     let beta = betalen.map(&mut params);
-    let bn = EvalBn {
-        running_mean: &mean,
-        running_var: &var,
-        gamma: gamma.as_deref(),
-        beta: beta.as_deref(),
-        eps,
-    };
+    let bn = EvalBn::new(
+        BatchNorm {
+            eps,
+            gamma: gamma.as_deref(),
+            beta: beta.as_deref(),
+        },
+        RunningStats {
+            mean: &mean,
+            var: &var,
+        },
+    );
     let lengths_ok = mlen == bn_channels
         && vlen == bn_channels
         && glen.is_none_or(|n| n == bn_channels)

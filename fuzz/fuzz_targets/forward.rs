@@ -16,7 +16,10 @@
 //! the lengths of `saved.r` and `saved.d`.
 #![no_main]
 
-use batchnorm::{BatchNorm, Error, Fusion, Momentum, Renorm, RenormSaved, Running, Shape};
+use batchnorm::{
+    BatchNorm, Correction, Error, Fusion, Momentum, Renorm, RenormSavedMut, RunningStats, SavedMut,
+    Shape,
+};
 use batchnorm_fuzz::*;
 use libfuzzer_sys::fuzz_target;
 
@@ -128,16 +131,43 @@ fuzz_target!(|data: &[u8]| {
         let mut y = Buf::sentinel(ylen);
         let before = y.bits();
         let (r, call) = match fusion {
-            None => (bn.eval(&x, y.body_mut(), shape, &rm, &rv), "eval"),
+            None => (
+                bn.eval(
+                    &x,
+                    y.body_mut(),
+                    shape,
+                    RunningStats {
+                        mean: &rm,
+                        var: &rv,
+                    },
+                ),
+                "eval",
+            ),
             Some(f) => (
-                bn.eval_fused(&x, y.body_mut(), shape, f, &rm, &rv),
+                bn.eval_fused(
+                    &x,
+                    y.body_mut(),
+                    shape,
+                    f,
+                    RunningStats {
+                        mean: &rm,
+                        var: &rv,
+                    },
+                ),
                 "eval_fused",
             ),
         };
         let ok = expect.check(r, call);
         if in_place {
             let mut xi = Buf::from(&x);
-            let r = bn.eval_in_place(xi.body_mut(), shape, &rm, &rv);
+            let r = bn.eval_in_place(
+                xi.body_mut(),
+                shape,
+                RunningStats {
+                    mean: &rm,
+                    var: &rv,
+                },
+            );
             assert_eq!(
                 expect.check(r, "eval_in_place"),
                 ok,
@@ -164,7 +194,15 @@ fuzz_target!(|data: &[u8]| {
         if fusion.is_some() {
             post.assert_range(y.body(), "eval_fused y");
             let mut y0 = vec![0.0f32; ylen];
-            let r = bn.eval(&x, &mut y0, shape, &rm, &rv);
+            let r = bn.eval(
+                &x,
+                &mut y0,
+                shape,
+                RunningStats {
+                    mean: &rm,
+                    var: &rv,
+                },
+            );
             assert!(r.is_ok(), "eval returned {r:?} where eval_fused succeeded");
             assert_composed(post, y.body(), &y0, "eval_fused");
         }
@@ -187,20 +225,27 @@ fuzz_target!(|data: &[u8]| {
     let running = (d.u8() & 1 == 1) | renorm;
     let mut rm = Vec::new();
     let mut rv = Vec::new();
-    let mut momentum = Momentum::Exponential(0.1);
+    let mut update: Update = (Momentum::Exponential(0.1), Correction::Unbiased, 0);
     if running {
-        momentum = if d.u8() & 1 == 0 {
-            Momentum::Exponential(d.momentum_factor())
+        // Bit 0: cumulative; bit 1: the biased running variance (ONNX, Keras, Flax).
+        let kind = d.u8();
+        update.1 = if kind & 2 == 2 {
+            Correction::Biased
+        } else {
+            Correction::Unbiased
+        };
+        (update.0, update.2) = if kind & 1 == 0 {
+            (Momentum::Exponential(d.momentum_factor()), 0)
         } else {
             let t = d.u8();
-            Momentum::Cumulative {
-                batches_tracked: match t {
-                    0..=199 => u64::from(t % 10),
-                    200..=249 => d.u64(),
-                    _ => u64::MAX,
-                },
-            }
+            let tracked = match t {
+                0..=199 => u64::from(t % 10),
+                200..=249 => d.u64(),
+                _ => u64::MAX,
+            };
+            (Momentum::Cumulative, tracked)
         };
+        let momentum = update.0;
         if let Momentum::Exponential(f) = momentum {
             if !(f.is_finite() && (0.0..=1.0).contains(&f)) {
                 expect.push(Error::Parameter {
@@ -220,7 +265,7 @@ fuzz_target!(|data: &[u8]| {
         }
     }
     if let Some(m) = shape.batch.checked_mul(shape.spatial) {
-        let needed = if running { 2 } else { 1 };
+        let needed = if running { needed(update.1) } else { 1 };
         if m < needed {
             expect.push(Error::TooFewValues { needed, actual: m });
         }
@@ -270,14 +315,10 @@ fuzz_target!(|data: &[u8]| {
         rb.bits(),
         db.bits(),
     ];
-    let run = running.then(|| Running {
-        mean: rmb.body_mut(),
-        var: rvb.body_mut(),
-        momentum,
-    });
-    let (r, call) = match (variant, fusion, run) {
+    let mut run = running.then(|| running_of(rmb.body_mut(), rvb.body_mut(), update));
+    let (r, call) = match (variant, fusion, run.as_mut()) {
         (Variant::Renorm, _, Some(run)) => {
-            let saved = RenormSaved {
+            let saved = RenormSavedMut {
                 mean: sm.body_mut(),
                 invstd: si.body_mut(),
                 r: rb.body_mut(),
@@ -294,35 +335,42 @@ fuzz_target!(|data: &[u8]| {
                 y.body_mut(),
                 shape,
                 f,
-                sm.body_mut(),
-                si.body_mut(),
+                SavedMut {
+                    mean: sm.body_mut(),
+                    invstd: si.body_mut(),
+                },
                 run,
             ),
             "train_fused",
         ),
         (_, _, run) => (
-            bn.train(&x, y.body_mut(), shape, sm.body_mut(), si.body_mut(), run),
+            bn.train(
+                &x,
+                y.body_mut(),
+                shape,
+                SavedMut {
+                    mean: sm.body_mut(),
+                    invstd: si.body_mut(),
+                },
+                run,
+            ),
             "train",
         ),
     };
     let ok = expect.check(r, call);
+    check_counted(run.map(|r| r.batches_tracked), update, ok);
 
     if in_place {
         let mut xi = Buf::from(&x);
         let mut smi = Buf::sentinel(sm_len);
         let mut sii = Buf::sentinel(si_len);
         let (mut rmi, mut rvi) = (Buf::from(&rm), Buf::from(&rv));
-        let r = bn.train_in_place(
-            xi.body_mut(),
-            shape,
-            smi.body_mut(),
-            sii.body_mut(),
-            running.then(|| Running {
-                mean: rmi.body_mut(),
-                var: rvi.body_mut(),
-                momentum,
-            }),
-        );
+        let mut run = running.then(|| running_of(rmi.body_mut(), rvi.body_mut(), update));
+        let saved = SavedMut {
+            mean: smi.body_mut(),
+            invstd: sii.body_mut(),
+        };
+        let r = bn.train_in_place(xi.body_mut(), shape, saved, run.as_mut());
         assert_eq!(
             expect.check(r, "train_in_place"),
             ok,
@@ -386,18 +434,12 @@ fuzz_target!(|data: &[u8]| {
         let mut y0 = vec![0.0f32; ylen];
         let (mut sm0, mut si0) = (vec![0.0f32; sm_len], vec![0.0f32; si_len]);
         let (mut rm0, mut rv0) = (rm.clone(), rv.clone());
-        let r = bn.train(
-            &x,
-            &mut y0,
-            shape,
-            &mut sm0,
-            &mut si0,
-            running.then(|| Running {
-                mean: &mut rm0,
-                var: &mut rv0,
-                momentum,
-            }),
-        );
+        let mut run = running.then(|| running_of(&mut rm0, &mut rv0, update));
+        let saved = SavedMut {
+            mean: &mut sm0,
+            invstd: &mut si0,
+        };
+        let r = bn.train(&x, &mut y0, shape, saved, run.as_mut());
         assert!(r.is_ok(), "train returned {r:?} where {call} succeeded");
         let pairs = [
             (sm.body(), &sm0, mean_name),
@@ -420,10 +462,7 @@ fuzz_target!(|data: &[u8]| {
             check_renorm_plain(&bn, shape, limits, [rb.body(), db.body()], y.body(), &y0);
         }
     }
-    let factor = running.then(|| match momentum {
-        Momentum::Exponential(f) => f64::from(f),
-        Momentum::Cumulative { batches_tracked } => 1.0 / (batches_tracked as f64 + 1.0),
-    });
+    let factor = running.then(|| factor(update));
     check_train(
         &bn,
         shape,
@@ -436,6 +475,7 @@ fuzz_target!(|data: &[u8]| {
                 rmb.body(),
                 rvb.body(),
                 factor.unwrap_or(0.0),
+                update.1,
             )
         }),
         post,
@@ -541,7 +581,7 @@ fn check_renorm_plain(
     }
 }
 
-type RunningRef<'a> = (&'a [f32], &'a [f32], &'a [f32], &'a [f32], f64);
+type RunningRef<'a> = (&'a [f32], &'a [f32], &'a [f32], &'a [f32], f64, Correction);
 type RenormRef<'a> = (Renorm, &'a [f32], &'a [f32]);
 
 /// Train: see the tolerance model in `batchnorm_fuzz`. With `renorm` (which needs
@@ -587,7 +627,7 @@ fn check_train(
                     y[i]
                 );
             }
-            if let Some((_, _, rm1, rv1, _)) = running {
+            if let Some((_, _, rm1, rv1, _, _)) = running {
                 assert!(
                     !rm1[c].is_finite(),
                     "{}: running_mean",
@@ -605,18 +645,22 @@ fn check_train(
         close(f64::from(sm[c]), r.mean, tm + U * r.mean.abs(), || {
             what("save_mean")
         });
-        if let Some((rm0, rv0, rm1, rv1, f)) = running {
+        if let Some((rm0, rv0, rm1, rv1, f, k)) = running {
             let (a, b) = (f64::from(rm0[c]), f64::from(rv0[c]));
             let want = (1.0 - f) * a + f * r.mean;
             if in_range(want) && a.is_finite() {
                 let tol = f * tm + 2.0 * U * ((1.0 - f) * a.abs() + f * r.mean.abs()) + TINY;
                 close(f64::from(rm1[c]), want, tol, || what("running_mean"));
             }
-            let unbiased = var * n / (n - 1.0);
-            let want = (1.0 - f) * b + f * unbiased;
+            // m/(m − 1) for the unbiased variance, 1 for the biased one.
+            let bessel = match k {
+                Correction::Unbiased => n / (n - 1.0),
+                Correction::Biased => 1.0,
+            };
+            let batch = var * bessel;
+            let want = (1.0 - f) * b + f * batch;
             if in_range(want) && b.is_finite() {
-                let tol =
-                    f * tv * n / (n - 1.0) + 2.0 * U * ((1.0 - f) * b.abs() + f * unbiased) + TINY;
+                let tol = f * tv * bessel + 2.0 * U * ((1.0 - f) * b.abs() + f * batch) + TINY;
                 close(f64::from(rv1[c]), want, tol, || what("running_var"));
             }
         }

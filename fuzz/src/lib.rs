@@ -29,7 +29,52 @@
 //! (`≈ 1e-4·m2` for evenly spread data) for the channel sizes the targets generate.
 
 use arbitrary::Unstructured;
-use batchnorm::{Error, Layout, Shape};
+use batchnorm::{Correction, Error, Layout, Momentum, Running, Shape};
+
+/// How a train step updates running statistics: momentum, correction, and
+/// `batches_tracked` before the step.
+pub type Update = (Momentum, Correction, u64);
+
+/// Running statistics over `mean`, `var` with `update`'s settings.
+pub fn running_of<'a>(mean: &'a mut [f32], var: &'a mut [f32], update: Update) -> Running<'a> {
+    let (momentum, correction, batches_tracked) = update;
+    Running {
+        mean,
+        var,
+        momentum,
+        correction,
+        batches_tracked,
+    }
+}
+
+/// The factor `f` of `update`: the exponential momentum, or `1/(t + 1)`.
+pub fn factor(update: Update) -> f64 {
+    match update.0 {
+        Momentum::Exponential(f) => f64::from(f),
+        Momentum::Cumulative => 1.0 / (update.2 as f64 + 1.0),
+    }
+}
+
+/// The fewest values per channel (or instance) an update with `correction` needs.
+pub fn needed(correction: Correction) -> usize {
+    match correction {
+        Correction::Unbiased => 2,
+        Correction::Biased => 1,
+    }
+}
+
+/// `batches_tracked` after a call with running statistics: one more when it succeeded
+/// (saturating), unchanged when it failed.
+pub fn check_counted(after: Option<u64>, update: Update, ok: bool) {
+    if let Some(after) = after {
+        let want = if ok {
+            update.2.saturating_add(1)
+        } else {
+            update.2
+        };
+        assert_eq!(after, want, "batches_tracked after the call (ok: {ok})");
+    }
+}
 
 /// f32 unit roundoff.
 pub const U: f64 = 1.0 / (1u64 << 24) as f64;
@@ -1509,11 +1554,11 @@ pub fn run_row_norm(data: &[u8], rms: bool) {
 /// eps, the generators of x, dy and the parameters, whether γ, β, dγ, dβ are present
 /// (`& 3 != 0`) each followed by its length, the lengths of x, y or dy, dx, the saved
 /// mean and invstd; then (instance norm forward) whether there are running statistics
-/// (bit 0), the momentum kind (bit 0: cumulative), its factor or count, and the
-/// lengths of the running mean and var; (backward) whether the statistics are those
+/// (bit 0), the momentum kind (bit 0: cumulative; bit 1: biased running variance), its
+/// factor or count, and the lengths of the running mean and var; (backward) whether the statistics are those
 /// of x (< 160).
 pub fn run_group_norm(data: &[u8], instance: bool) {
-    use batchnorm::{Grads, GroupNorm, InstanceNorm, Momentum, Running, Saved, SavedMut};
+    use batchnorm::{Correction, Grads, GroupNorm, InstanceNorm, Momentum, Saved, SavedMut};
     let mut d = Dec::new(data);
     let op = d.u8();
     let (backward, in_place) = (op & 1 == 1, op & 2 == 2);
@@ -1581,13 +1626,17 @@ pub fn run_group_norm(data: &[u8], instance: bool) {
     }
     // Instance norm's running statistics.
     let running = instance && !backward && d.u8() & 1 == 1;
-    let (momentum, rm_len, rv_len) = if running {
-        let momentum = if d.u8() & 1 == 1 {
-            Momentum::Cumulative {
-                batches_tracked: u64::from(d.u8()),
-            }
+    let (update, rm_len, rv_len) = if running {
+        let kind = d.u8();
+        let correction = if kind & 2 == 2 {
+            Correction::Biased
         } else {
-            Momentum::Exponential(d.momentum_factor())
+            Correction::Unbiased
+        };
+        let (momentum, tracked) = if kind & 1 == 1 {
+            (Momentum::Cumulative, u64::from(d.u8()))
+        } else {
+            (Momentum::Exponential(d.momentum_factor()), 0)
         };
         if let Momentum::Exponential(f) = momentum {
             if !(f.is_finite() && (0.0..=1.0).contains(&f)) {
@@ -1605,15 +1654,15 @@ pub fn run_group_norm(data: &[u8], instance: bool) {
                 needed: 1,
                 actual: 0,
             });
-        } else if shape.spatial < 2 {
+        } else if shape.spatial < needed(correction) {
             expect.push(Error::TooFewValues {
-                needed: 2,
+                needed: needed(correction),
                 actual: shape.spatial,
             });
         }
-        (momentum, rm_len, rv_len)
+        ((momentum, correction, tracked), rm_len, rv_len)
     } else {
-        (Momentum::Exponential(0.1), 0, 0)
+        ((Momentum::Exponential(0.1), Correction::Unbiased, 0), 0, 0)
     };
     let stats_of_x = backward && d.u8() < 160;
 
@@ -1662,17 +1711,14 @@ pub fn run_group_norm(data: &[u8], instance: bool) {
             mean: mean.body_mut(),
             invstd: invstd.body_mut(),
         };
-        let run = running.then(|| Running {
-            mean: rm.body_mut(),
-            var: rv.body_mut(),
-            momentum,
-        });
+        let mut run = running.then(|| running_of(rm.body_mut(), rv.body_mut(), update));
         let res = match (instance, in_place) {
             (false, false) => gn.forward(&x, y.body_mut(), shape, saved),
             (false, true) => gn.forward_in_place(y.body_mut(), shape, saved),
-            (true, false) => inorm.forward(&x, y.body_mut(), shape, saved, run),
-            (true, true) => inorm.forward_in_place(y.body_mut(), shape, saved, run),
+            (true, false) => inorm.forward(&x, y.body_mut(), shape, saved, run.as_mut()),
+            (true, true) => inorm.forward_in_place(y.body_mut(), shape, saved, run.as_mut()),
         };
+        check_counted(run.map(|r| r.batches_tracked), update, res.is_ok());
         let outs = [
             (&y, "y"),
             (&mean, "mean"),
@@ -1699,13 +1745,9 @@ pub fn run_group_norm(data: &[u8], instance: bool) {
                 mean: &mut m0,
                 invstd: &mut v0,
             };
-            let run = running.then(|| Running {
-                mean: &mut rm1,
-                var: &mut rv1,
-                momentum,
-            });
+            let mut run = running.then(|| running_of(&mut rm1, &mut rv1, update));
             let res = if instance {
-                inorm.forward(&x, &mut y0, shape, saved, run)
+                inorm.forward(&x, &mut y0, shape, saved, run.as_mut())
             } else {
                 gn.forward(&x, &mut y0, shape, saved)
             };
@@ -1748,7 +1790,7 @@ pub fn run_group_norm(data: &[u8], instance: bool) {
                 &x,
                 &u,
                 shape,
-                momentum,
+                update,
                 [&rm0, &rv0],
                 [rm.body(), rv.body()],
             );
@@ -1822,19 +1864,21 @@ pub fn run_group_norm(data: &[u8], instance: bool) {
 
 /// Instance norm's running statistics after one update: per channel
 /// `(1 − f)·old + f·(mean over the batch of the instances' means)`, and the same with
-/// their unbiased variances; checked where every instance of the channel is.
+/// their unbiased (or biased) variances; checked where every instance of the channel is.
 fn check_instance_running(
     call: &str,
     x: &[f32],
     u: &Units,
     shape: Shape,
-    momentum: batchnorm::Momentum,
+    update: Update,
     [rm0, rv0]: [&[f32]; 2],
     [rm1, rv1]: [&[f32]; 2],
 ) {
-    let f = match momentum {
-        batchnorm::Momentum::Exponential(f) => f64::from(f),
-        batchnorm::Momentum::Cumulative { batches_tracked } => 1.0 / (batches_tracked as f64 + 1.0),
+    let f = factor(update);
+    // m/(m − 1) for the unbiased variance, 1 for the biased one.
+    let bessel = |m: f64| match update.1 {
+        batchnorm::Correction::Unbiased => m / (m - 1.0),
+        batchnorm::Correction::Biased => 1.0,
     };
     let nb = shape.batch as f64;
     for c in 0..shape.channels {
@@ -1846,9 +1890,9 @@ fn check_instance_running(
             ok &= r.moderate;
             let m = r.n as f64;
             sm += r.mean;
-            sv += r.var() * m / (m - 1.0);
+            sv += r.var() * bessel(m);
             tm += tol_mean(&r) + U * r.mean.abs();
-            tv += tol_m2(&r) / (m - 1.0);
+            tv += tol_m2(&r) / m * bessel(m);
         }
         if !finite {
             assert!(

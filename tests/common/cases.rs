@@ -16,7 +16,7 @@
 
 use crate::common::Rng;
 use crate::common::*;
-use batchnorm::{BatchNorm, Layout, Momentum, Shape};
+use batchnorm::{BatchNorm, Correction, Layout, Momentum, Running, Shape};
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRng, TestRunner};
 
@@ -230,16 +230,70 @@ pub fn has_constant_channel(x: &[f32], shape: &Shape) -> bool {
     })
 }
 
-/// Momentum of the running update (never absent: Batch Renormalization needs it).
-pub fn momentum() -> impl Strategy<Value = Momentum> {
-    prop_oneof![
+/// How a train step updates running statistics: [`Running`]'s momentum, correction
+/// and `batches_tracked` before the step.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Update {
+    pub momentum: Momentum,
+    pub correction: Correction,
+    pub batches_tracked: u64,
+}
+
+impl Update {
+    /// PyTorch's default: `Exponential(0.1)`, unbiased, no updates before.
+    pub const PYTORCH: Update = Update {
+        momentum: Momentum::Exponential(0.1),
+        correction: Correction::Unbiased,
+        batches_tracked: 0,
+    };
+
+    /// The running statistics `mean`, `var` with this update's settings.
+    pub fn running<'a>(&self, mean: &'a mut [f32], var: &'a mut [f32]) -> Running<'a> {
+        Running {
+            mean,
+            var,
+            momentum: self.momentum,
+            correction: self.correction,
+            batches_tracked: self.batches_tracked,
+        }
+    }
+
+    /// The factor of the batch statistics in this update.
+    pub fn factor(&self) -> f64 {
+        momentum_factor(self.momentum, self.batches_tracked)
+    }
+
+    /// The running statistics before the update as the oracle takes them.
+    pub fn oracle<'a>(&self, mean: &'a [f32], var: &'a [f32]) -> RefRunning<'a> {
+        (mean, var, self.factor(), self.correction)
+    }
+
+    /// The fewest values per channel the update needs.
+    pub fn needed(&self) -> usize {
+        match self.correction {
+            Correction::Unbiased => 2,
+            Correction::Biased => 1,
+        }
+    }
+}
+
+/// The running update (never absent: Batch Renormalization needs it): momentum,
+/// correction and the updates made before.
+pub fn momentum() -> impl Strategy<Value = Update> {
+    let momentum = prop_oneof![
         Just(Momentum::Exponential(0.1)),
         Just(Momentum::Exponential(0.0)),
         Just(Momentum::Exponential(1.0)),
         (0.0..=1.0f32).prop_map(Momentum::Exponential),
-        Just(Momentum::Cumulative { batches_tracked: 0 }),
-        (0..10_000u64).prop_map(|t| Momentum::Cumulative { batches_tracked: t }),
-    ]
+        Just(Momentum::Cumulative),
+    ];
+    let correction = prop_oneof![2 => Just(Correction::Unbiased), 1 => Just(Correction::Biased)];
+    let tracked = prop_oneof![Just(0u64), 0..10_000u64];
+    (momentum, correction, tracked).prop_map(|(momentum, correction, batches_tracked)| Update {
+        momentum,
+        correction,
+        batches_tracked,
+    })
 }
 
 /// Up to three non-finite values (NaN, +inf, −inf) at random flat positions.

@@ -14,7 +14,7 @@
 // The oracle is deliberately written as straight index loops over (n, c, s).
 #![allow(clippy::needless_range_loop)]
 
-use batchnorm::{Layout, Moments, Momentum, Shape};
+use batchnorm::{Correction, Layout, Moments, Momentum, Shape};
 
 // ----------------------------------------------------------------------------------
 // Layout
@@ -71,9 +71,18 @@ pub struct RefMoments {
 }
 
 impl RefMoments {
-    /// var·m/(m−1), what the running variance is fed with.
+    /// var·m/(m−1), what the running variance is fed with by default (PyTorch).
     pub fn unbiased_var(&self) -> f64 {
         self.m2 / (self.count as f64 - 1.0)
+    }
+
+    /// What the running variance is fed with under `correction`: m2/(m−1), or the
+    /// biased m2/m (ONNX, Keras, Flax).
+    pub fn batch_var(&self, correction: Correction) -> f64 {
+        match correction {
+            Correction::Unbiased => self.unbiased_var(),
+            Correction::Biased => self.var,
+        }
     }
 }
 
@@ -176,14 +185,19 @@ pub fn ref_eval(
     ref_normalize(x, shape, gamma, beta, &mean, &invstd)
 }
 
-/// The factor the batch statistic gets in the running-statistics update.
-/// `Exponential(p)`: p (PyTorch's momentum). `Cumulative{t}`: 1/(t+1).
-pub fn momentum_factor(momentum: Momentum) -> f64 {
+/// The factor the batch statistic gets in the running-statistics update after
+/// `batches_tracked` updates. `Exponential(p)`: p (PyTorch's momentum).
+/// `Cumulative`: 1/(t+1).
+pub fn momentum_factor(momentum: Momentum, batches_tracked: u64) -> f64 {
     match momentum {
         Momentum::Exponential(p) => p as f64,
-        Momentum::Cumulative { batches_tracked } => 1.0 / (batches_tracked as f64 + 1.0),
+        Momentum::Cumulative => 1.0 / (batches_tracked as f64 + 1.0),
     }
 }
+
+/// Running statistics before an update, as the oracle takes them: mean, var, the
+/// factor `f` of the update ([`momentum_factor`]) and the variance correction.
+pub type RefRunning<'a> = (&'a [f32], &'a [f32], f64, Correction);
 
 /// Everything train forward produces, in f64.
 #[derive(Clone, Debug)]
@@ -198,14 +212,15 @@ pub struct RefTrain {
 }
 
 /// Train forward: batch statistics, y, and the running update
-/// `rm ← (1−f)·rm + f·mean`, `rv ← (1−f)·rv + f·var·m/(m−1)`, f from [`momentum_factor`].
+/// `rm ← (1−f)·rm + f·mean`, `rv ← (1−f)·rv + f·batch_var` (var·m/(m−1) unbiased, var
+/// biased), f from [`momentum_factor`].
 pub fn ref_train(
     x: &[f32],
     shape: &Shape,
     gamma: Option<&[f32]>,
     beta: Option<&[f32]>,
     eps: f32,
-    running: Option<(&[f32], &[f32], Momentum)>,
+    running: Option<RefRunning>,
 ) -> RefTrain {
     let stats = ref_moments(x, shape);
     let mean: Vec<f64> = stats.iter().map(|s| s.mean).collect();
@@ -214,13 +229,12 @@ pub fn ref_train(
         .map(|s| 1.0 / (s.var + eps as f64).sqrt())
         .collect();
     let y = ref_normalize(x, shape, gamma, beta, &mean, &invstd);
-    let running = running.map(|(rm, rv, momentum)| {
-        let f = momentum_factor(momentum);
+    let running = running.map(|(rm, rv, f, correction)| {
         let new_rm = (0..shape.channels)
             .map(|c| (1.0 - f) * rm[c] as f64 + f * stats[c].mean)
             .collect();
         let new_rv = (0..shape.channels)
-            .map(|c| (1.0 - f) * rv[c] as f64 + f * stats[c].unbiased_var())
+            .map(|c| (1.0 - f) * rv[c] as f64 + f * stats[c].batch_var(correction))
             .collect();
         (new_rm, new_rv)
     });
@@ -439,11 +453,11 @@ pub fn ref_train_renorm(
     gamma: Option<&[f32]>,
     beta: Option<&[f32]>,
     eps: f32,
-    (rm, rv, momentum): (&[f32], &[f32], Momentum),
+    (rm, rv, f, correction): RefRunning,
     rmax: f32,
     dmax: f32,
 ) -> RefRenorm {
-    let train = ref_train(x, shape, gamma, None, eps, Some((rm, rv, momentum)));
+    let train = ref_train(x, shape, gamma, None, eps, Some((rm, rv, f, correction)));
     let cs = shape.channels;
     let eps = eps as f64;
     let (rmax, dmax) = (rmax as f64, dmax as f64);
@@ -605,7 +619,7 @@ pub fn ref_backward_renorm(
 /// **Non-finite** expected values must be matched exactly in kind: NaN by NaN, +inf by
 /// +inf, −inf by −inf.
 pub mod tol {
-    use super::{channel_indices, per_channel, RefGrads, RefMoments, Shape};
+    use super::{channel_indices, per_channel, Correction, RefGrads, RefMoments, Shape};
 
     /// f32 machine epsilon, 2⁻²³.
     pub const EPS32: f64 = f32::EPSILON as f64;
@@ -618,6 +632,11 @@ pub mod tol {
 
     pub fn var(s: &RefMoments) -> f64 {
         REDUCTION_REL * s.var
+    }
+
+    /// For the batch variance the running variance is fed with.
+    pub fn batch_var(s: &RefMoments, correction: Correction) -> f64 {
+        REDUCTION_REL * s.batch_var(correction)
     }
 
     pub fn m2(s: &RefMoments) -> f64 {

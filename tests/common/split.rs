@@ -7,7 +7,7 @@
 #![allow(dead_code)]
 
 use crate::common::*;
-use batchnorm::{BatchNorm, Momentum, Shape};
+use batchnorm::{BatchNorm, Correction, Shape};
 
 /// The parts of a batch of `batch` samples cut at `cuts` (sample indices, any order),
 /// as `(first sample, samples)`.
@@ -35,14 +35,15 @@ pub struct TrainOut<'a> {
     pub y: &'a [f32],
     pub save_mean: &'a [f32],
     pub save_invstd: &'a [f32],
-    /// Running statistics before and after, with their momentum.
-    pub running: Option<(Stats<'a>, Stats<'a>, Momentum)>,
+    /// Running statistics before and after, with the factor of the update and the
+    /// variance correction.
+    pub running: Option<(Stats<'a>, Stats<'a>, f64, Correction)>,
 }
 
 /// Checks a train forward of the whole batch `x` against the oracle; panics with
 /// every mismatch.
 pub fn check_train(what: &str, bn: &BatchNorm, x: &[f32], shape: &Shape, out: &TrainOut) {
-    let running = out.running.map(|((rm, rv), _, m)| (rm, rv, m));
+    let running = out.running.map(|((rm, rv), _, f, k)| (rm, rv, f, k));
     let r = ref_train(x, shape, bn.gamma, bn.beta, bn.eps, running);
     let mut ck = Checker::new(what.to_string());
     for c in 0..shape.channels {
@@ -62,17 +63,10 @@ pub fn check_train(what: &str, bn: &BatchNorm, x: &[f32], shape: &Shape, out: &T
             let t = tol::train_y(dev, s, bn.eps, g, r.invstd[c], b, r.y[i]);
             ck.close("y", i, out.y[i] as f64, r.y[i], t);
         }
-        if let (Some(((rm0, rv0), (rm, rv), m)), Some((erm, erv))) = (out.running, &r.running) {
-            let f = momentum_factor(m);
+        if let (Some(((rm0, rv0), (rm, rv), f, k)), Some((erm, erv))) = (out.running, &r.running) {
             let t = tol::running(rm0[c] as f64, s.mean, f, tol::mean(s));
             ck.close("running_mean", c, rm[c] as f64, erm[c], t);
-            let m = s.count as f64;
-            let t = tol::running(
-                rv0[c] as f64,
-                s.unbiased_var(),
-                f,
-                tol::var(s) * m / (m - 1.0),
-            );
+            let t = tol::running(rv0[c] as f64, s.batch_var(k), f, tol::batch_var(s, k));
             ck.close("running_var", c, rv[c] as f64, erv[c], t);
         }
     }

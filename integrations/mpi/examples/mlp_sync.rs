@@ -28,7 +28,7 @@ mod net;
 
 use std::process::ExitCode;
 
-use batchnorm::{BatchNorm, Error, Grads, Momentum, Running, Shape};
+use batchnorm::{BatchNorm, Error, Grads, Momentum, Running, RunningStats, Saved, SavedMut, Shape};
 use batchnorm_mpi::{sum_in_rank_order, SyncBatchNorm, SyncError};
 use data::{Points, Rng};
 use linear::Param;
@@ -106,23 +106,29 @@ impl Normalize for SyncNorm<'_> {
         let bn = bn(&self.gamma.value, &self.beta.value);
         match mode {
             Mode::Train => {
-                let running = Running {
-                    mean: &mut self.running_mean,
-                    var: &mut self.running_var,
-                    momentum: MOMENTUM,
-                };
+                let mut running =
+                    Running::new(&mut self.running_mean, &mut self.running_var, MOMENTUM);
                 let sync = SyncBatchNorm {
                     comm: self.comm,
                     bn,
                 };
-                let (mean, invstd) = (&mut self.save_mean, &mut self.save_invstd);
+                let saved = SavedMut {
+                    mean: &mut self.save_mean,
+                    invstd: &mut self.save_invstd,
+                };
                 self.count = sync
-                    .train(x, y, shape, mean, invstd, Some(running))
+                    .train(x, y, shape, saved, Some(&mut running))
                     .map_err(local)?;
                 Ok(())
             }
             // The running statistics are the same on every rank: eval is local.
-            Mode::Eval => bn.eval(x, y, shape, &self.running_mean, &self.running_var),
+            Mode::Eval => {
+                let stats = RunningStats {
+                    mean: &self.running_mean,
+                    var: &self.running_var,
+                };
+                bn.eval(x, y, shape, stats)
+            }
         }
     }
 
@@ -142,8 +148,11 @@ impl Normalize for SyncNorm<'_> {
             dgamma: Some(&mut self.gamma.grad),
             dbeta: Some(&mut self.beta.grad),
         };
-        let (mean, invstd) = (&self.save_mean, &self.save_invstd);
-        sync.backward(dy, x, shape, mean, invstd, self.count, grads)
+        let saved = Saved {
+            mean: &self.save_mean,
+            invstd: &self.save_invstd,
+        };
+        sync.backward(x, dy, shape, saved, self.count, grads)
             .map_err(local)?;
         let ranks = self.comm.size() as f32;
         for g in self.gamma.grad.iter_mut().chain(&mut self.beta.grad) {

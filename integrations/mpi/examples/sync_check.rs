@@ -23,7 +23,7 @@ mod split;
 
 use std::process::ExitCode;
 
-use batchnorm::{BatchNorm, Error, Grads, Momentum, Running, Shape};
+use batchnorm::{BatchNorm, Correction, Error, Grads, Momentum, Running, Saved, SavedMut, Shape};
 use batchnorm_mpi::{sum_in_rank_order, SyncBatchNorm, SyncError};
 use common::{tensor, Profile, Rng};
 use mpi::datatype::PartitionMut;
@@ -139,12 +139,12 @@ fn step<C: Communicator>(t: &mut Tally<C>, name: &str, shape: Shape, seed: u64) 
     let (dyp, _) = part_of(&dy, shape, part);
     let (mut y, mut mean, mut invstd) = (vec![0.0; xp.len()], vec![0.0; cs], vec![0.0; cs]);
     let (mut rm, mut rv) = (rm0.clone(), rv0.clone());
-    let running = Running {
-        mean: &mut rm,
-        var: &mut rv,
-        momentum: MOMENTUM,
+    let mut running = Running::new(&mut rm, &mut rv, MOMENTUM);
+    let saved = SavedMut {
+        mean: &mut mean,
+        invstd: &mut invstd,
     };
-    let count = sync.train(xp, &mut y, sp, &mut mean, &mut invstd, Some(running));
+    let count = sync.train(xp, &mut y, sp, saved, Some(&mut running));
     t.check(&format!("{name}: train on {size} ranks"), count.is_ok());
     let count = count.unwrap_or(0);
     let (mut dx, mut dg, mut db) = (vec![0.0; xp.len()], vec![0.0; cs], vec![0.0; cs]);
@@ -153,7 +153,11 @@ fn step<C: Communicator>(t: &mut Tally<C>, name: &str, shape: Shape, seed: u64) 
         dgamma: Some(&mut dg),
         dbeta: Some(&mut db),
     };
-    let r = sync.backward(dyp, xp, sp, &mean, &invstd, count, grads);
+    let saved = Saved {
+        mean: &mean,
+        invstd: &invstd,
+    };
+    let r = sync.backward(xp, dyp, sp, saved, count, grads);
     t.check(&format!("{name}: backward on {size} ranks"), r.is_ok());
 
     let agree = [&mean, &invstd, &rm, &rv, &dg, &db]
@@ -171,7 +175,12 @@ fn step<C: Communicator>(t: &mut Tally<C>, name: &str, shape: Shape, seed: u64) 
             y: &y_all,
             save_mean: &mean,
             save_invstd: &invstd,
-            running: Some(((&rm0, &rv0), (&rm, &rv), MOMENTUM)),
+            running: Some((
+                (&rm0, &rv0),
+                (&rm, &rv),
+                common::momentum_factor(MOMENTUM, 0),
+                Correction::Unbiased,
+            )),
         };
         let saved = (&mean[..], &invstd[..]);
         matches = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
@@ -208,12 +217,12 @@ fn errors<C: Communicator>(t: &mut Tally<C>) {
         let mut y = vec![0.0; y_len.unwrap_or(len)];
         let (mut mean, mut invstd) = (vec![0.0; shape.channels], vec![0.0; shape.channels]);
         let (mut rm, mut rv) = (vec![0.0; shape.channels], vec![1.0; shape.channels]);
-        let r = running.then(|| Running {
-            mean: &mut rm,
-            var: &mut rv,
-            momentum: MOMENTUM,
-        });
-        sync.train(&x, &mut y, shape, &mut mean, &mut invstd, r)
+        let mut r = running.then(|| Running::new(&mut rm, &mut rv, MOMENTUM));
+        let saved = SavedMut {
+            mean: &mut mean,
+            invstd: &mut invstd,
+        };
+        sync.train(&x, &mut y, shape, saved, r.as_mut())
     };
     let good = Shape::channels_first(2, 3, 4);
 
@@ -292,7 +301,11 @@ fn errors<C: Communicator>(t: &mut Tally<C>) {
             dbeta: None,
         };
         let count = 2 * size as u64 + u64::from(rank == last);
-        let r = sync.backward(&dy, &x, shape, &[2.0; 3], &[1.0; 3], count, grads);
+        let saved = Saved {
+            mean: &[2.0; 3],
+            invstd: &[1.0; 3],
+        };
+        let r = sync.backward(&x, &dy, shape, saved, count, grads);
         let want = SyncError::Count {
             rank: last,
             count: 2 * size as u64 + 1,

@@ -26,7 +26,9 @@
 use std::fmt;
 
 use batchnorm::distributed::{backward_sums, BackwardSums};
-use batchnorm::{moments, BatchNorm, Error, Grads, Moments, Running, Shape};
+use batchnorm::{
+    moments, BatchNorm, Correction, Error, Grads, Moments, Running, Saved, SavedMut, Shape,
+};
 use mpi::traits::{Communicator, CommunicatorCollectives};
 
 /// Why a synchronized call failed; every rank gets an error when any rank fails.
@@ -48,8 +50,8 @@ pub enum SyncError {
         /// Rank 0's.
         expected: u64,
     },
-    /// Ranks disagree on whether running statistics are updated (rank `rank` differs
-    /// from rank 0).
+    /// Ranks disagree on whether running statistics are updated, or with which
+    /// [`Correction`] (rank `rank` differs from rank 0).
     Running {
         /// The first rank that disagrees with rank 0.
         rank: i32,
@@ -80,7 +82,7 @@ impl fmt::Display for SyncError {
             ),
             SyncError::Running { rank } => write!(
                 f,
-                "rank {rank} and rank 0 disagree on updating running statistics"
+                "rank {rank} and rank 0 disagree on updating running statistics (or on their correction)"
             ),
             SyncError::Count {
                 rank,
@@ -160,18 +162,22 @@ impl<C: Communicator> SyncBatchNorm<'_, C> {
         x: &[f32],
         y: &mut [f32],
         shape: Shape,
-        save_mean: &mut [f32],
-        save_invstd: &mut [f32],
-        running: Option<Running<'_>>,
+        saved: SavedMut<'_>,
+        running: Option<&mut Running<'_>>,
     ) -> Result<u64, SyncError> {
         let cs = shape.channels;
         let mut local = vec![Moments::EMPTY; cs];
         let own = self
             .bn
-            .check_train_part(x, y, shape, save_mean, save_invstd, running.as_ref())
+            .check_train_part(x, y, shape, saved.as_saved(), running.as_deref())
             .and_then(|()| moments(x, shape, &mut local));
         let m = shape.batch.saturating_mul(shape.spatial) as u64;
-        let flag = u64::from(running.is_some());
+        // None, unbiased or biased running variance: the same on every rank.
+        let flag = match running.as_deref().map(|r| r.correction) {
+            None => 0,
+            Some(Correction::Unbiased) => 1,
+            Some(Correction::Biased) => 2,
+        };
         let headers = self.headers(own, [cs as u64, m, flag])?;
         if let Some(rank) = headers.chunks(HEADER).position(|h| h[3] != headers[3]) {
             return Err(SyncError::Running { rank: rank as i32 });
@@ -198,7 +204,7 @@ impl<C: Communicator> SyncBatchNorm<'_, C> {
         }
         let count = headers.chunks(HEADER).map(|h| h[2]).sum();
         self.bn
-            .train_with_moments(x, y, shape, &global, save_mean, save_invstd, running)?;
+            .train_with_moments(x, y, shape, &global, saved, running)?;
         Ok(count)
     }
 
@@ -212,14 +218,12 @@ impl<C: Communicator> SyncBatchNorm<'_, C> {
     /// # Errors
     /// On every rank when any rank's input is invalid or the ranks disagree on
     /// `count` or the channels (see [`SyncError`]).
-    #[allow(clippy::too_many_arguments)]
     pub fn backward(
         &self,
-        dy: &[f32],
         x: &[f32],
+        dy: &[f32],
         shape: Shape,
-        save_mean: &[f32],
-        save_invstd: &[f32],
+        saved: Saved<'_>,
         count: u64,
         grads: Grads<'_>,
     ) -> Result<(), SyncError> {
@@ -227,8 +231,8 @@ impl<C: Communicator> SyncBatchNorm<'_, C> {
         let mut local = vec![BackwardSums::ZERO; cs];
         let own = self
             .bn
-            .check_backward_part(dy, x, shape, save_mean, save_invstd, &grads)
-            .and_then(|()| backward_sums(dy, x, shape, save_mean, &mut local));
+            .check_backward_part(x, dy, shape, saved, &grads)
+            .and_then(|()| backward_sums(x, dy, shape, saved.mean, &mut local));
         let headers = self.headers(own, [cs as u64, count, 0])?;
         if let Some(rank) = headers.chunks(HEADER).position(|h| h[2] != headers[2]) {
             return Err(SyncError::Count {
@@ -249,7 +253,7 @@ impl<C: Communicator> SyncBatchNorm<'_, C> {
             }
         }
         self.bn
-            .backward_with_sums(dy, x, shape, save_mean, save_invstd, &global, count, grads)?;
+            .backward_with_sums(x, dy, shape, saved, &global, count, grads)?;
         Ok(())
     }
 }

@@ -15,7 +15,7 @@ use crate::scenario::{self, Outputs, What, RENORM};
 use crate::stack;
 use batchnorm::{
     moments, BatchNorm, Error, Fusion, FusionGrad, Grads, Moments, Momentum, Renorm, RenormSaved,
-    Running, Shape,
+    RenormSavedMut, Running, RunningStats, Shape,
 };
 
 /// Relative tolerance against the f64 reference, in units of the output's magnitude
@@ -293,14 +293,13 @@ fn check_case<W: Write>(ck: &mut Checker<W>, case: &Case) {
         let res = plain.train_in_place(
             &mut y[..n],
             sh,
-            &mut sm[..c],
-            &mut si[..c],
-            Some(Running {
-                mean: &mut rmean[..c],
-                var: &mut rvar[..c],
-                momentum: Momentum::Cumulative {
-                    batches_tracked: BATCHES_TRACKED,
-                },
+            SavedMut {
+                mean: &mut sm[..c],
+                invstd: &mut si[..c],
+            },
+            Some(&mut Running {
+                batches_tracked: BATCHES_TRACKED,
+                ..Running::new(&mut rmean[..c], &mut rvar[..c], Momentum::Cumulative)
             }),
         );
         let label = "train_in_place affine=off";
@@ -342,7 +341,7 @@ fn check_case<W: Write>(ck: &mut Checker<W>, case: &Case) {
 
         let mut y = [0.0f32; MAX_LEN];
         y[..n].copy_from_slice(x);
-        match bn.eval_in_place(&mut y[..n], sh, rm, rv) {
+        match bn.eval_in_place(&mut y[..n], sh, RunningStats { mean: rm, var: rv }) {
             Err(e) => ck.line(
                 false,
                 "eval_in_place",
@@ -367,7 +366,7 @@ fn check_case<W: Write>(ck: &mut Checker<W>, case: &Case) {
             }
         }
 
-        match plain.eval(x, &mut y[..n], sh, rm, rv) {
+        match plain.eval(x, &mut y[..n], sh, RunningStats { mean: rm, var: rv }) {
             Err(e) => ck.line(
                 false,
                 "eval affine=off",
@@ -392,11 +391,13 @@ fn check_case<W: Write>(ck: &mut Checker<W>, case: &Case) {
 
         let mut dx = [0.0f32; MAX_LEN];
         let res = plain.backward(
-            &inp.dy[..n],
             x,
+            &inp.dy[..n],
             sh,
-            &o.save_mean[..c],
-            &o.save_invstd[..c],
+            Saved {
+                mean: &o.save_mean[..c],
+                invstd: &o.save_invstd[..c],
+            },
             Grads {
                 dx: &mut dx[..n],
                 dgamma: None,
@@ -429,11 +430,10 @@ fn check_case<W: Write>(ck: &mut Checker<W>, case: &Case) {
         let mut dx = [0.0f32; MAX_LEN];
         let mut db = [0.0f32; MAX_C];
         let res = plain.backward_eval(
-            &inp.dy[..n],
             x,
+            &inp.dy[..n],
             sh,
-            rm,
-            rv,
+            RunningStats { mean: rm, var: rv },
             Grads {
                 dx: &mut dx[..n],
                 dgamma: None,
@@ -573,8 +573,10 @@ fn check_fused<W: Write>(ck: &mut Checker<W>, case: &Case, inp: &Inputs, o: &Out
             &mut y[..n],
             sh,
             Fusion::Relu,
-            &mut sm[..c],
-            &mut si[..c],
+            SavedMut {
+                mean: &mut sm[..c],
+                invstd: &mut si[..c],
+            },
             None,
         ) {
             Err(e) => ck.line(false, label, name, format_args!("returned Err({:?})", e)),
@@ -603,11 +605,13 @@ fn check_fused<W: Write>(ck: &mut Checker<W>, case: &Case, inp: &Inputs, o: &Out
         let mut dx = [0.0f32; MAX_LEN];
         let (mut dg, mut db) = ([0.0f32; MAX_C], [0.0f32; MAX_C]);
         let r = bn.backward(
-            &g.dy[..n],
             x,
+            &g.dy[..n],
             sh,
-            &o.fused_save_mean[..c],
-            &o.fused_save_invstd[..c],
+            Saved {
+                mean: &o.fused_save_mean[..c],
+                invstd: &o.fused_save_invstd[..c],
+            },
             Grads {
                 dx: &mut dx[..n],
                 dgamma: Some(&mut dg[..c]),
@@ -635,13 +639,15 @@ fn check_fused<W: Write>(ck: &mut Checker<W>, case: &Case, inp: &Inputs, o: &Out
         let mut dx = [0.0f32; MAX_LEN];
         let (sm, si) = (&o.save_mean[..c], &o.save_invstd[..c]);
         let r = plain.backward_fused(
-            dy,
             x,
+            dy,
             &o.y_train_add_relu[..n],
             sh,
             FusionGrad::Relu,
-            sm,
-            si,
+            Saved {
+                mean: sm,
+                invstd: si,
+            },
             Grads {
                 dx: &mut dx[..n],
                 dgamma: None,
@@ -681,11 +687,10 @@ fn check_fused<W: Write>(ck: &mut Checker<W>, case: &Case, inp: &Inputs, o: &Out
         let mut dx = [0.0f32; MAX_LEN];
         let (mut dg, mut db) = ([0.0f32; MAX_C], [0.0f32; MAX_C]);
         let r = bn.backward_eval(
-            &g.dy[..n],
             x,
+            &g.dy[..n],
             sh,
-            rm,
-            rv,
+            RunningStats { mean: rm, var: rv },
             Grads {
                 dx: &mut dx[..n],
                 dgamma: Some(&mut dg[..c]),
@@ -712,13 +717,12 @@ fn check_fused<W: Write>(ck: &mut Checker<W>, case: &Case, inp: &Inputs, o: &Out
         let label = "backward_eval_fused Add+ReLU";
         let (mut dx, mut dz) = ([0.0f32; MAX_LEN], [0.0f32; MAX_LEN]);
         let r = bn.backward_eval_fused(
-            dy,
             x,
+            dy,
             &o.y_eval_add_relu[..n],
             sh,
             FusionGrad::AddRelu { dz: &mut dz[..n] },
-            rm,
-            rv,
+            RunningStats { mean: rm, var: rv },
             Grads {
                 dx: &mut dx[..n],
                 dgamma: None,
@@ -825,17 +829,17 @@ fn check_renorm<W: Write>(ck: &mut Checker<W>, case: &Case, inp: &Inputs, o: &Ou
                 rmax: 1.0,
                 dmax: 0.0,
             },
-            RenormSaved {
+            RenormSavedMut {
                 mean: &mut sm[..c],
                 invstd: &mut si[..c],
                 r: &mut r[..c],
                 d: &mut d[..c],
             },
-            Running {
-                mean: &mut rmean[..c],
-                var: &mut rvar[..c],
-                momentum: Momentum::Exponential(MOMENTUM),
-            },
+            &mut Running::new(
+                &mut rmean[..c],
+                &mut rvar[..c],
+                Momentum::Exponential(MOMENTUM),
+            ),
         );
         let ok = res.is_ok()
             && r[..c].iter().all(|&r| r == 1.0)
@@ -875,7 +879,7 @@ fn check_errors<W: Write>(ck: &mut Checker<W>) {
     let untouched = |ys: &[f32]| ys.iter().all(|&v| v == S);
 
     let mut y = [S; MAX_LEN];
-    let r = bn.eval(x, &mut y[..n - 1], sh, rm, rv);
+    let r = bn.eval(x, &mut y[..n - 1], sh, RunningStats { mean: rm, var: rv });
     let ok =
         r == Err(Error::Length {
             arg: "y",
@@ -889,7 +893,7 @@ fn check_errors<W: Write>(ck: &mut Checker<W>) {
         gamma: Some(&inp.gamma[..c - 1]),
         beta: None,
     };
-    let r = short_gamma.eval(x, &mut y[..n], sh, rm, rv);
+    let r = short_gamma.eval(x, &mut y[..n], sh, RunningStats { mean: rm, var: rv });
     let ok =
         r == Err(Error::Length {
             arg: "gamma",
@@ -908,7 +912,7 @@ fn check_errors<W: Write>(ck: &mut Checker<W>) {
         gamma: None,
         beta: None,
     };
-    let r = bad_eps.eval(x, &mut y[..n], sh, rm, rv);
+    let r = bad_eps.eval(x, &mut y[..n], sh, RunningStats { mean: rm, var: rv });
     let ok = matches!(r, Err(Error::Parameter { arg: "eps", .. })) && untouched(&y[..n]);
     ck.line(ok, "error eval eps -1", case.name, format_args!("{:?}", r));
 
@@ -917,7 +921,7 @@ fn check_errors<W: Write>(ck: &mut Checker<W>) {
         gamma: None,
         beta: None,
     };
-    let r = nan_eps.eval(x, &mut y[..n], sh, rm, rv);
+    let r = nan_eps.eval(x, &mut y[..n], sh, RunningStats { mean: rm, var: rv });
     let ok = matches!(r, Err(Error::Parameter { arg: "eps", .. })) && untouched(&y[..n]);
     ck.line(ok, "error eval eps NaN", case.name, format_args!("{:?}", r));
 
@@ -927,13 +931,15 @@ fn check_errors<W: Write>(ck: &mut Checker<W>) {
         x,
         &mut y[..n],
         sh,
-        &mut sm[..c],
-        &mut si[..c],
-        Some(Running {
-            mean: &mut rmean[..c],
-            var: &mut rvar[..c],
-            momentum: Momentum::Exponential(1.5),
-        }),
+        SavedMut {
+            mean: &mut sm[..c],
+            invstd: &mut si[..c],
+        },
+        Some(&mut Running::new(
+            &mut rmean[..c],
+            &mut rvar[..c],
+            Momentum::Exponential(1.5),
+        )),
     );
     let ok = matches!(
         r,
@@ -959,7 +965,16 @@ fn check_errors<W: Write>(ck: &mut Checker<W>) {
         beta: Some(&inp.beta[..3]),
     };
     let empty = Shape::channels_first(0, 3, 4);
-    let r = bn3.train(&[], &mut [], empty, &mut sm[..3], &mut si[..3], None);
+    let r = bn3.train(
+        &[],
+        &mut [],
+        empty,
+        SavedMut {
+            mean: &mut sm[..3],
+            invstd: &mut si[..3],
+        },
+        None,
+    );
     let ok =
         r == Err(Error::TooFewValues {
             needed: 1,
@@ -973,13 +988,15 @@ fn check_errors<W: Write>(ck: &mut Checker<W>) {
         &x[..3],
         &mut y[..3],
         one,
-        &mut sm[..3],
-        &mut si[..3],
-        Some(Running {
-            mean: &mut rmean[..3],
-            var: &mut rvar[..3],
-            momentum: Momentum::Exponential(0.1),
-        }),
+        SavedMut {
+            mean: &mut sm[..3],
+            invstd: &mut si[..3],
+        },
+        Some(&mut Running::new(
+            &mut rmean[..3],
+            &mut rvar[..3],
+            Momentum::Exponential(0.1),
+        )),
     );
     let ok =
         r == Err(Error::TooFewValues {
@@ -1010,11 +1027,13 @@ fn check_errors<W: Write>(ck: &mut Checker<W>) {
     let mut dx = [S; MAX_LEN];
     let mut dg = [S; MAX_C];
     let r = bn.backward(
-        &inp.dy[..n],
         x,
+        &inp.dy[..n],
         sh,
-        rm,
-        rv,
+        Saved {
+            mean: rm,
+            invstd: rv,
+        },
         Grads {
             dx: &mut dx[..n],
             dgamma: Some(&mut dg[..c + 1]),
@@ -1042,8 +1061,7 @@ fn check_errors<W: Write>(ck: &mut Checker<W>) {
         &mut y[..n],
         sh,
         Fusion::AddRelu { z: &z[..n - 1] },
-        rm,
-        rv,
+        RunningStats { mean: rm, var: rv },
     );
     let ok =
         r == Err(Error::Length {
@@ -1064,8 +1082,10 @@ fn check_errors<W: Write>(ck: &mut Checker<W>) {
         &mut y[..n],
         sh,
         Fusion::AddRelu { z: &inp.z[..n + 1] },
-        &mut sm[..c],
-        &mut si[..c],
+        SavedMut {
+            mean: &mut sm[..c],
+            invstd: &mut si[..c],
+        },
         None,
     );
     let ok =
@@ -1085,13 +1105,15 @@ fn check_errors<W: Write>(ck: &mut Checker<W>) {
 
     let mut dz = [S; MAX_LEN];
     let r = bn.backward_fused(
-        &inp.dy[..n],
         x,
+        &inp.dy[..n],
         &inp.z[..n - 1],
         sh,
         FusionGrad::AddRelu { dz: &mut dz[..n] },
-        rm,
-        rv,
+        Saved {
+            mean: rm,
+            invstd: rv,
+        },
         Grads {
             dx: &mut dx[..n],
             dgamma: None,
@@ -1113,15 +1135,14 @@ fn check_errors<W: Write>(ck: &mut Checker<W>) {
     );
 
     let r = bn.backward_eval_fused(
-        &inp.dy[..n],
         x,
+        &inp.dy[..n],
         z,
         sh,
         FusionGrad::AddRelu {
             dz: &mut dz[..n - 1],
         },
-        rm,
-        rv,
+        RunningStats { mean: rm, var: rv },
         Grads {
             dx: &mut dx[..n],
             dgamma: Some(&mut dg[..c]),
@@ -1181,17 +1202,13 @@ fn check_errors<W: Write>(ck: &mut Checker<W>) {
             &mut y[..n],
             sh,
             limits,
-            RenormSaved {
+            RenormSavedMut {
                 mean: &mut sm[..c],
                 invstd: &mut si[..c],
                 r: &mut sr[..cr],
                 d: &mut sd[..c],
             },
-            Running {
-                mean: &mut rmean[..c],
-                var: &mut rvar[..c],
-                momentum: Momentum::Exponential(0.1),
-            },
+            &mut Running::new(&mut rmean[..c], &mut rvar[..c], Momentum::Exponential(0.1)),
         );
         let right = match r {
             Err(Error::Parameter { arg: a, .. }) => a == arg,
@@ -1217,23 +1234,23 @@ fn check_errors<W: Write>(ck: &mut Checker<W>) {
         ck.line(ok, label, case.name, format_args!("{:?}", r));
     }
 
-    let (mut sm, mut si, mut sr, mut sd) = (
+    let (sm, si, sr, sd) = (
         [1.0f32; MAX_C],
         [1.0f32; MAX_C],
         [1.0f32; MAX_C],
         [0.0f32; MAX_C],
     );
     let saved = RenormSaved {
-        mean: &mut sm[..c],
-        invstd: &mut si[..c],
-        r: &mut sr[..c],
-        d: &mut sd[..c - 1],
+        mean: &sm[..c],
+        invstd: &si[..c],
+        r: &sr[..c],
+        d: &sd[..c - 1],
     };
     let r = bn.backward_renorm(
-        &inp.dy[..n],
         x,
+        &inp.dy[..n],
         sh,
-        &saved,
+        saved,
         Grads {
             dx: &mut dx[..n],
             dgamma: Some(&mut dg[..c]),
@@ -1275,8 +1292,18 @@ fn check_nan<W: Write>(ck: &mut Checker<W>) {
 
     let mut y0 = [0.0f32; MAX_LEN];
     let mut y1 = [0.0f32; MAX_LEN];
-    let r0 = bn.eval(&clean.x[..n], &mut y0[..n], sh, rm, rv);
-    let r1 = bn.eval(&inp.x[..n], &mut y1[..n], sh, rm, rv);
+    let r0 = bn.eval(
+        &clean.x[..n],
+        &mut y0[..n],
+        sh,
+        RunningStats { mean: rm, var: rv },
+    );
+    let r1 = bn.eval(
+        &inp.x[..n],
+        &mut y1[..n],
+        sh,
+        RunningStats { mean: rm, var: rv },
+    );
     let ok = r0.is_ok()
         && r1.is_ok()
         && (0..n).all(|i| {
@@ -1303,16 +1330,20 @@ fn check_nan<W: Write>(ck: &mut Checker<W>) {
         &clean.x[..n],
         &mut y0[..n],
         sh,
-        &mut sm0[..c],
-        &mut si0[..c],
+        SavedMut {
+            mean: &mut sm0[..c],
+            invstd: &mut si0[..c],
+        },
         None,
     );
     let r1 = bn.train(
         &inp.x[..n],
         &mut y1[..n],
         sh,
-        &mut sm1[..c],
-        &mut si1[..c],
+        SavedMut {
+            mean: &mut sm1[..c],
+            invstd: &mut si1[..c],
+        },
         None,
     );
     let ok = r0.is_ok()
@@ -1340,10 +1371,15 @@ fn check_nan<W: Write>(ck: &mut Checker<W>) {
         &mut y0[..n],
         sh,
         Fusion::AddRelu { z },
-        rm,
-        rv,
+        RunningStats { mean: rm, var: rv },
     );
-    let r1 = bn.eval_fused(&inp.x[..n], &mut y1[..n], sh, Fusion::AddRelu { z }, rm, rv);
+    let r1 = bn.eval_fused(
+        &inp.x[..n],
+        &mut y1[..n],
+        sh,
+        Fusion::AddRelu { z },
+        RunningStats { mean: rm, var: rv },
+    );
     let ok = r0.is_ok()
         && r1.is_ok()
         && (0..n).all(|i| {
@@ -1376,17 +1412,17 @@ fn check_nan<W: Write>(ck: &mut Checker<W>) {
             y,
             sh,
             RENORM,
-            RenormSaved {
+            RenormSavedMut {
                 mean: &mut sm[..c],
                 invstd: &mut si[..c],
                 r: &mut sr[..c],
                 d: &mut sd[..c],
             },
-            Running {
-                mean: &mut rmean[..c],
-                var: &mut rvar[..c],
-                momentum: Momentum::Exponential(MOMENTUM),
-            },
+            &mut Running::new(
+                &mut rmean[..c],
+                &mut rvar[..c],
+                Momentum::Exponential(MOMENTUM),
+            ),
         )
     };
     let (mut rm0, mut rm1) = ([0.0f32; MAX_C], [0.0f32; MAX_C]);
@@ -1566,13 +1602,17 @@ fn check_fold<W: Write>(ck: &mut Checker<W>) {
     let mut gamma = [0.0f32; 8];
     gamma[..l.in_channels].copy_from_slice(&inp.gamma[..l.in_channels]);
     gamma[2] = 0.0;
-    let bn = EvalBn {
-        running_mean: &inp.running_mean[..l.in_channels],
-        running_var: &inp.running_var[..l.in_channels],
-        gamma: Some(&gamma[..l.in_channels]),
-        beta: Some(&inp.beta[..l.in_channels]),
-        eps: EPS,
-    };
+    let bn = EvalBn::new(
+        BatchNorm {
+            eps: EPS,
+            gamma: Some(&gamma[..l.in_channels]),
+            beta: Some(&inp.beta[..l.in_channels]),
+        },
+        RunningStats {
+            mean: &inp.running_mean[..l.in_channels],
+            var: &inp.running_var[..l.in_channels],
+        },
+    );
     let (mut w, mut b, mut pad) = (inp.weight, inp.bias, [S; 8]);
     let r = fold::into_following(
         &bn,
@@ -1694,13 +1734,17 @@ fn stack_of_fold(following: bool) -> (&'static str, usize) {
     };
     let (mut w, mut b, mut pad) = (fi.weight, fi.bias, [0.0f32; 8]);
     let nw = crate::data::weight_len(l);
-    let bn = EvalBn {
-        running_mean: &fi.running_mean[..nc],
-        running_var: &fi.running_var[..nc],
-        gamma: Some(&fi.gamma[..nc]),
-        beta: Some(&fi.beta[..nc]),
-        eps: EPS,
-    };
+    let bn = EvalBn::new(
+        BatchNorm {
+            eps: EPS,
+            gamma: Some(&fi.gamma[..nc]),
+            beta: Some(&fi.beta[..nc]),
+        },
+        RunningStats {
+            mean: &fi.running_mean[..nc],
+            var: &fi.running_var[..nc],
+        },
+    );
     let ob = l.out_channels;
     if following {
         let used = stack::used(|| {
@@ -1745,19 +1789,28 @@ fn stack_of(family: usize, case: &Case) -> (&'static str, usize) {
         1 => (
             "eval",
             stack::used(|| {
-                let _ = bn.eval(x, &mut y[..n], sh, rm, rv);
+                let _ = bn.eval(x, &mut y[..n], sh, RunningStats { mean: rm, var: rv });
             }),
         ),
         2 => (
             "eval_in_place",
             stack::used(|| {
-                let _ = bn.eval_in_place(&mut y[..n], sh, rm, rv);
+                let _ = bn.eval_in_place(&mut y[..n], sh, RunningStats { mean: rm, var: rv });
             }),
         ),
         3 => (
             "train (no running stats)",
             stack::used(|| {
-                let _ = bn.train(x, &mut y[..n], sh, &mut a[..c], &mut b[..c], None);
+                let _ = bn.train(
+                    x,
+                    &mut y[..n],
+                    sh,
+                    SavedMut {
+                        mean: &mut a[..c],
+                        invstd: &mut b[..c],
+                    },
+                    None,
+                );
             }),
         ),
         4 => (
@@ -1767,31 +1820,43 @@ fn stack_of(family: usize, case: &Case) -> (&'static str, usize) {
                     x,
                     &mut y[..n],
                     sh,
-                    &mut a[..c],
-                    &mut b[..c],
-                    Some(Running {
-                        mean: &mut ra[..c],
-                        var: &mut rb[..c],
-                        momentum: Momentum::Exponential(0.1),
-                    }),
+                    SavedMut {
+                        mean: &mut a[..c],
+                        invstd: &mut b[..c],
+                    },
+                    Some(&mut Running::new(
+                        &mut ra[..c],
+                        &mut rb[..c],
+                        Momentum::Exponential(0.1),
+                    )),
                 );
             }),
         ),
         5 => ("train_in_place", {
             y[..n].copy_from_slice(x);
             stack::used(|| {
-                let _ = bn.train_in_place(&mut y[..n], sh, &mut a[..c], &mut b[..c], None);
+                let _ = bn.train_in_place(
+                    &mut y[..n],
+                    sh,
+                    SavedMut {
+                        mean: &mut a[..c],
+                        invstd: &mut b[..c],
+                    },
+                    None,
+                );
             })
         }),
         6 => (
             "backward",
             stack::used(|| {
                 let _ = bn.backward(
-                    dy,
                     x,
+                    dy,
                     sh,
-                    rm,
-                    rv,
+                    Saved {
+                        mean: rm,
+                        invstd: rv,
+                    },
                     Grads {
                         dx: &mut y[..n],
                         dgamma: Some(&mut a[..c]),
@@ -1804,11 +1869,10 @@ fn stack_of(family: usize, case: &Case) -> (&'static str, usize) {
             "backward_eval",
             stack::used(|| {
                 let _ = bn.backward_eval(
-                    dy,
                     x,
+                    dy,
                     sh,
-                    rm,
-                    rv,
+                    RunningStats { mean: rm, var: rv },
                     Grads {
                         dx: &mut y[..n],
                         dgamma: Some(&mut a[..c]),
@@ -1820,13 +1884,25 @@ fn stack_of(family: usize, case: &Case) -> (&'static str, usize) {
         8 => (
             "eval_fused ReLU",
             stack::used(|| {
-                let _ = bn.eval_fused(x, &mut y[..n], sh, Fusion::Relu, rm, rv);
+                let _ = bn.eval_fused(
+                    x,
+                    &mut y[..n],
+                    sh,
+                    Fusion::Relu,
+                    RunningStats { mean: rm, var: rv },
+                );
             }),
         ),
         9 => (
             "eval_fused Add+ReLU",
             stack::used(|| {
-                let _ = bn.eval_fused(x, &mut y[..n], sh, Fusion::AddRelu { z }, rm, rv);
+                let _ = bn.eval_fused(
+                    x,
+                    &mut y[..n],
+                    sh,
+                    Fusion::AddRelu { z },
+                    RunningStats { mean: rm, var: rv },
+                );
             }),
         ),
         10 => (
@@ -1837,13 +1913,15 @@ fn stack_of(family: usize, case: &Case) -> (&'static str, usize) {
                     &mut y[..n],
                     sh,
                     Fusion::AddRelu { z },
-                    &mut a[..c],
-                    &mut b[..c],
-                    Some(Running {
-                        mean: &mut ra[..c],
-                        var: &mut rb[..c],
-                        momentum: Momentum::Exponential(0.1),
-                    }),
+                    SavedMut {
+                        mean: &mut a[..c],
+                        invstd: &mut b[..c],
+                    },
+                    Some(&mut Running::new(
+                        &mut ra[..c],
+                        &mut rb[..c],
+                        Momentum::Exponential(0.1),
+                    )),
                 );
             }),
         ),
@@ -1851,13 +1929,15 @@ fn stack_of(family: usize, case: &Case) -> (&'static str, usize) {
             "backward_fused Add+ReLU",
             stack::used(|| {
                 let _ = bn.backward_fused(
-                    dy,
                     x,
+                    dy,
                     z,
                     sh,
                     FusionGrad::AddRelu { dz: &mut dz[..n] },
-                    rm,
-                    rv,
+                    Saved {
+                        mean: rm,
+                        invstd: rv,
+                    },
                     Grads {
                         dx: &mut y[..n],
                         dgamma: Some(&mut a[..c]),
@@ -1870,13 +1950,12 @@ fn stack_of(family: usize, case: &Case) -> (&'static str, usize) {
             "backward_eval_fused ReLU",
             stack::used(|| {
                 let _ = bn.backward_eval_fused(
-                    dy,
                     x,
+                    dy,
                     z,
                     sh,
                     FusionGrad::Relu,
-                    rm,
-                    rv,
+                    RunningStats { mean: rm, var: rv },
                     Grads {
                         dx: &mut y[..n],
                         dgamma: Some(&mut a[..c]),
@@ -1893,35 +1972,31 @@ fn stack_of(family: usize, case: &Case) -> (&'static str, usize) {
                     &mut y[..n],
                     sh,
                     RENORM,
-                    RenormSaved {
+                    RenormSavedMut {
                         mean: &mut a[..c],
                         invstd: &mut b[..c],
                         r: &mut r[..c],
                         d: &mut d[..c],
                     },
-                    Running {
-                        mean: &mut ra[..c],
-                        var: &mut rb[..c],
-                        momentum: Momentum::Exponential(0.1),
-                    },
+                    &mut Running::new(&mut ra[..c], &mut rb[..c], Momentum::Exponential(0.1)),
                 );
             }),
         ),
         _ => {
             let saved = RenormSaved {
-                mean: &mut ra[..c],
-                invstd: &mut rb[..c],
-                r: &mut r[..c],
-                d: &mut d[..c],
+                mean: &ra[..c],
+                invstd: &rb[..c],
+                r: &r[..c],
+                d: &d[..c],
             };
             (
                 "backward_renorm",
                 stack::used(|| {
                     let _ = bn.backward_renorm(
-                        dy,
                         x,
+                        dy,
                         sh,
-                        &saved,
+                        saved,
                         Grads {
                             dx: &mut y[..n],
                             dgamma: Some(&mut a[..c]),
@@ -2088,16 +2163,18 @@ fn check_norm<W: Write>(ck: &mut Checker<W>, case: &NormCase) {
         let (mut rmean, mut rvar) = ([0.0f32; MAX_C], [0.0f32; MAX_C]);
         rmean[..c].copy_from_slice(&inp.t.running_mean[..c]);
         rvar[..c].copy_from_slice(&inp.t.running_var[..c]);
-        let running = case.running().then(|| Running {
-            mean: &mut rmean[..c],
-            var: &mut rvar[..c],
-            momentum: Momentum::Exponential(MOMENTUM),
+        let mut running = case.running().then(|| {
+            Running::new(
+                &mut rmean[..c],
+                &mut rvar[..c],
+                Momentum::Exponential(MOMENTUM),
+            )
         });
         let saved = SavedMut {
             mean: &mut sm[..u],
             invstd: &mut si[..u],
         };
-        let res = norm.forward(&[], &mut y[..n], saved, running);
+        let res = norm.forward(&[], &mut y[..n], saved, running.as_mut());
         let same = res.is_ok()
             && bits_eq(&y[..n], &o.y[..n])
             && bits_eq(&sm[..u], &o.mean[..u])
@@ -2503,17 +2580,17 @@ fn check_norm_errors<W: Write>(ck: &mut Checker<W>) {
     ] {
         let u = shape.batch * shape.channels;
         let (mut rmean, mut rvar) = ([S; MAX_C], [S; MAX_C]);
-        let running = Running {
-            mean: &mut rmean[..shape.channels],
-            var: &mut rvar[..shape.channels],
+        let mut running = Running::new(
+            &mut rmean[..shape.channels],
+            &mut rvar[..shape.channels],
             momentum,
-        };
+        );
         let (mut sm, mut si) = ([S; 128], [S; 128]);
         let saved = SavedMut {
             mean: &mut sm[..u],
             invstd: &mut si[..u],
         };
-        let r = inorm.forward(x, &mut y[..n], shape, saved, Some(running));
+        let r = inorm.forward(x, &mut y[..n], shape, saved, Some(&mut running));
         let right = match r {
             Err(Error::Parameter { arg, .. }) => arg == "momentum" && shape == sh,
             Err(Error::TooFewValues { needed, actual }) => (needed, actual) == (2, 1),
@@ -2826,16 +2903,14 @@ fn stack_of_norm(family: usize, case: &NormCase) -> Option<(&'static str, usize)
         })
     } else {
         stack::used(|| {
-            let running = case.running().then(|| Running {
-                mean: &mut rmean[..c],
-                var: &mut rvar[..c],
-                momentum: Momentum::Exponential(0.1),
-            });
+            let mut running = case
+                .running()
+                .then(|| Running::new(&mut rmean[..c], &mut rvar[..c], Momentum::Exponential(0.1)));
             let saved = SavedMut {
                 mean: &mut sm[..u],
                 invstd: &mut si[..u],
             };
-            let _ = norm.forward(x, &mut y[..n], saved, running);
+            let _ = norm.forward(x, &mut y[..n], saved, running.as_mut());
         })
     };
     Some((label, used))

@@ -23,7 +23,7 @@ use batchnorm::fold::{self, EvalBn, Layer};
 use batchnorm::{
     clip_grad_norm, clip_grad_value, moments, total_norm, BatchNorm, Fusion, FusionGrad, GradNorm,
     Grads, GroupNorm, InstanceNorm, LayerNorm, Moments, Momentum, NonFinite, Renorm, RenormSaved,
-    RmsNorm, Rows, Running, Saved, SavedMut, Shape,
+    RenormSavedMut, RmsNorm, Rows, Running, RunningStats, Saved, SavedMut, Shape,
 };
 use core::hint::black_box;
 
@@ -103,7 +103,16 @@ pub fn body(uses: Uses) -> bool {
     }
     if all {
         let T { y, p, shape, .. } = &mut t;
-        ok &= bn(p).eval_in_place(y, *shape, &p[3], &p[2]).is_ok();
+        ok &= bn(p)
+            .eval_in_place(
+                y,
+                *shape,
+                RunningStats {
+                    mean: &p[3],
+                    var: &p[2],
+                },
+            )
+            .is_ok();
     }
     black_box(&t);
     ok
@@ -126,16 +135,22 @@ fn grads<'a>(dx: &'a mut [f32], dg: &'a mut [f32], db: &'a mut [f32]) -> Grads<'
 }
 
 fn running<'a>(mean: &'a mut [f32], var: &'a mut [f32]) -> Running<'a> {
-    Running {
-        mean,
-        var,
-        momentum: black_box(Momentum::Exponential(0.1)),
-    }
+    Running::new(mean, var, black_box(Momentum::Exponential(0.1)))
 }
 
 fn eval(t: &mut T) -> bool {
     let T { x, y, p, shape, .. } = t;
-    bn(p).eval(x, y, *shape, &p[3], &p[2]).is_ok()
+    bn(p)
+        .eval(
+            x,
+            y,
+            *shape,
+            RunningStats {
+                mean: &p[3],
+                var: &p[2],
+            },
+        )
+        .is_ok()
 }
 
 fn moments_merged(t: &T) -> bool {
@@ -159,10 +174,29 @@ fn train(t: &mut T) -> bool {
     let (mut sm, mut si) = ([0.0f32; C], [0.0f32; C]);
     let (mut rm, mut rv) = ([0.0f32; C], [1.0f32; C]);
     let bn = bn(p);
-    let run = running(&mut rm, &mut rv);
-    let mut ok = bn.train(x, y, *shape, &mut sm, &mut si, Some(run)).is_ok();
+    let mut run = running(&mut rm, &mut rv);
+    let mut ok = bn
+        .train(
+            x,
+            y,
+            *shape,
+            SavedMut {
+                mean: &mut sm,
+                invstd: &mut si,
+            },
+            Some(&mut run),
+        )
+        .is_ok();
     ok &= bn
-        .train_in_place(y, *shape, &mut sm, &mut si, black_box(None))
+        .train_in_place(
+            y,
+            *shape,
+            SavedMut {
+                mean: &mut sm,
+                invstd: &mut si,
+            },
+            black_box(None),
+        )
         .is_ok();
     black_box((&sm, &si, &rm, &rv));
     ok
@@ -176,10 +210,25 @@ fn backward(t: &mut T) -> bool {
     let bn = bn(p);
     let (sm, si) = (&p[3], &p[2]);
     let mut ok = bn
-        .backward(y, x, *shape, sm, si, grads(dx, &mut dg, &mut db))
+        .backward(
+            x,
+            y,
+            *shape,
+            Saved {
+                mean: sm,
+                invstd: si,
+            },
+            grads(dx, &mut dg, &mut db),
+        )
         .is_ok();
     ok &= bn
-        .backward_eval(y, x, *shape, sm, si, grads(dx, &mut dg, &mut db))
+        .backward_eval(
+            x,
+            y,
+            *shape,
+            RunningStats { mean: sm, var: si },
+            grads(dx, &mut dg, &mut db),
+        )
         .is_ok();
     black_box((&dg, &db));
     ok
@@ -201,32 +250,92 @@ fn fused(t: &mut T) -> bool {
     let (mut rmean, mut rvar) = ([0.0f32; C], [1.0f32; C]);
     let (mut dg, mut db) = ([0.0f32; C], [0.0f32; C]);
     let mut dz = [0.0f32; N];
-    let mut ok = bn.eval_fused(x, y, sh, Fusion::Relu, rm, rv).is_ok();
-    ok &= bn
-        .eval_fused(x, y, sh, Fusion::AddRelu { z }, rm, rv)
+    let mut ok = bn
+        .eval_fused(x, y, sh, Fusion::Relu, RunningStats { mean: rm, var: rv })
         .is_ok();
     ok &= bn
-        .train_fused(x, y, sh, Fusion::Relu, &mut sm, &mut si, black_box(None))
+        .eval_fused(
+            x,
+            y,
+            sh,
+            Fusion::AddRelu { z },
+            RunningStats { mean: rm, var: rv },
+        )
         .is_ok();
-    let run = running(&mut rmean, &mut rvar);
     ok &= bn
-        .train_fused(x, y, sh, Fusion::AddRelu { z }, &mut sm, &mut si, Some(run))
+        .train_fused(
+            x,
+            y,
+            sh,
+            Fusion::Relu,
+            SavedMut {
+                mean: &mut sm,
+                invstd: &mut si,
+            },
+            black_box(None),
+        )
+        .is_ok();
+    let mut run = running(&mut rmean, &mut rvar);
+    ok &= bn
+        .train_fused(
+            x,
+            y,
+            sh,
+            Fusion::AddRelu { z },
+            SavedMut {
+                mean: &mut sm,
+                invstd: &mut si,
+            },
+            Some(&mut run),
+        )
         .is_ok();
     let g = grads(dx, &mut dg, &mut db);
     ok &= bn
-        .backward_fused(y, x, z, sh, FusionGrad::Relu, &sm, &si, g)
+        .backward_fused(
+            x,
+            y,
+            z,
+            sh,
+            FusionGrad::Relu,
+            Saved {
+                mean: &sm,
+                invstd: &si,
+            },
+            g,
+        )
         .is_ok();
     let g = grads(dx, &mut dg, &mut db);
     let through = FusionGrad::AddRelu { dz: &mut dz };
-    ok &= bn.backward_fused(y, x, z, sh, through, &sm, &si, g).is_ok();
+    ok &= bn
+        .backward_fused(
+            x,
+            y,
+            z,
+            sh,
+            through,
+            Saved {
+                mean: &sm,
+                invstd: &si,
+            },
+            g,
+        )
+        .is_ok();
     let g = grads(dx, &mut dg, &mut db);
     ok &= bn
-        .backward_eval_fused(y, x, z, sh, FusionGrad::Relu, rm, rv, g)
+        .backward_eval_fused(
+            x,
+            y,
+            z,
+            sh,
+            FusionGrad::Relu,
+            RunningStats { mean: rm, var: rv },
+            g,
+        )
         .is_ok();
     let g = grads(dx, &mut dg, &mut db);
     let through = FusionGrad::AddRelu { dz: &mut dz };
     ok &= bn
-        .backward_eval_fused(y, x, z, sh, through, rm, rv, g)
+        .backward_eval_fused(x, y, z, sh, through, RunningStats { mean: rm, var: rv }, g)
         .is_ok();
     black_box((&sm, &si, &rmean, &rvar, &dg, &db, &dz));
     ok
@@ -244,23 +353,23 @@ fn renorm(t: &mut T) -> bool {
         rmax: 3.0,
         dmax: 5.0,
     });
-    let saved = RenormSaved {
+    let saved = RenormSavedMut {
         mean: &mut mean,
         invstd: &mut invstd,
         r: &mut r,
         d: &mut d,
     };
     let mut ok = bn
-        .train_renorm(x, y, *shape, limits, saved, running(&mut rm, &mut rv))
+        .train_renorm(x, y, *shape, limits, saved, &mut running(&mut rm, &mut rv))
         .is_ok();
     let saved = RenormSaved {
-        mean: &mut mean,
-        invstd: &mut invstd,
-        r: &mut r,
-        d: &mut d,
+        mean: &mean,
+        invstd: &invstd,
+        r: &r,
+        d: &d,
     };
     ok &= bn
-        .backward_renorm(y, x, *shape, &saved, grads(dx, &mut dg, &mut db))
+        .backward_renorm(x, y, *shape, saved, grads(dx, &mut dg, &mut db))
         .is_ok();
     black_box((&rm, &rv, &dg, &db));
     ok
@@ -269,13 +378,17 @@ fn renorm(t: &mut T) -> bool {
 /// Folding, with the layer's layout and sizes known only at run time.
 fn folds(t: &T) -> bool {
     let p = &t.p;
-    let fbn = EvalBn {
-        running_mean: &p[3],
-        running_var: &p[2],
-        gamma: Some(&p[0]),
-        beta: Some(&p[1]),
-        eps: black_box(1e-5),
-    };
+    let fbn = EvalBn::new(
+        BatchNorm {
+            eps: black_box(1e-5),
+            gamma: Some(&p[0]),
+            beta: Some(&p[1]),
+        },
+        RunningStats {
+            mean: &p[3],
+            var: &p[2],
+        },
+    );
     let layer = black_box(Layer::linear(C, C));
     let (mut w, mut b, mut pad) = ([0.25f32; C * C], [0.0f32; C], [0.0f32; C]);
     let mut ok = fold::into_preceding(&fbn, layer, &mut w, &mut b).is_ok();
@@ -373,7 +486,7 @@ fn group_norms(t: &mut T) -> bool {
         invstd: &mut invstd,
     };
     ok &= inorm
-        .forward(x, y, sh, saved, Some(running(&mut rm, &mut rv)))
+        .forward(x, y, sh, saved, Some(&mut running(&mut rm, &mut rv)))
         .is_ok();
     let saved = SavedMut {
         mean: &mut mean,

@@ -5,7 +5,7 @@
 use crate::data::{Case, Inputs, DMAX, EPS, MAX_C, MAX_LEN, MOMENTUM, RMAX};
 use batchnorm::{
     moments, BatchNorm, Error, Fusion, FusionGrad, Grads, Moments, Momentum, Renorm, RenormSaved,
-    Running,
+    RenormSavedMut, Running, RunningStats,
 };
 
 /// Batch Renormalization's limits of the cases.
@@ -133,25 +133,34 @@ pub fn run(case: &Case, inp: &Inputs, o: &mut Outputs) -> Result<(), Failed> {
         x,
         &mut o.y_train[..n],
         sh,
-        &mut o.save_mean[..c],
-        &mut o.save_invstd[..c],
-        Some(Running {
-            mean: &mut o.running_mean[..c],
-            var: &mut o.running_var[..c],
-            momentum: Momentum::Exponential(MOMENTUM),
-        }),
+        SavedMut {
+            mean: &mut o.save_mean[..c],
+            invstd: &mut o.save_invstd[..c],
+        },
+        Some(&mut Running::new(
+            &mut o.running_mean[..c],
+            &mut o.running_var[..c],
+            Momentum::Exponential(MOMENTUM),
+        )),
     )
     .map_err(|e| ("train", e))?;
 
-    bn.eval(x, &mut o.y_eval[..n], sh, rm, rv)
-        .map_err(|e| ("eval", e))?;
+    bn.eval(
+        x,
+        &mut o.y_eval[..n],
+        sh,
+        RunningStats { mean: rm, var: rv },
+    )
+    .map_err(|e| ("eval", e))?;
 
     bn.backward(
-        dy,
         x,
+        dy,
         sh,
-        &o.save_mean[..c],
-        &o.save_invstd[..c],
+        Saved {
+            mean: &o.save_mean[..c],
+            invstd: &o.save_invstd[..c],
+        },
         Grads {
             dx: &mut o.dx[..n],
             dgamma: Some(&mut o.dgamma[..c]),
@@ -161,11 +170,10 @@ pub fn run(case: &Case, inp: &Inputs, o: &mut Outputs) -> Result<(), Failed> {
     .map_err(|e| ("backward", e))?;
 
     bn.backward_eval(
-        dy,
         x,
+        dy,
         sh,
-        rm,
-        rv,
+        RunningStats { mean: rm, var: rv },
         Grads {
             dx: &mut o.dx_eval[..n],
             dgamma: Some(&mut o.dgamma_eval[..c]),
@@ -176,15 +184,20 @@ pub fn run(case: &Case, inp: &Inputs, o: &mut Outputs) -> Result<(), Failed> {
 
     // ---- fused BN + ReLU, BN + Add + ReLU
     let z = &inp.z[..n];
-    bn.eval_fused(x, &mut o.y_eval_relu[..n], sh, Fusion::Relu, rm, rv)
-        .map_err(|e| ("eval_fused ReLU", e))?;
+    bn.eval_fused(
+        x,
+        &mut o.y_eval_relu[..n],
+        sh,
+        Fusion::Relu,
+        RunningStats { mean: rm, var: rv },
+    )
+    .map_err(|e| ("eval_fused ReLU", e))?;
     bn.eval_fused(
         x,
         &mut o.y_eval_add_relu[..n],
         sh,
         Fusion::AddRelu { z },
-        rm,
-        rv,
+        RunningStats { mean: rm, var: rv },
     )
     .map_err(|e| ("eval_fused Add+ReLU", e))?;
     o.fused_running_mean[..c].copy_from_slice(rm);
@@ -194,25 +207,29 @@ pub fn run(case: &Case, inp: &Inputs, o: &mut Outputs) -> Result<(), Failed> {
         &mut o.y_train_add_relu[..n],
         sh,
         Fusion::AddRelu { z },
-        &mut o.fused_save_mean[..c],
-        &mut o.fused_save_invstd[..c],
-        Some(Running {
-            mean: &mut o.fused_running_mean[..c],
-            var: &mut o.fused_running_var[..c],
-            momentum: Momentum::Exponential(MOMENTUM),
-        }),
+        SavedMut {
+            mean: &mut o.fused_save_mean[..c],
+            invstd: &mut o.fused_save_invstd[..c],
+        },
+        Some(&mut Running::new(
+            &mut o.fused_running_mean[..c],
+            &mut o.fused_running_var[..c],
+            Momentum::Exponential(MOMENTUM),
+        )),
     )
     .map_err(|e| ("train_fused Add+ReLU", e))?;
     bn.backward_fused(
-        dy,
         x,
+        dy,
         &o.y_train_add_relu[..n],
         sh,
         FusionGrad::AddRelu {
             dz: &mut o.dz_fused[..n],
         },
-        &o.fused_save_mean[..c],
-        &o.fused_save_invstd[..c],
+        Saved {
+            mean: &o.fused_save_mean[..c],
+            invstd: &o.fused_save_invstd[..c],
+        },
         Grads {
             dx: &mut o.dx_fused[..n],
             dgamma: Some(&mut o.dgamma_fused[..c]),
@@ -221,13 +238,12 @@ pub fn run(case: &Case, inp: &Inputs, o: &mut Outputs) -> Result<(), Failed> {
     )
     .map_err(|e| ("backward_fused Add+ReLU", e))?;
     bn.backward_eval_fused(
-        dy,
         x,
+        dy,
         &o.y_eval_relu[..n],
         sh,
         FusionGrad::Relu,
-        rm,
-        rv,
+        RunningStats { mean: rm, var: rv },
         Grads {
             dx: &mut o.dx_eval_fused[..n],
             dgamma: Some(&mut o.dgamma_eval_fused[..c]),
@@ -244,30 +260,30 @@ pub fn run(case: &Case, inp: &Inputs, o: &mut Outputs) -> Result<(), Failed> {
         &mut o.y_renorm[..n],
         sh,
         RENORM,
-        RenormSaved {
+        RenormSavedMut {
             mean: &mut o.renorm_mean[..c],
             invstd: &mut o.renorm_invstd[..c],
             r: &mut o.renorm_r[..c],
             d: &mut o.renorm_d[..c],
         },
-        Running {
-            mean: &mut o.renorm_running_mean[..c],
-            var: &mut o.renorm_running_var[..c],
-            momentum: Momentum::Exponential(MOMENTUM),
-        },
+        &mut Running::new(
+            &mut o.renorm_running_mean[..c],
+            &mut o.renorm_running_var[..c],
+            Momentum::Exponential(MOMENTUM),
+        ),
     )
     .map_err(|e| ("train_renorm", e))?;
     let saved = RenormSaved {
-        mean: &mut o.renorm_mean[..c],
-        invstd: &mut o.renorm_invstd[..c],
-        r: &mut o.renorm_r[..c],
-        d: &mut o.renorm_d[..c],
+        mean: &o.renorm_mean[..c],
+        invstd: &o.renorm_invstd[..c],
+        r: &o.renorm_r[..c],
+        d: &o.renorm_d[..c],
     };
     bn.backward_renorm(
-        dy,
         x,
+        dy,
         sh,
-        &saved,
+        saved,
         Grads {
             dx: &mut o.dx_renorm[..n],
             dgamma: Some(&mut o.dgamma_renorm[..c]),
@@ -407,13 +423,17 @@ pub fn run_fold(case: &FoldCase, inp: &FoldInputs) -> Result<FoldOutputs, Failed
     } else {
         l.in_channels
     };
-    let bn = EvalBn {
-        running_mean: &inp.running_mean[..nc],
-        running_var: &inp.running_var[..nc],
-        gamma: Some(&inp.gamma[..nc]),
-        beta: Some(&inp.beta[..nc]),
-        eps: EPS,
-    };
+    let bn = EvalBn::new(
+        BatchNorm {
+            eps: EPS,
+            gamma: Some(&inp.gamma[..nc]),
+            beta: Some(&inp.beta[..nc]),
+        },
+        RunningStats {
+            mean: &inp.running_mean[..nc],
+            var: &inp.running_var[..nc],
+        },
+    );
     let mut o = FoldOutputs {
         weight: inp.weight,
         bias: inp.bias,
@@ -514,7 +534,7 @@ impl<'a> Norm<'a> {
         x: &[f32],
         y: &mut [f32],
         saved: SavedMut<'_>,
-        running: Option<Running<'_>>,
+        running: Option<&mut Running<'_>>,
     ) -> Result<(), Error> {
         let (eps, gamma, beta) = (EPS, self.gamma, self.beta);
         let sh = self.case.data.shape;
@@ -592,16 +612,18 @@ pub fn run_norm(case: &NormCase, inp: &NormInputs, o: &mut NormOutputs) -> Resul
     let x = &inp.t.x[..n];
     o.running_mean[..c].copy_from_slice(&inp.t.running_mean[..c]);
     o.running_var[..c].copy_from_slice(&inp.t.running_var[..c]);
-    let running = case.running().then(|| Running {
-        mean: &mut o.running_mean[..c],
-        var: &mut o.running_var[..c],
-        momentum: Momentum::Exponential(MOMENTUM),
+    let mut running = case.running().then(|| {
+        Running::new(
+            &mut o.running_mean[..c],
+            &mut o.running_var[..c],
+            Momentum::Exponential(MOMENTUM),
+        )
     });
     let saved = SavedMut {
         mean: &mut o.mean[..u],
         invstd: &mut o.invstd[..u],
     };
-    norm.forward(x, &mut o.y[..n], saved, running)
+    norm.forward(x, &mut o.y[..n], saved, running.as_mut())
         .map_err(|e| ("norm forward", e))?;
     let saved = Saved {
         mean: &o.mean[..u],
