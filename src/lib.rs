@@ -98,8 +98,10 @@
 //! once). [`fold::EvalBn`] is the batch norm to fold and [`fold::Layer`] the weight's
 //! layout, built from the dims ([`Layer::conv2d`](fold::Layer::conv2d),
 //! [`Layer::linear`](fold::Layer::linear), transposed, depthwise, TensorFlow's and
-//! TFLite's layouts: the [`fold`] module's table). Unlike PyTorch's
-//! `fuse_conv_bn_weights(transpose=True)`, grouped transposed convolutions fold right.
+//! TFLite's layouts: the [`fold`] module's table). Grouped transposed convolutions
+//! fold right, where PyTorch's `fuse_conv_bn_weights(transpose=True)` scales dim 1
+//! (`out/groups` wide) by all `out` scales: an error, or a silently mis-shaped weight
+//! when `out/groups = 1` (`tests/fold_golden.rs` records both).
 //!
 //! ## Layer, RMS, group and instance norm
 //!
