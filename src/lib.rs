@@ -14,7 +14,8 @@
 //!
 //! # Operations
 //!
-//! Every item linked below has a runnable example and an `# Errors` section.
+//! Every item linked below has a runnable example, and every function that can fail an
+//! `# Errors` section.
 //!
 //! ## Moments
 //!
@@ -170,7 +171,8 @@
 //! and in `[0, 1]`), [`Error::TooFewValues`] (the train forward needs `m ≥ 1`, and
 //! `m ≥ 2` when it updates running statistics), [`Error::Groups`], [`Error::ZeroScale`],
 //! [`Error::NonFiniteNorm`]. **On `Err` nothing has been written**: outputs, running
-//! statistics and in-place tensors are as they were. No public function panics on
+//! statistics and in-place tensors are as they were (the tests snapshot every buffer
+//! and the guard cells around it). No public function panics on
 //! any input (the repository's fuzz targets hold it to that). NaN and ±inf in the data
 //! are not errors: they propagate as IEEE arithmetic says (in the train forward, to
 //! their channel). The behaviour on degenerate inputs (empty shapes, constant
@@ -207,13 +209,12 @@
 //! | channel axis | the [`Shape`]'s layout | dim 1 (NCHW; `channels_last` memory is NHWC) | 1 (NCHW) | `axis=-1` (NHWC) | `axis=-1` (NHWC) |
 //!
 //! ¹ Keras 3 (`keras.ops.moments`); TensorFlow's fused kernel, which tf.keras 2 uses
-//! by default, keeps the unbiased one.
+//! where it can (4-D inputs), keeps the unbiased one.
 //!
 //! The neighbours: `len` of [`Rows`] is the product of the normalized dims (PyTorch's
-//! `normalized_shape`; ONNX's dims from `axis` on, default `axis=-1`); ONNX's
-//! `stash_type=1` (f32 statistics) is met by statistics computed in f64 from the f32
-//! inputs and saved as f32, which are ONNX's `Mean` and `InvStdDev` outputs. Default
-//! eps:
+//! `normalized_shape`; ONNX's dims from `axis` on, default `axis=-1`). For ONNX's
+//! `stash_type=1` (f32 statistics) ours are computed in f64 from the f32 inputs and
+//! saved as f32: they are ONNX's `Mean` and `InvStdDev` outputs. Default eps:
 //!
 //! | | PyTorch | ONNX | Keras | Flax |
 //! |---|---|---|---|---|
