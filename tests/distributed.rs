@@ -70,7 +70,7 @@ fn step_with(
     }
     .unwrap();
     let tracked = running.map(|r| r.batches_tracked);
-    assert_eq!(tracked, momentum.map(|u| u.batches_tracked + 1));
+    assert_eq!(tracked, momentum.map(|u| u.counted(true)));
     s
 }
 

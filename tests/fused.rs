@@ -200,7 +200,7 @@ fn run_train(
         Some(f) => bn.train_fused(x, y.inner_mut(), shape, f, saved, running.as_mut()),
         None => bn.train(x, y.inner_mut(), shape, saved, running.as_mut()),
     };
-    let counted = momentum.map(|u| u.batches_tracked + u64::from(result.is_ok()));
+    let counted = momentum.map(|u| u.counted(result.is_ok()));
     assert_eq!(
         running.map(|r| r.batches_tracked),
         counted,

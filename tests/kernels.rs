@@ -19,12 +19,14 @@
 //! The proptest RNG is seeded deterministically so CI is reproducible; set
 //! `BATCHNORM_PROPTEST_RANDOM=1` for a fresh seed.
 
+#[path = "common/cases.rs"]
+mod cases;
 mod common;
 
 use batchnorm::{
-    moments, BatchNorm, Correction, Error, Grads, Layout, Moments, Momentum, Running, RunningStats,
-    Saved, SavedMut, Shape,
+    moments, BatchNorm, Error, Grads, Layout, Moments, RunningStats, Saved, SavedMut, Shape,
 };
+use cases::Update;
 use common::Rng;
 use common::*;
 use proptest::prelude::*;
@@ -43,12 +45,8 @@ struct Case {
     gamma: bool,
     beta: bool,
     /// Running statistics to update: momentum, correction, and the updates before.
-    momentum: Option<RunCfg>,
+    momentum: Option<Update>,
 }
-
-/// How a train step updates running statistics: `Running`'s momentum, correction and
-/// `batches_tracked` before the step.
-type RunCfg = (Momentum, Correction, u64);
 
 impl Case {
     fn x(&self) -> Vec<f32> {
@@ -203,21 +201,8 @@ fn profile() -> impl Strategy<Value = Profile> {
     (offset, spread).prop_map(|(offset, spread)| Profile { offset, spread })
 }
 
-fn momentum() -> impl Strategy<Value = Option<RunCfg>> {
-    let momentum = prop_oneof![
-        Just(Momentum::Exponential(0.1)),
-        Just(Momentum::Exponential(0.0)),
-        Just(Momentum::Exponential(1.0)),
-        (0.0..=1.0f32).prop_map(Momentum::Exponential),
-        Just(Momentum::Cumulative),
-        Just(Momentum::Cumulative),
-    ];
-    let correction = prop_oneof![2 => Just(Correction::Unbiased), 1 => Just(Correction::Biased)];
-    let tracked = prop_oneof![2 => Just(0u64), 2 => 0..10_000u64, 1 => Just(u64::MAX)];
-    prop_oneof![
-        2 => Just(None),
-        5 => (momentum, correction, tracked).prop_map(Some),
-    ]
+fn momentum() -> impl Strategy<Value = Option<Update>> {
+    prop_oneof![2 => Just(None), 5 => cases::momentum().prop_map(Some)]
 }
 
 fn case() -> impl Strategy<Value = Case> {
@@ -334,7 +319,7 @@ fn run_train(
     x: &[f32],
     shape: Shape,
     (rm0, rv0): (&[f32], &[f32]),
-    momentum: Option<RunCfg>,
+    momentum: Option<Update>,
     in_place: bool,
 ) -> TrainOut {
     let cs = shape.channels;
@@ -347,13 +332,8 @@ fn run_train(
     let mut save_invstd = Guarded::sentinel(cs);
     let mut running_mean = Guarded::from(rm0);
     let mut running_var = Guarded::from(rv0);
-    let mut running = momentum.map(|(momentum, correction, batches_tracked)| Running {
-        mean: running_mean.inner_mut(),
-        var: running_var.inner_mut(),
-        momentum,
-        correction,
-        batches_tracked,
-    });
+    let mut running =
+        momentum.map(|u| u.running(running_mean.inner_mut(), running_var.inner_mut()));
     let saved = SavedMut {
         mean: save_mean.inner_mut(),
         invstd: save_invstd.inner_mut(),
@@ -418,13 +398,10 @@ fn check_train(case: &Case, poison: &[(u64, usize)]) {
 
     let out = run_train(&bn, &x, shape, (&rm0, &rv0), case.momentum, false);
     let inp = run_train(&bn, &x, shape, (&rm0, &rv0), case.momentum, true);
-    let before = case.momentum.map(|(_, _, t)| t);
+    let before = case.momentum.map(|u| u.batches_tracked);
 
     // Biased: a mean of one value, and a variance of 0, update fine.
-    let needed = case.momentum.map_or(1, |(_, k, _)| match k {
-        Correction::Unbiased => 2,
-        Correction::Biased => 1,
-    });
+    let needed = case.momentum.map_or(1, |u| u.needed());
     if m < needed {
         for o in [&out, &inp] {
             assert_eq!(
@@ -470,8 +447,7 @@ fn check_train(case: &Case, poison: &[(u64, usize)]) {
         gamma.as_deref(),
         beta.as_deref(),
         case.eps,
-        case.momentum
-            .map(|(p, k, t)| (&rm0[..], &rv0[..], momentum_factor(p, t), k)),
+        case.momentum.map(|u| u.oracle(&rm0, &rv0)),
     );
     let (y, sm, si) = (
         out.y.inner(),
@@ -546,8 +522,8 @@ fn check_train(case: &Case, poison: &[(u64, usize)]) {
             }
         }
 
-        if let (Some((p, k, t)), Some((nrm, nrv))) = (case.momentum, &r.running) {
-            let f = momentum_factor(p, t);
+        if let (Some(u), Some((nrm, nrv))) = (case.momentum, &r.running) {
+            let (f, k) = (u.factor(), u.correction);
             ck.close(
                 "running_mean",
                 c,
@@ -935,7 +911,7 @@ fn wide_channels_last_matches_oracle() {
             eps: 1e-5,
             gamma: i != 1,
             beta: i != 2,
-            momentum: Some((Momentum::Exponential(0.1), Correction::Unbiased, 0)),
+            momentum: Some(Update::PYTORCH),
         };
         check_train(&case, &[]);
         check_eval(&case, &[]);
@@ -992,7 +968,7 @@ fn walk_boundaries_match_oracle() {
             eps: 1e-5,
             gamma: i % 2 == 0,
             beta: i % 3 != 0,
-            momentum: Some((Momentum::Exponential(0.1), Correction::Unbiased, 0)),
+            momentum: Some(Update::PYTORCH),
         };
         check_train(&case, &[]);
         check_eval(&case, &[]);

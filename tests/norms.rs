@@ -141,7 +141,7 @@ fn forward(
                 false => inorm.forward(x, y.inner_mut(), shape, saved, r.as_mut()),
                 true => inorm.forward_in_place(y.inner_mut(), shape, saved, r.as_mut()),
             };
-            let counted = momentum.map(|u| u.batches_tracked + u64::from(result.is_ok()));
+            let counted = momentum.map(|u| u.counted(result.is_ok()));
             assert_eq!(r.map(|r| r.batches_tracked), counted, "batches_tracked");
             result
         }

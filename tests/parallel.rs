@@ -119,7 +119,7 @@ fn outputs(case: &Case, momentum: Option<Update>) -> Vec<(&'static str, Vec<u32>
     let tracked = running.map(|r| r.batches_tracked);
     assert_eq!(
         tracked,
-        momentum.map(|u| u.batches_tracked + 1),
+        momentum.map(|u| u.counted(true)),
         "one update counted"
     );
     let what = case.summary();

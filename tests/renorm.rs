@@ -120,7 +120,7 @@ fn run_train(
             bn.train(x, y.inner_mut(), shape, saved, Some(&mut running))
         }
     };
-    let counted = momentum.batches_tracked + u64::from(o.result.is_ok());
+    let counted = momentum.counted(o.result.is_ok());
     assert_eq!(running.batches_tracked, counted, "batches_tracked");
     o.y = y;
     o.running_mean = rm;

@@ -268,6 +268,16 @@ impl Update {
         (mean, var, self.factor(), self.correction)
     }
 
+    /// `batches_tracked` after a call that did (`ok`) or did not update: one more
+    /// (saturating), or as before.
+    pub fn counted(&self, ok: bool) -> u64 {
+        if ok {
+            self.batches_tracked.saturating_add(1)
+        } else {
+            self.batches_tracked
+        }
+    }
+
     /// The fewest values per channel the update needs.
     pub fn needed(&self) -> usize {
         match self.correction {
@@ -288,7 +298,7 @@ pub fn momentum() -> impl Strategy<Value = Update> {
         Just(Momentum::Cumulative),
     ];
     let correction = prop_oneof![2 => Just(Correction::Unbiased), 1 => Just(Correction::Biased)];
-    let tracked = prop_oneof![Just(0u64), 0..10_000u64];
+    let tracked = prop_oneof![2 => Just(0u64), 2 => 0..10_000u64, 1 => Just(u64::MAX)];
     (momentum, correction, tracked).prop_map(|(momentum, correction, batches_tracked)| Update {
         momentum,
         correction,
