@@ -13,9 +13,10 @@ use crate::error::{check_len, Error};
 /// | ONNX `BatchNormalization` (`momentum` attribute, default 0.9) | weight of the running value | `Exponential(1 − m)` |
 /// | Flax `nn.BatchNorm(momentum=m)` (default 0.99) | weight of the running value | `Exponential(1 − m)` |
 ///
-/// Keras, TensorFlow, ONNX and Flax also update the running variance with the
-/// *biased* batch variance: pair them with [`Correction::Biased`](crate::Correction)
-/// (PyTorch's is unbiased, the default of [`Running::new`]).
+/// ONNX, Keras 3 and Flax also update the running variance with the *biased* batch
+/// variance: pair them with [`Correction::Biased`](crate::Correction) (PyTorch's is
+/// unbiased, the default of [`Running::new`]; so is TensorFlow's fused kernel, which
+/// tf.keras 2 uses for 4-D inputs).
 ///
 /// ```
 /// use batchnorm::Momentum;
@@ -68,7 +69,7 @@ impl Momentum {
 /// | variant | batch variance | used by | needs |
 /// |---|---|---|---|
 /// | [`Unbiased`](Self::Unbiased) | `Σ(x − mean)²/(m − 1)` | PyTorch (`BatchNorm*d`, `InstanceNorm*d`) | `m ≥ 2` |
-/// | [`Biased`](Self::Biased) | `Σ(x − mean)²/m` | ONNX `BatchNormalization` (`training_mode=1`), Keras / TensorFlow, Flax | `m ≥ 1` |
+/// | [`Biased`](Self::Biased) | `Σ(x − mean)²/m` | ONNX `BatchNormalization` (`training_mode=1`), Keras 3 (`keras.ops.moments`), Flax | `m ≥ 1` |
 ///
 /// The normalization itself always uses the biased variance, as every framework does.
 ///
@@ -87,7 +88,7 @@ pub enum Correction {
     /// `var·m/(m − 1)` (Bessel's correction), as PyTorch keeps.
     #[default]
     Unbiased,
-    /// `var` as the batch was normalized with, as ONNX, Keras and Flax keep.
+    /// `var` as the batch was normalized with, as ONNX, Keras 3 and Flax keep.
     Biased,
 }
 
