@@ -55,30 +55,37 @@ fn reduce_run<R: Reduce<I, K, A>, const I: usize, const K: usize, const A: usize
     let (outs, _) = out.as_chunks_mut::<LANES>();
     let xs = xs.map(|x| &x[..whole]);
     let at = |v: usize| -> [V; I] { core::array::from_fn(|j| V::new(xs[j][v])) };
+    // The accumulators as locals, so that they live in registers: through `acc` they
+    // were stored and reloaded on every vector, a store-forwarding round trip in
+    // every add's chain.
+    let mut a = *acc;
     // The same order of additions for every kernel, whatever its streams: the fused
     // backward through an all-positive ReLU is the plain one, bit for bit.
-    let unroll = UNROLL;
     let mut v = 0;
-    while v + unroll <= whole {
-        for (u, acc) in acc.iter_mut().enumerate().take(unroll) {
-            let y = R::step(k, at(v + u), acc);
-            if R::WRITES {
-                if let Some(o) = outs.get_mut(v + u) {
-                    *o = y.to_array();
+    while v + UNROLL <= whole {
+        // The steps before the next spill, in a loop with nothing else in it.
+        let n = ((whole - v) / UNROLL).min(BLOCK - *adds);
+        for _ in 0..n {
+            for (u, acc) in a.iter_mut().enumerate() {
+                let y = R::step(k, at(v + u), acc);
+                if R::WRITES {
+                    if let Some(o) = outs.get_mut(v + u) {
+                        *o = y.to_array();
+                    }
                 }
             }
+            v += UNROLL;
         }
-        v += unroll;
-        *adds += 1;
-        if *adds == BLOCK {
-            spill(acc, sums);
+        *adds += n;
+        if *adds >= BLOCK {
+            spill(&mut a, sums);
             *adds = 0;
         }
     }
     // The rest: fewer than UNROLL whole vectors, then the tail, one per accumulator.
     let mut u = 0;
     while v < whole {
-        let y = R::step(k, at(v), &mut acc[u % UNROLL]);
+        let y = R::step(k, at(v), &mut a[u % UNROLL]);
         if R::WRITES {
             if let Some(o) = outs.get_mut(v) {
                 *o = y.to_array();
@@ -89,7 +96,7 @@ fn reduce_run<R: Reduce<I, K, A>, const I: usize, const K: usize, const A: usize
     let t = len % LANES;
     if t != 0 {
         let pad = R::pad(k);
-        let acc = &mut acc[u % UNROLL];
+        let acc = &mut a[u % UNROLL];
         if len >= LANES {
             let last: [V; I] = core::array::from_fn(|j| {
                 V::new(*x[j].last_chunk::<LANES>().unwrap_or(&[0.0; LANES]))
@@ -112,10 +119,11 @@ fn reduce_run<R: Reduce<I, K, A>, const I: usize, const K: usize, const A: usize
     if v > 0 || t > 0 {
         *adds += 1;
         if *adds >= BLOCK {
-            spill(acc, sums);
+            spill(&mut a, sums);
             *adds = 0;
         }
     }
+    *acc = a;
 }
 
 /// The constants of channel `i` in every lane.
