@@ -18,8 +18,16 @@ use crate::saved::{Saved, SavedMut};
 
 /// Positions of the column sums (dγ, dβ) a row norm's backward keeps on the stack
 /// for rows of up to this many values, and for longer rows (in pieces of that many).
-const SMALL_COLS: usize = if cfg!(target_pointer_width = "64") { 512 } else { 64 };
-const COLS: usize = if cfg!(target_pointer_width = "64") { 4096 } else { 256 };
+const SMALL_COLS: usize = if cfg!(target_pointer_width = "64") {
+    512
+} else {
+    64
+};
+const COLS: usize = if cfg!(target_pointer_width = "64") {
+    4096
+} else {
+    256
+};
 
 /// Bytes of `x` and `dy` a band of rows rereads for its `dx` from L1 (rows of up to
 /// [`COLS`] values), or from L2 (longer rows).
@@ -245,9 +253,10 @@ impl LayerNorm<'_> {
     /// `dx = invstd·(g − mean(g) − x̂·mean(g·x̂))`, `dγ = Σ_rows dy·x̂`,
     /// `dβ = Σ_rows dy`.
     ///
-    /// `x` and `dy` are read once for the row sums (writing `x̂` into `dx`), and `x̂`
-    /// and `dy` once more, while cached, for `dγ`, `dβ` and `dx`. `dγ` and `dβ` sum
-    /// each block of up to 64 rows in f64 and add the blocks in f32.
+    /// `x` and `dy` are read once for the row sums, and once more for `dx`, `dγ` and
+    /// `dβ` while still in L1 (rows of up to 4096 values, 256 on 32-bit targets;
+    /// longer rows in L2). `dγ` and `dβ` sum each block of up to 64 rows in f32 and
+    /// add the blocks in f32.
     ///
     /// # Errors
     /// Checked before anything is written:
@@ -578,10 +587,28 @@ impl RowNorm<'_> {
             let mut sums = [[0.0; 2]; SMALL];
             let steps = 0..walk.steps();
             match self.gamma {
-                None => engine::reduce(RowGradSums, &walk, band, [x, dy], &mut [], [mu, inv], steps, &mut sums),
+                None => engine::reduce(
+                    RowGradSums,
+                    &walk,
+                    band,
+                    [x, dy],
+                    &mut [],
+                    [mu, inv],
+                    steps,
+                    &mut sums,
+                ),
                 Some(g) => {
                     let ins = [x, dy, g];
-                    engine::reduce(RowGradSums, &walk, band, ins, &mut [], [mu, inv], steps, &mut sums)
+                    engine::reduce(
+                        RowGradSums,
+                        &walk,
+                        band,
+                        ins,
+                        &mut [],
+                        [mu, inv],
+                        steps,
+                        &mut sums,
+                    )
                 }
             }
             // dx = (g·k + (x − mean)·a + b)·p with k = invstd,
@@ -611,7 +638,9 @@ impl RowNorm<'_> {
                 let [sum_dy, sum_dyx] = cols.each_mut().map(|c| &mut c[..at.len()]);
                 let sums = [sum_dy, sum_dyx];
                 match self.gamma {
-                    None => engine::map_sum(RowGradInput, &walk, band, [x, dy], dx, k, at.clone(), sums),
+                    None => {
+                        engine::map_sum(RowGradInput, &walk, band, [x, dy], dx, k, at.clone(), sums)
+                    }
                     Some(g) => {
                         let ins = [x, dy, g];
                         engine::map_sum(RowGradInput, &walk, band, ins, dx, k, at.clone(), sums)

@@ -199,7 +199,9 @@ fn map_sum_run<M: MapSum<I, K, A>, const I: usize, const K: usize, const A: usiz
     }
     let masked = core::array::from_fn(|j| mask_overlap(last[j], t, pad[j]));
     let mut ends = sums.map(|s| s.last_chunk_mut::<LANES>());
-    let mut acc = ends.each_ref().map(|e| e.as_deref().map_or(V::ZERO, |e| V::new(*e)));
+    let mut acc = ends
+        .each_ref()
+        .map(|e| e.as_deref().map_or(V::ZERO, |e| V::new(*e)));
     M::map(k, masked, &mut acc);
     for (e, a) in ends.iter_mut().zip(acc) {
         if let Some(e) = e {
