@@ -3,16 +3,16 @@
 each as a fraction of the limit: the kernel's minimum traffic (benches/common's, as
 bench_table counts it) copied by 2 threads in the same process as ours.
 
-    flock /tmp/bench.lock /work/venv/bin/python benches/parallel_compare.py [--readme]
+    flock /tmp/bench.lock /work/venv/bin/python benches/parallel_compare.py [--doc]
 
 Per row (shape, layout, kernel), interleaved twice: ours (examples/parallel_table.rs, a
 subprocess that times 1 thread, 2 threads and the 2-thread copy), then PyTorch with
 torch.set_num_threads(2) (the calls of benches/pytorch_compare.py); the lower of the two
 medians of each is kept. Prints a markdown table; `limit` columns are copy time over
 kernel time (1.0 = at the 2-core copy bandwidth), `2t/1t` our speed-up. The table
-also goes to target/parallel_table.md. With `--readme`, it is written between the
-README's `<!-- parallel-table -->` markers; `--readme-from=FILE` writes a table saved
-by an earlier run there without measuring.
+also goes to target/parallel_table.md. With `--doc`, it is written between the
+`<!-- parallel-table -->` markers of docs/scaling.md; `--doc-from=FILE` writes a table
+saved by an earlier run there without measuring.
 """
 
 import os
@@ -42,8 +42,8 @@ def ours(shape, layout, kernel):
     return float(t1), float(t2), float(copy), int(bpe)
 
 
-def write_readme(table):
-    path = "README.md"
+def write_doc(table):
+    path = "docs/scaling.md"
     text = open(path).read()
     new, n = re.subn(
         r"(<!-- parallel-table -->\n).*?(<!-- /parallel-table -->)",
@@ -52,16 +52,16 @@ def write_readme(table):
         flags=re.S,
     )
     if n != 1:
-        sys.exit("README.md has no <!-- parallel-table --> markers")
+        sys.exit(f"{path} has no <!-- parallel-table --> markers")
     open(path, "w").write(new)
-    print("README.md: table written")
+    print(f"{path}: table written")
 
 
 def main():
-    readme = "--readme" in sys.argv[1:]
-    saved = [a.split("=", 1)[1] for a in sys.argv[1:] if a.startswith("--readme-from=")]
+    doc = "--doc" in sys.argv[1:]
+    saved = [a.split("=", 1)[1] for a in sys.argv[1:] if a.startswith("--doc-from=")]
     if saved:
-        write_readme(open(saved[0]).read().strip())
+        write_doc(open(saved[0]).read().strip())
         return
     subprocess.run(
         ["cargo", "build", "--release", "--features", "rayon", "--example", "parallel_table"],
@@ -102,8 +102,8 @@ def main():
     os.makedirs("target", exist_ok=True)
     with open("target/parallel_table.md", "w") as f:
         f.write(table + "\n")
-    if readme:
-        write_readme(table)
+    if doc:
+        write_doc(table)
 
 
 if __name__ == "__main__":

@@ -9,7 +9,7 @@ Setup that worked on the benchmark machine (not run by CI):
                         # import, even on CPU (--no-deps does not import)
 
 Run from the repository root (builds `examples/bench_table.rs` and runs it one row at a
-time; `benches/run_all.sh` runs both builds and prints the README's tables):
+time; `benches/run_all.sh` runs both builds and prints docs/performance.md's tables):
 
     /work/venv/bin/python benches/pytorch_compare.py            # default build
     RUSTFLAGS="-C target-cpu=native" CARGO_TARGET_DIR=target/native \\

@@ -1,13 +1,15 @@
 #!/usr/bin/env python3
-"""The README's performance tables, from the CSVs of `benches/pytorch_compare.py --csv-out`.
+"""The performance tables of docs/performance.md, from the CSVs of
+`benches/pytorch_compare.py --csv-out`.
 
-    python3 benches/readme_tables.py target/bench/default.csv target/bench/native.csv
+    python3 benches/readme_tables.py target/bench/default.csv target/bench/native.csv \
+        --doc=docs/performance.md
 
 One CSV per build (its name is the file's stem, or `NAME=FILE`); the run's versions and
 flags come from the `.json` beside each CSV when there is one, the machine from `lscpu`
 (`--machine="..."` replaces that line, for tables made on another machine's CSVs).
-Nothing here is typed in by hand: `--readme=README.md` writes the output between the
-README's bench-table markers.
+Nothing here is typed in by hand: `--doc=FILE` writes the output between the
+bench-table markers of FILE (docs/performance.md); without it the tables are only printed.
 
 Per build, one table per kernel family (the kernels of `benches/common/mod.rs` that share
 a family are its columns), a row per shape × layout, each cell
@@ -225,7 +227,7 @@ def traffic(rows):
 def build_section(name, rows, meta):
     flags = meta.get("rustflags")
     title = {"default": "Default build", "native": "Native build"}.get(name, f"Build `{name}`")
-    head = f"### {title}"
+    head = f"## {title}"
     if flags is not None:
         head += f" (`RUSTFLAGS={flags!r}`)" if flags else " (no `RUSTFLAGS`)"
     out = [head, ""]
@@ -243,10 +245,10 @@ def build_section(name, rows, meta):
         sized = [r for r in fam if not r["per_call"]]
         tiny = [r for r in fam if r["per_call"]]
         if sized:
-            out += [f"#### {family}: limit · ×scalar · ×PyTorch (· ×ORT)", ""]
+            out += [f"### {family}: limit · ×scalar · ×PyTorch (· ×ORT)", ""]
             out += table(sized, kernels, sized_cell) + [""]
         if tiny:
-            out += [f"#### {family}, per call: µs of ours / scalar / PyTorch (/ ORT)", ""]
+            out += [f"### {family}, per call: µs of ours / scalar / PyTorch (/ ORT)", ""]
             out += table(tiny, kernels, tiny_cell) + [""]
     return out + summary(rows) + [""]
 
@@ -273,9 +275,9 @@ def main():
         lines.extend(build_section(name, rows, meta))
     text = "\n".join(lines)
     print(text)
-    readme = next((a.split("=", 1)[1] for a in args if a.startswith("--readme=")), None)
-    if readme:
-        write_between_markers(readme, text)
+    doc = next((a.split("=", 1)[1] for a in args if a.startswith("--doc=")), None)
+    if doc:
+        write_between_markers(doc, text)
 
 
 BEGIN, END = "<!-- bench tables: begin -->", "<!-- bench tables: end -->"

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The full comparison behind the README's performance tables: benches/pytorch_compare.py
+# The full comparison behind docs/performance.md's tables: benches/pytorch_compare.py
 # on the default build, then on the native one (its own target dir, so that the two
 # builds do not rebuild each other), then benches/readme_tables.py on both CSVs.
 #

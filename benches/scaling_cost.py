@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Communication of synchronized batch norm on paper, for the README's "Scaling out":
+"""Communication of synchronized batch norm on paper, for docs/scaling.md:
 bytes and messages per step of ResNet-50's BN layers (counted from its architecture)
 on 8, 64 and 512 ranks, beside the allreduce of its weight gradients.
 

@@ -37,8 +37,9 @@
 //! values than the rank itself holds, none, or one with running statistics, are
 //! [`Error::TooFewValues`]; moments or sums for the wrong number of channels are an
 //! [`Error::Length`] of `"global"`. Across ranks, a caller must agree on the outcome
-//! before reducing (see `integrations/mpi` in the repository), or a rank that returns
-//! early leaves the others waiting in the collective.
+//! before reducing (as the repository's
+//! [`integrations/mpi`](https://github.com/batchnorm-rs/batchnorm/tree/main/integrations/mpi)
+//! does), or a rank that returns early leaves the others waiting in the collective.
 //!
 //! ```
 //! use batchnorm::distributed::{backward_sums, BackwardSums};

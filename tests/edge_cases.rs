@@ -3,7 +3,7 @@
 //! channels with eps = 0, momentum 0 and 1, m = 1 with and without running
 //! statistics. Each error must leave every buffer (outputs, running statistics, the
 //! in-place tensor, guard cells) exactly as it was. The list, with the behaviour each
-//! case gets, is kept in the notes for the README (edge_cases.md).
+//! case gets, is kept in docs/accuracy.md ("Edge cases").
 
 mod common;
 

@@ -95,7 +95,7 @@ const SEED_INIT: u64 = 42;
 /// Seeds of the noise of noisy BN, one per layer.
 const SEED_NOISE: u64 = 1_000_003;
 /// Part 1's two levels of noise after BN. The paper's magnitudes are not quoted
-/// here (see the README); the larger moves a unit's mean by up to ±1, the scale of
+/// here (see docs/demonstration.md); the larger moves a unit's mean by up to ±1, the scale of
 /// the standardized signal itself, the smaller by half that.
 const NOISE: [Noise; 2] = [
     Noise {

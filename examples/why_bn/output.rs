@@ -4,7 +4,7 @@ use std::error::Error;
 use std::path::PathBuf;
 
 /// Where the pictures go: `target/<name>.svg` (`-quick` in quick mode) and, for the
-/// full run under cargo, a copy in `docs/` for the README.
+/// full run under cargo, a copy in `docs/` for docs/demonstration.md.
 pub struct Output {
     pub quick: bool,
 }

@@ -40,7 +40,7 @@ if command -v dpkg-query >/dev/null; then
 else
     # Not Debian: the tools must already be there.
     for c in /usr/bin/rustc /usr/bin/cargo ld.lld-19 qemu-system-arm qemu-system-aarch64; do
-        command -v "$c" >/dev/null || die "$c not found and no dpkg here: see ../shared/EMBEDDED.md for the toolchain"
+        command -v "$c" >/dev/null || die "$c not found and no dpkg here: see docs/embedded.md for the toolchain"
     done
 fi
 if [ "${#need_pkgs[@]}" -gt 0 ]; then

@@ -12,7 +12,7 @@
 //! result is bit-identical on every rank and on every run, whatever the network
 //! delivers first. An allgather moves `P·(2C + 1)` values into each rank where a ring
 //! allreduce moves about `2·(2C + 1)`; for the few ranks and the `C ≤ 2048` of a BN
-//! layer it is a few hundred kilobytes at most (see the README's "Scaling out" for
+//! layer it is a few hundred kilobytes at most (see docs/scaling.md in the repository for
 //! the cost at scale).
 //!
 //! **Errors on every rank**: each rank checks its own input before anything is
