@@ -2,7 +2,7 @@
 //! constants `k` the entry points compute. The [`engine`](crate::engine) walks them
 //! over a tensor.
 
-use crate::engine::{Map, Reduce};
+use crate::engine::{Map, MapSum, Reduce};
 use crate::lanes::V;
 
 /// `max(v, 0)` as PyTorch's ReLU: negative values become +0, NaN and −0 stay.
@@ -278,14 +278,11 @@ impl Map<3, 3> for RowAffine {
 }
 
 /// A row norm's backward sums: `Σg` and `Σg·(x − mean)` with `g = dy·γ` (`dy` when
-/// there is no γ); writes `x̂ = (x − mean)·invstd`. Inputs `[x, dy, γ]` or `[x, dy]`,
-/// `k = [mean, invstd]`.
+/// there is no γ). Inputs `[x, dy, γ]` or `[x, dy]`, `k = [mean, invstd]`.
 #[derive(Clone, Copy)]
 pub(crate) struct RowGradSums;
 
 impl Reduce<2, 2, 2> for RowGradSums {
-    const WRITES: bool = true;
-
     #[inline(always)]
     fn pad(k: &[V; 2]) -> [V; 2] {
         // x = mean, dy = 0: both sums take 0, whatever invstd is.
@@ -294,16 +291,13 @@ impl Reduce<2, 2, 2> for RowGradSums {
 
     #[inline(always)]
     fn step(k: &[V; 2], [x, g]: [V; 2], acc: &mut [V; 2]) -> V {
-        let d = x - k[0];
         acc[0] += g;
-        acc[1] = g.mul_add(d, acc[1]);
-        d * k[1]
+        acc[1] = g.mul_add(x - k[0], acc[1]);
+        V::ZERO
     }
 }
 
 impl Reduce<3, 2, 2> for RowGradSums {
-    const WRITES: bool = true;
-
     #[inline(always)]
     fn pad(k: &[V; 2]) -> [V; 3] {
         [k[0], V::ZERO, V::ZERO]
@@ -315,23 +309,46 @@ impl Reduce<3, 2, 2> for RowGradSums {
     }
 }
 
-/// A row norm's input gradient from `x̂` (in place): `dx = (g·k + x̂·a + b)·p` with
-/// `g = dy·γ` (or `dy`); inputs `[x̂, dy, γ]` or `[x̂, dy]`, `k = [k, a, b, p]` (`p` a
-/// power of two that keeps the others in f32's range).
+/// A row norm's input gradient, adding to dβ and dγ of each position:
+/// `dx = (g·k + (x − mean)·a + b)·p` with `g = dy·γ` (or `dy`), and `Σdy`, `Σdy·x̂`
+/// with `x̂ = (x − mean)·invstd`. Inputs `[x, dy, γ]` or `[x, dy]`,
+/// `k = [mean, invstd, k, a, b, p]` (`p` a power of two that keeps the others in
+/// f32's range).
 #[derive(Clone, Copy)]
 pub(crate) struct RowGradInput;
 
-impl Map<2, 4> for RowGradInput {
+impl RowGradInput {
     #[inline(always)]
-    fn map(k: &[V; 4], [xh, g]: [V; 2]) -> V {
-        g.mul_add(k[0], xh.mul_add(k[1], k[2])) * k[3]
+    fn grad(k: &[V; 6], x: V, dy: V, g: V, acc: &mut [V; 2]) -> V {
+        let d = x - k[0];
+        acc[0] += dy;
+        acc[1] = dy.mul_add(d * k[1], acc[1]);
+        g.mul_add(k[2], d.mul_add(k[3], k[4])) * k[5]
     }
 }
 
-impl Map<3, 4> for RowGradInput {
+impl MapSum<2, 6, 2> for RowGradInput {
     #[inline(always)]
-    fn map(k: &[V; 4], [xh, dy, g]: [V; 3]) -> V {
-        RowGradInput::map(k, [xh, dy * g])
+    fn pad(k: &[V; 6]) -> [V; 2] {
+        // x = mean, dy = 0: both sums take 0.
+        [k[0], V::ZERO]
+    }
+
+    #[inline(always)]
+    fn map(k: &[V; 6], [x, dy]: [V; 2], acc: &mut [V; 2]) -> V {
+        RowGradInput::grad(k, x, dy, dy, acc)
+    }
+}
+
+impl MapSum<3, 6, 2> for RowGradInput {
+    #[inline(always)]
+    fn pad(k: &[V; 6]) -> [V; 3] {
+        [k[0], V::ZERO, V::ZERO]
+    }
+
+    #[inline(always)]
+    fn map(k: &[V; 6], [x, dy, g]: [V; 3], acc: &mut [V; 2]) -> V {
+        RowGradInput::grad(k, x, dy, dy * g, acc)
     }
 }
 

@@ -6,16 +6,33 @@
 //! output, while it is cached; γ and β are read at the same positions in every row.
 
 use crate::backward::{out_of_range, Grads};
-use crate::engine::{self, Band, Walk, MAX_BAND, SMALL};
+use core::ops::Range;
+
+use crate::engine::{self, Band, Walk, BLOCK, SMALL};
 use crate::error::{check_eps, check_len, Error};
 use crate::forward::BatchNorm;
 use crate::group_norm::add;
-use crate::kernels::{
-    Centered, GradSums, RowAffine, RowGradInput, RowGradSums, RowScale, RowShift,
-};
+use crate::kernels::{Centered, RowAffine, RowGradInput, RowGradSums, RowScale, RowShift};
 use crate::moments::{band_moments, Moments};
 use crate::saved::{Saved, SavedMut};
-use crate::shape::Shape;
+
+/// Positions of the column sums (dγ, dβ) a row norm's backward keeps on the stack
+/// for rows of up to this many values, and for longer rows (in pieces of that many).
+const SMALL_COLS: usize = if cfg!(target_pointer_width = "64") {
+    512
+} else {
+    64
+};
+const COLS: usize = if cfg!(target_pointer_width = "64") {
+    4096
+} else {
+    256
+};
+
+/// Bytes of `x` and `dy` a band of rows rereads for its `dx` from L1 (rows of up to
+/// [`COLS`] values), or from L2 (longer rows).
+const L1_BYTES: usize = 32 << 10;
+const L2_BYTES: usize = 512 << 10;
 
 /// A tensor seen as `rows` rows of `len` values: the rows a layer norm or RMS norm
 /// normalizes one by one. `len` is the product of PyTorch's `normalized_shape` (ONNX:
@@ -236,9 +253,10 @@ impl LayerNorm<'_> {
     /// `dx = invstd·(g − mean(g) − x̂·mean(g·x̂))`, `dγ = Σ_rows dy·x̂`,
     /// `dβ = Σ_rows dy`.
     ///
-    /// `x` and `dy` are read once for the row sums (writing `x̂` into `dx`), and `x̂`
-    /// and `dy` once more, while cached, for `dγ`, `dβ` and `dx`. `dγ` and `dβ` sum
-    /// each block of up to 64 rows in f64 and add the blocks in f32.
+    /// `x` and `dy` are read once for the row sums, and once more for `dx`, `dγ` and
+    /// `dβ` while still in L1 (rows of up to 4096 values, 256 on 32-bit targets;
+    /// longer rows in L2). `dγ` and `dβ` sum each block of up to 64 rows in f32 and
+    /// add the blocks in f32.
     ///
     /// # Errors
     /// Checked before anything is written:
@@ -511,10 +529,31 @@ impl RowNorm<'_> {
         }
     }
 
-    /// The backward pass, band of rows by band of rows: the row sums (writing `x̂`
-    /// into `dx`), the band's share of `dγ` and `dβ` from `x̂`, then `dx` over `x̂`.
-    /// An empty `mean` is 0 (RMS norm).
+    /// The backward pass, band of rows by band of rows: the row sums, then `dx`,
+    /// which also adds each position's `Σdy` and `Σdy·x̂` into column sums that
+    /// are added to `dβ` and `dγ` every block of up to [`BLOCK`] rows. An empty
+    /// `mean` is 0 (RMS norm).
     fn backward(
+        &self,
+        x: &[f32],
+        dy: &[f32],
+        rows: Rows,
+        mean: &[f32],
+        invstd: &[f32],
+        grads: Grads<'_>,
+    ) {
+        if rows.len <= SMALL_COLS {
+            self.backward_in::<SMALL_COLS>(x, dy, rows, mean, invstd, grads)
+        } else {
+            self.backward_in::<COLS>(x, dy, rows, mean, invstd, grads)
+        }
+    }
+
+    /// [`backward`](Self::backward) with column sums of `W` positions. Rows of up
+    /// to `W` values go in bands that stay in L1 from their sums to their `dx`,
+    /// and the column sums gather whole blocks; longer rows in bands that stay in
+    /// L2, each band's columns `W` at a time, added per band.
+    fn backward_in<const W: usize>(
         &self,
         x: &[f32],
         dy: &[f32],
@@ -532,102 +571,110 @@ impl RowNorm<'_> {
             d.fill(0.0);
         }
         let walk = Walk::rows(rows.rows, rows.len).sharing(usize::from(self.gamma.is_some()));
+        let one = rows.len <= W;
+        let bytes = if one { L1_BYTES } else { L2_BYTES };
         let zeros = [0.0; SMALL];
         let m = rows.len as f64;
-        for band in walk.bands(2) {
+        let mut cols = [[0.0f32; W]; 2];
+        let mut held = 0;
+        for band in walk.bands_within(2, bytes) {
             let mu = if mean.is_empty() {
                 &zeros[..]
             } else {
                 band.of(mean)
             };
-            let k = [mu, band.of(invstd)];
+            let inv = band.of(invstd);
             let mut sums = [[0.0; 2]; SMALL];
             let steps = 0..walk.steps();
             match self.gamma {
-                None => engine::reduce(RowGradSums, &walk, band, [x, dy], dx, k, steps, &mut sums),
+                None => engine::reduce(
+                    RowGradSums,
+                    &walk,
+                    band,
+                    [x, dy],
+                    &mut [],
+                    [mu, inv],
+                    steps,
+                    &mut sums,
+                ),
                 Some(g) => {
                     let ins = [x, dy, g];
-                    engine::reduce(RowGradSums, &walk, band, ins, dx, k, steps, &mut sums)
+                    engine::reduce(
+                        RowGradSums,
+                        &walk,
+                        band,
+                        ins,
+                        &mut [],
+                        [mu, inv],
+                        steps,
+                        &mut sums,
+                    )
                 }
             }
-            let at = band.first * rows.len..(band.first + band.channels) * rows.len;
-            if dgamma.is_some() || dbeta.is_some() {
-                let part = Rows::new(band.channels, rows.len);
-                let (dy, xhat) = (dy.get(at.clone()), dx.get(at));
-                let (dy, xhat) = (dy.unwrap_or_default(), xhat.unwrap_or_default());
-                add_column_sums(dy, xhat, part, &mut dgamma, &mut dbeta);
-            }
-            // dx = (g·k + x̂·a + b)·p with k = invstd, a = −invstd·mean(g·x̂) and
-            // b = −invstd·mean(g) (0 for RMS norm), scaled by `p` as batch norm's.
-            let mut k = [[0.0; SMALL]; 4];
+            // dx = (g·k + (x − mean)·a + b)·p with k = invstd,
+            // a = −invstd³·mean(g·(x − mean)) and b = −invstd·mean(g) (0 for RMS
+            // norm), scaled by `p` as batch norm's.
+            let mut k = [[0.0; SMALL]; 6];
             for (i, [sum_g, sum_gd]) in sums.iter().enumerate().take(band.channels) {
                 let inv = f64::from(k_at(invstd, band, i));
-                let a = -inv * sum_gd * inv / m;
+                let a = -inv * inv * inv * sum_gd / m;
                 let b = match self.center {
                     Center::Mean => -inv * sum_g / m,
                     Center::None => 0.0,
                 };
                 let p = out_of_range(inv.abs().max(a.abs()).max(b.abs()));
-                for (k, v) in k.iter_mut().zip([inv / p, a / p, b / p, p]) {
+                let mu = f64::from(mu.get(i).copied().unwrap_or(0.0));
+                for (k, v) in k.iter_mut().zip([mu, inv, inv / p, a / p, b / p, p]) {
                     k[i] = v as f32;
                 }
             }
-            let k = [&k[0][..], &k[1][..], &k[2][..], &k[3][..]];
-            match self.gamma {
-                None => engine::map(RowGradInput, &walk, band, [&[], dy], dx, k),
-                Some(g) => engine::map(RowGradInput, &walk, band, [&[], dy, g], dx, k),
+            let k = k.each_ref().map(|k| &k[..]);
+            if one && held + band.channels > BLOCK {
+                add_columns(&mut cols, 0..rows.len, &mut dgamma, &mut dbeta);
+                held = 0;
             }
+            for start in (0..rows.len).step_by(W) {
+                let at = start..(start + W).min(rows.len);
+                let [sum_dy, sum_dyx] = cols.each_mut().map(|c| &mut c[..at.len()]);
+                let sums = [sum_dy, sum_dyx];
+                match self.gamma {
+                    None => {
+                        engine::map_sum(RowGradInput, &walk, band, [x, dy], dx, k, at.clone(), sums)
+                    }
+                    Some(g) => {
+                        let ins = [x, dy, g];
+                        engine::map_sum(RowGradInput, &walk, band, ins, dx, k, at.clone(), sums)
+                    }
+                }
+                if !one {
+                    add_columns(&mut cols, at, &mut dgamma, &mut dbeta);
+                }
+            }
+            held += band.channels;
         }
+        if one {
+            add_columns(&mut cols, 0..rows.len, &mut dgamma, &mut dbeta);
+        }
+    }
+}
+
+/// Adds the column sums `cols` = `[Σdy, Σdy·x̂]` of positions `at` (from index 0) to
+/// `dbeta` and `dgamma`, and zeroes them.
+fn add_columns<const W: usize>(
+    cols: &mut [[f32; W]; 2],
+    at: Range<usize>,
+    dgamma: &mut Option<&mut [f32]>,
+    dbeta: &mut Option<&mut [f32]>,
+) {
+    let [sum_dy, sum_dyx] = cols;
+    for (p, (s_dy, s_dyx)) in at.zip(sum_dy.iter_mut().zip(sum_dyx.iter_mut())) {
+        add(dbeta, p, f64::from(*s_dy));
+        add(dgamma, p, f64::from(*s_dyx));
+        (*s_dy, *s_dyx) = (0.0, 0.0);
     }
 }
 
 /// The value of row `i` of `band` in a per-row slice (0 past its end).
 fn k_at(xs: &[f32], band: Band, i: usize) -> f32 {
     xs.get(band.first + i).copied().unwrap_or(0.0)
-}
-
-/// Adds `Σdy` and `Σdy·x̂` over the rows of `dy` and `xhat` to `dbeta` and `dgamma`
-/// (per position): each a sum in f64, added in f32.
-fn add_column_sums(
-    dy: &[f32],
-    xhat: &[f32],
-    rows: Rows,
-    dgamma: &mut Option<&mut [f32]>,
-    dbeta: &mut Option<&mut [f32]>,
-) {
-    let walk = Walk::new(Shape::rows(rows.rows, rows.len));
-    if walk.small() {
-        add_band_sums::<SMALL>(&walk, dy, xhat, dgamma, dbeta)
-    } else {
-        add_band_sums::<MAX_BAND>(&walk, dy, xhat, dgamma, dbeta)
-    }
-}
-
-fn add_band_sums<const B: usize>(
-    walk: &Walk,
-    dy: &[f32],
-    xhat: &[f32],
-    dgamma: &mut Option<&mut [f32]>,
-    dbeta: &mut Option<&mut [f32]>,
-) {
-    let zeros = [0.0; B];
-    for band in walk.bands(0) {
-        let mut sums = [[0.0; 2]; B];
-        let steps = 0..walk.steps();
-        engine::reduce(
-            GradSums,
-            walk,
-            band,
-            [dy, xhat],
-            &mut [],
-            [&zeros],
-            steps,
-            &mut sums,
-        );
-        for (i, [sum_dy, sum_dyx]) in sums.iter().enumerate().take(band.channels) {
-            let c = band.first + i;
-            add(dbeta, c, *sum_dy);
-            add(dgamma, c, *sum_dyx);
-        }
-    }
 }

@@ -59,7 +59,7 @@ const SMALL_SLOTS: usize = SMALL / LANES;
 
 /// Adds per accumulator lane before its f32 sums spill into f64: a lane's f32 sum
 /// carries at most ~64 roundings.
-const BLOCK: usize = 64;
+pub(crate) const BLOCK: usize = 64;
 
 /// The least lanes of a packed period: enough independent slots to hide the latency
 /// of their load–add–store chains.
@@ -90,6 +90,17 @@ pub(crate) trait Reduce<const I: usize, const K: usize, const A: usize> {
     /// Adds one vector's place to `acc`; returns the output there (ignored unless
     /// [`WRITES`](Self::WRITES)).
     fn step(k: &[V; K], x: [V; I], acc: &mut [V; A]) -> V;
+}
+
+/// An elementwise kernel that also adds into `A` sums per position of a row, which
+/// every row shares (a row norm's dγ and dβ): one output vector and the additions to
+/// the sums' vectors at its place.
+pub(crate) trait MapSum<const I: usize, const K: usize, const A: usize> {
+    /// Inputs that add nothing to the sums, for the lanes of a run's last vector
+    /// that the one before it already added.
+    fn pad(k: &[V; K]) -> [V; I];
+    /// The output at one vector's place; adds to `acc`, the sums at that place.
+    fn map(k: &[V; K], x: [V; I], acc: &mut [V; A]) -> V;
 }
 
 /// How one call walks its tensor. Built from a shape whose length was checked.
@@ -207,15 +218,21 @@ impl Walk {
     /// The bands, in channel order, for a kernel that reads `reread` tensors again
     /// after its reduction (train 1, backward 2; 0 for a reduction or a map alone).
     pub(crate) fn bands(&self, reread: usize) -> impl Iterator<Item = Band> {
+        self.bands_within(reread, REUSE_BYTES)
+    }
+
+    /// [`bands`](Self::bands) whose reread tensors hold at most `bytes` (when a
+    /// channel's do), for a kernel that rereads them from a nearer cache.
+    pub(crate) fn bands_within(&self, reread: usize, bytes: usize) -> impl Iterator<Item = Band> {
         let c = self.channels;
         let width = match self.kind {
             Kind::Runs if reread > 0 => {
                 // Saturating: with no channels, batch·spatial is not bounded by a slice.
-                let bytes = self
+                let per_channel = self
                     .batch
                     .saturating_mul(self.spatial)
                     .saturating_mul(4 * reread);
-                (REUSE_BYTES / bytes.max(1)).clamp(1, self.cap)
+                (bytes / per_channel.max(1)).clamp(1, self.cap)
             }
             Kind::Runs => self.cap,
             Kind::Packed { .. } => c,
@@ -361,6 +378,25 @@ pub(crate) fn map<M: Map<I, K>, const I: usize, const K: usize>(
     }
 }
 
+/// `out = M(ins)` over the positions `cols` of every row of `band` (a [rows](Walk::rows)
+/// walk), as [`map`] does, adding each place's sums to `sums[a][p − cols.start]`
+/// for position `p`. The shared inputs are read at the same positions.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn map_sum<M: MapSum<I, K, A>, const I: usize, const K: usize, const A: usize>(
+    _: M,
+    walk: &Walk,
+    band: Band,
+    ins: [&[f32]; I],
+    out: &mut [f32],
+    k: [&[f32]; K],
+    cols: Range<usize>,
+    sums: [&mut [f32]; A],
+) {
+    if walk.len > 0 && walk.kind == Kind::Runs {
+        runs::map_sum::<M, I, K, A>(walk, band, ins, out, k, cols, sums);
+    }
+}
+
 /// `ins` restricted to `at`, where an empty input (the in-place placeholder) stays
 /// empty.
 #[inline(always)]
@@ -380,6 +416,18 @@ impl Walk {
     /// positions, the others as [`sub`] does.
     #[inline(always)]
     fn run<'a, const I: usize>(&self, ins: &[&'a [f32]; I], at: Range<usize>) -> [&'a [f32]; I] {
+        let positions = 0..at.len();
+        self.run_at(ins, at, positions)
+    }
+
+    /// [`run`](Self::run) for the part `at` of a run at its positions `cols`.
+    #[inline(always)]
+    fn run_at<'a, const I: usize>(
+        &self,
+        ins: &[&'a [f32]; I],
+        at: Range<usize>,
+        cols: Range<usize>,
+    ) -> [&'a [f32]; I] {
         if self.shared == 0 {
             return sub(ins, at);
         }
@@ -387,7 +435,7 @@ impl Walk {
         core::array::from_fn(|j| {
             let x = ins[j];
             match j >= from {
-                true => x.get(..at.len()).unwrap_or(&[]),
+                true => x.get(cols.clone()).unwrap_or(&[]),
                 false if x.is_empty() => x,
                 false => &x[at.clone()],
             }

@@ -3,7 +3,7 @@
 
 use core::ops::Range;
 
-use super::{Band, Map, Reduce, Walk, BLOCK};
+use super::{Band, Map, MapSum, Reduce, Walk, BLOCK};
 use crate::lanes::{load_tail, mask_overlap, store_tail, LANES, UNROLL, V};
 
 /// Reduces channel by channel: each channel's runs in turn, into accumulators that
@@ -55,30 +55,37 @@ fn reduce_run<R: Reduce<I, K, A>, const I: usize, const K: usize, const A: usize
     let (outs, _) = out.as_chunks_mut::<LANES>();
     let xs = xs.map(|x| &x[..whole]);
     let at = |v: usize| -> [V; I] { core::array::from_fn(|j| V::new(xs[j][v])) };
+    // The accumulators as locals, so that they live in registers: through `acc` they
+    // were stored and reloaded on every vector, a store-forwarding round trip in
+    // every add's chain.
+    let mut a = *acc;
     // The same order of additions for every kernel, whatever its streams: the fused
     // backward through an all-positive ReLU is the plain one, bit for bit.
-    let unroll = UNROLL;
     let mut v = 0;
-    while v + unroll <= whole {
-        for (u, acc) in acc.iter_mut().enumerate().take(unroll) {
-            let y = R::step(k, at(v + u), acc);
-            if R::WRITES {
-                if let Some(o) = outs.get_mut(v + u) {
-                    *o = y.to_array();
+    while v + UNROLL <= whole {
+        // The steps before the next spill, in a loop with nothing else in it.
+        let n = ((whole - v) / UNROLL).min(BLOCK - *adds);
+        for _ in 0..n {
+            for (u, acc) in a.iter_mut().enumerate() {
+                let y = R::step(k, at(v + u), acc);
+                if R::WRITES {
+                    if let Some(o) = outs.get_mut(v + u) {
+                        *o = y.to_array();
+                    }
                 }
             }
+            v += UNROLL;
         }
-        v += unroll;
-        *adds += 1;
-        if *adds == BLOCK {
-            spill(acc, sums);
+        *adds += n;
+        if *adds >= BLOCK {
+            spill(&mut a, sums);
             *adds = 0;
         }
     }
     // The rest: fewer than UNROLL whole vectors, then the tail, one per accumulator.
     let mut u = 0;
     while v < whole {
-        let y = R::step(k, at(v), &mut acc[u % UNROLL]);
+        let y = R::step(k, at(v), &mut a[u % UNROLL]);
         if R::WRITES {
             if let Some(o) = outs.get_mut(v) {
                 *o = y.to_array();
@@ -89,7 +96,7 @@ fn reduce_run<R: Reduce<I, K, A>, const I: usize, const K: usize, const A: usize
     let t = len % LANES;
     if t != 0 {
         let pad = R::pad(k);
-        let acc = &mut acc[u % UNROLL];
+        let acc = &mut a[u % UNROLL];
         if len >= LANES {
             let last: [V; I] = core::array::from_fn(|j| {
                 V::new(*x[j].last_chunk::<LANES>().unwrap_or(&[0.0; LANES]))
@@ -112,8 +119,93 @@ fn reduce_run<R: Reduce<I, K, A>, const I: usize, const K: usize, const A: usize
     if v > 0 || t > 0 {
         *adds += 1;
         if *adds >= BLOCK {
-            spill(acc, sums);
+            spill(&mut a, sums);
             *adds = 0;
+        }
+    }
+    *acc = a;
+}
+
+/// Maps the positions `cols` of every run of the band as [`map`] does (not in
+/// place), adding each place's sums into `sums`, indexed by position from
+/// `cols.start`.
+pub(super) fn map_sum<M: MapSum<I, K, A>, const I: usize, const K: usize, const A: usize>(
+    w: &Walk,
+    band: Band,
+    ins: [&[f32]; I],
+    out: &mut [f32],
+    k: [&[f32]; K],
+    cols: Range<usize>,
+    mut sums: [&mut [f32]; A],
+) {
+    let (c, s) = (w.channels, w.spatial);
+    let cols = cols.start.min(s)..cols.end.min(s);
+    for n in 0..w.batch {
+        for i in 0..band.channels {
+            let at = (n * c + band.first + i) * s;
+            let run = at + cols.start..at + cols.end;
+            let kv = splat(&k, i);
+            let x = w.run_at(&ins, run.clone(), cols.clone());
+            map_sum_run::<M, I, K, A>(x, &mut out[run], &kv, &mut sums);
+        }
+    }
+}
+
+/// `out = M(x)` over one run, adding into `sums` at the same places. A run that
+/// does not end on a whole vector ends as in [`map_run`], but its last vector adds
+/// to the sums only in the lanes the one before did not hold (the others take the
+/// kernel's pad).
+#[inline(always)]
+fn map_sum_run<M: MapSum<I, K, A>, const I: usize, const K: usize, const A: usize>(
+    x: [&[f32]; I],
+    out: &mut [f32],
+    k: &[V; K],
+    sums: &mut [&mut [f32]; A],
+) {
+    let n = x.iter().fold(out.len(), |n, x| n.min(x.len()));
+    let n = sums.iter().fold(n, |n, s| n.min(s.len()));
+    let x: [&[f32]; I] = core::array::from_fn(|j| &x[j][..n]);
+    let out = &mut out[..n];
+    let mut sums: [&mut [f32]; A] = sums.each_mut().map(|s| &mut s[..n]);
+    let pad = M::pad(k);
+    if n < LANES {
+        let v = core::array::from_fn(|j| load_tail(x[j], pad[j]));
+        let mut acc = sums.each_ref().map(|s| load_tail(s, V::ZERO));
+        store_tail(out, M::map(k, v, &mut acc));
+        for (s, a) in sums.into_iter().zip(acc) {
+            store_tail(s, a);
+        }
+        return;
+    }
+    let xs = x.map(|x| x.as_chunks::<LANES>().0);
+    let (outs, _) = out.as_chunks_mut::<LANES>();
+    let mut ss = sums.each_mut().map(|s| s.as_chunks_mut::<LANES>().0);
+    for v in 0..outs.len() {
+        let x = core::array::from_fn(|j| V::new(xs[j][v]));
+        let mut acc = ss.each_ref().map(|s| V::new(s[v]));
+        outs[v] = M::map(k, x, &mut acc).to_array();
+        for (s, a) in ss.iter_mut().zip(acc) {
+            s[v] = a.to_array();
+        }
+    }
+    let t = n % LANES;
+    if t == 0 {
+        return;
+    }
+    let last: [V; I] =
+        core::array::from_fn(|j| V::new(*x[j].last_chunk::<LANES>().unwrap_or(&[0.0; LANES])));
+    if let Some(o) = out.last_chunk_mut::<LANES>() {
+        *o = M::map(k, last, &mut [V::ZERO; A]).to_array();
+    }
+    let masked = core::array::from_fn(|j| mask_overlap(last[j], t, pad[j]));
+    let mut ends = sums.map(|s| s.last_chunk_mut::<LANES>());
+    let mut acc = ends
+        .each_ref()
+        .map(|e| e.as_deref().map_or(V::ZERO, |e| V::new(*e)));
+    M::map(k, masked, &mut acc);
+    for (e, a) in ends.iter_mut().zip(acc) {
+        if let Some(e) = e {
+            **e = a.to_array();
         }
     }
 }
