@@ -50,11 +50,13 @@
 //! variance; it saves `mean` and `invstd` per channel for the backward pass (what
 //! PyTorch's `native_batch_norm` returns). Given [`Running`] statistics it also updates
 //! them: `running_mean ← (1 − f)·running_mean + f·mean`,
-//! `running_var ← (1 − f)·running_var + f·var·m/(m − 1)` (the unbiased variance, as
-//! PyTorch), with the factor `f` from [`Momentum`]:
+//! `running_var ← (1 − f)·running_var + f·var·c` with [`Correction::Unbiased`]
+//! `c = m/(m − 1)` (PyTorch's; needs `m ≥ 2`) or [`Correction::Biased`] `c = 1` (ONNX's,
+//! Flax's, Keras 3's), and the factor `f` from [`Momentum`]:
 //! [`Exponential(f)`](Momentum::Exponential), or [`Cumulative`](Momentum::Cumulative)
-//! (PyTorch's `momentum=None`: `f = 1/t` at the `t`-th update). Updating running
-//! statistics needs `m ≥ 2`.
+//! (PyTorch's `momentum=None`: `f = 1/t` at the `t`-th update, `t` counted by
+//! [`Running::batches_tracked`]). A training loop holds its [`Running`] by `&mut`
+//! across steps.
 //!
 //! ## Backward
 //!
@@ -82,7 +84,7 @@
 //! [`BatchNorm::train_renorm`] (Ioffe 2017) corrects the batch statistics towards the
 //! running ones: `r = clip(σ_B/σ, 1/rmax, rmax)`, `d = clip((μ_B − μ)/σ, −dmax, dmax)`
 //! from the running statistics before their update, `y = γ·(x̂·r + d) + β`, with the
-//! limits in [`Renorm`] and the saved values in [`RenormSaved`] (mean, invstd, r, d).
+//! limits in [`Renorm`] and the saved values in [`RenormSavedMut`] (mean, invstd, r, d).
 //! [`BatchNorm::backward_renorm`] treats `r` and `d` as constants:
 //! `dx = γ·r·invstd·(dy − Σdy/m − x̂·Σdy·x̂/m)`, `dγ = r·Σdy·x̂ + d·Σdy`, `dβ = Σdy`.
 //! `Renorm { rmax: 1.0, dmax: 0.0 }` is plain batch norm; the paper relaxes the limits
@@ -204,7 +206,7 @@
 //! | γ, β | [`BatchNorm`]`::{gamma, beta}`, `None` = 1, 0 | `weight`, `bias`; `affine=False` | `scale`, `B` | `gamma`, `beta`; `scale=False`, `center=False` | `scale`, `bias`; `use_scale`, `use_bias` |
 //! | running statistics | [`Running`]`::{mean, var}` | `running_mean`, `running_var` | `input_mean`, `input_var` → `running_mean`, `running_var` | `moving_mean`, `moving_variance` | `batch_stats`: `mean`, `var` |
 //! | momentum `m` | [`Momentum::Exponential`]`(f)`: `new = (1 − f)·old + f·batch` | `momentum=m` (0.1) → `Exponential(m)`; `momentum=None` → [`Momentum::Cumulative`] | `momentum=m` (0.9) → `Exponential(1 − m)` | `momentum=m` (0.99) → `Exponential(1 − m)` | `momentum=m` (0.99) → `Exponential(1 − m)` |
-//! | running variance | unbiased, `var·m/(m − 1)`; a choice of `Correction` (unbiased or biased) is coming to [`Running`] | unbiased | biased (`training_mode=1`) | biased¹ | biased |
+//! | running variance | [`Running::correction`]: [`Correction::Unbiased`] `var·m/(m − 1)` or [`Correction::Biased`] `var` | unbiased | biased (`training_mode=1`) | biased¹ | biased |
 //! | eps (default) | [`BatchNorm::eps`] (no default) | `eps=1e-5` | `epsilon=1e-5` | `epsilon=1e-3` | `epsilon=1e-5` |
 //! | channel axis | the [`Shape`]'s layout | dim 1 (NCHW; `channels_last` memory is NHWC) | 1 (NCHW) | `axis=-1` (NHWC) | `axis=-1` (NHWC) |
 //!
