@@ -309,7 +309,7 @@ impl GroupNorm<'_> {
         let factor = running.as_ref().map_or(0.0, |r| r.factor());
         let correction = running.as_ref().map(|r| r.correction).unwrap_or_default();
         let per_group = (g.per * g.spatial) as f64;
-        for chunk in g.chunks::<B>() {
+        for chunk in g.chunks::<B>(1) {
             let first_group = chunk.start / g.per.max(1);
             let groups = chunk.len() / g.per.max(1);
             // Σ over samples of each channel's mean and unbiased variance (instance
@@ -397,7 +397,7 @@ impl GroupNorm<'_> {
             d.fill(0.0);
         }
         let m = (g.per * g.spatial) as f64;
-        for chunk in g.chunks::<B>() {
+        for chunk in g.chunks::<B>(2) {
             let first_group = chunk.start / g.per.max(1);
             // Whether the chunk's per-channel sums over samples fit the arrays below
             // (else they add up in the f32 outputs).
@@ -632,6 +632,9 @@ pub(crate) fn add(out: &mut Option<&mut [f32]>, c: usize, v: f64) {
     }
 }
 
+/// Bytes of a chunk's tensors (channels-first) that its second pass rereads.
+const REUSE_BYTES: usize = 256 << 10;
+
 /// How a checked shape's samples are walked and its channels grouped.
 struct Grouping {
     /// The walk of one sample.
@@ -665,9 +668,22 @@ impl Grouping {
     /// Channel ranges of whole groups, as many as fit `B` channels (or one group when
     /// a group holds more). When the walk packs a sample (at most `B` channels), one
     /// chunk holds them all, as a packed band must.
-    fn chunks<const B: usize>(&self) -> impl Iterator<Item = Range<usize>> {
+    ///
+    /// Channels-first, a chunk holds no more groups than keep the `reread` tensors
+    /// its second pass reads again (forward `x`, backward `x` and `dy`) within
+    /// [`REUSE_BYTES`], so that they come from L2.
+    fn chunks<const B: usize>(&self, reread: usize) -> impl Iterator<Item = Range<usize>> {
         let per = self.per.max(1);
-        let width = if per <= B { B / per * per } else { per };
+        let group = per.saturating_mul(self.spatial).saturating_mul(4 * reread);
+        let fit = match self.walk.runs() {
+            true => REUSE_BYTES / group.max(1),
+            false => B,
+        };
+        let width = if per <= B {
+            (B / per).min(fit.max(1)) * per
+        } else {
+            per
+        };
         let c = self.channels;
         (0..c)
             .step_by(width)

@@ -209,6 +209,12 @@ impl Walk {
         Walk { shared, ..self }
     }
 
+    /// Whether channels-first runs are walked one by one (not packed): a band's
+    /// channels then lie in one stretch of each sample.
+    pub(crate) fn runs(&self) -> bool {
+        self.kind == Kind::Runs
+    }
+
     /// Whether bands hold at most [`SMALL`] channels (else [`MAX_BAND`]): the length
     /// of the per-channel arrays the callers of [`reduce`] and [`map`] pass.
     pub(crate) fn small(&self) -> bool {
