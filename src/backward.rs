@@ -486,8 +486,8 @@ fn write(out: &mut Option<&mut [f32]>, c: usize, v: f64) {
 }
 
 /// The sums pass of the train backward over `band`: `[Σdy, Σdy·(x − mean), Σ(x − mean)]`
-/// of each of its channels into `sums` (`Σ(x − mean)` of every `x`, masked or not), with `dy` masked by the fused ReLU (and the
-/// masked `dy` written to `dz` for Add + ReLU).
+/// of each of its channels into `sums`, with `dy` masked by the fused ReLU (and the
+/// masked `dy` written to `dz` for Add + ReLU); `Σ(x − mean)` takes every `x`.
 pub(crate) fn grad_sums_pass(
     through: &mut Through<'_>,
     walk: &Walk,

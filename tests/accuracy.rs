@@ -322,13 +322,15 @@ fn backward_ratios(out: &BackwardOut, r: &RefGrads, t: &tol::Grads, shape: &Shap
 
 /// Issue 11: with |mean| ≫ std the f32 save_mean misses the batch mean by up to half
 /// an ulp, and a backward that takes it for the mean (PyTorch's) errs by
-/// `(save_mean − mean)·invstd·Σdy` on dγ and by that over m times x̂ on dx. The crate's
+/// `(save_mean − mean)·invstd·Σdy` on dγ and by about x̂ times that over m on dx
+/// (times γ·invstd). The crate's
 /// backward adds Σ(x − save_mean) to its sums and normalizes with the exact batch
 /// mean: dγ, dβ and dx are within the oracle's bounds for an f64 backward from the
 /// exact mean (`tol::backward`, no mean-rounding term), in both layouts, odd C and S,
 /// through `backward` and the distributed halves; bit-identical on a second run. dy
-/// has mean 1, so that Σdy ≈ m and the mean's rounding shows (PyTorch's dγ misses the
-/// bound by ~20× here).
+/// has mean 1, so that Σdy ≈ m and the mean's rounding shows: PyTorch's dγ misses the
+/// bound by up to ~50× here, and so did the crate's backward before it summed
+/// Σ(x − save_mean).
 #[test]
 fn backward_exact_at_mean_over_std_1e4() {
     // (offset, spread): |mean|/std = 10⁴ at 10⁴ ± 1 and at the issue's mean ≈ 101.
