@@ -6,8 +6,8 @@ on 8, 64 and 512 ranks, beside the allreduce of its weight gradients.
     python3 benches/scaling_cost.py
 
 Per BN layer of C channels and per step: forward 2C + 1 values (count, then mean and M2
-per channel), backward 2C (Σdy, Σdy·(x − mean)), in f64. Per rank, for an allreduce
-of n bytes on P ranks: ring 2(P−1)/P·n bytes in 2(P−1) sequential messages; a
+per channel), backward 3C (Σdy, Σdy·(x − mean), Σ(x − mean)), in f64. Per rank, for an
+allreduce of n bytes on P ranks: ring 2(P−1)/P·n bytes in 2(P−1) sequential messages; a
 recursive-doubling tree log2(P)·n bytes in log2(P) messages; an allgather (what
 integrations/mpi does, for an exact rank-order merge) (P−1)·n bytes received. The
 weight gradients: 25.6 M f32 values, ring allreduce, in 25 MB buckets.
@@ -41,7 +41,7 @@ def main():
     layers = resnet50_bn_channels()
     total_c = sum(layers)
     fwd_values = sum(2 * c + 1 for c in layers)
-    bwd_values = sum(2 * c for c in layers)
+    bwd_values = sum(3 * c for c in layers)
     n = (fwd_values + bwd_values) * 8  # bytes to reduce per step, f64
     collectives = 2 * len(layers)
     grad = WEIGHTS * 4

@@ -38,11 +38,30 @@ pub struct Grads<'a> {
 impl BatchNorm<'_> {
     /// Backward pass of the train forward (PyTorch's `native_batch_norm_backward`
     /// with `train=True`), from the statistics `saved` it wrote. With
-    /// `x̂ = (x − saved.mean)·saved.invstd` and `m = batch·spatial`:
+    /// `m = batch·spatial`, `mean` the batch mean of `x` and
+    /// `x̂ = (x − mean)·saved.invstd`:
     ///
     /// `dβ = Σdy`, `dγ = Σdy·x̂`, `dx = γ·invstd·(dy − dβ/m − x̂·dγ/m)`.
     ///
-    /// Two reads of `x` and `dy`: one for the two sums, one for `dx`; in
+    /// `mean` is the batch mean of `x` itself, exactly, whatever f32 rounding
+    /// `saved.mean` carries: the sums pass adds `Σ(x − saved.mean)` to `Σdy` and
+    /// `Σdy·(x − saved.mean)` (one more add per value, no extra read), and
+    /// `mean = saved.mean + δ`, `δ = Σ(x − saved.mean)/m` in f64, so that dγ and dx are
+    /// as exact as from an f64 mean. `saved.mean` only serves as the shift of the sums:
+    /// one far from the batch mean costs precision, about `1e-5·|saved.mean − mean|`
+    /// on `x − mean` (`1e-5·|saved.mean − mean|·invstd` on x̂).
+    ///
+    /// PyTorch's takes `saved.mean` for the mean, and so differs from this one by
+    /// exactly PyTorch's own rounding error: its dγ is off by
+    /// `(saved.mean − mean)·invstd·Σdy`, and its dx by
+    /// `γ·invstd·(saved.mean − mean)·invstd·(x̂·Σdy + dγ)/m` (to first order), which at
+    /// |mean|/std = 10⁴ is tens of times the error of the sums.
+    /// Where `x`, `dy` or the statistics of a channel are not all finite (or its sums
+    /// overflow), `δ` is left out there (it would give ∞ − ∞): that channel is
+    /// PyTorch's, `x̂ = (x − saved.mean)·invstd`, and its infinities and NaNs propagate
+    /// per element as IEEE arithmetic says.
+    ///
+    /// Two reads of `x` and `dy`: one for the three sums, one for `dx`; in
     /// channels-first layout both run back to back per channel, while it is in cache.
     /// The sums accumulate in f32 vectors merged in f64 every few thousand values.
     ///
@@ -145,11 +164,11 @@ impl BatchNorm<'_> {
         self.backward_kernel_with(through, dy, x, shape, saved, grads, renorm, None);
     }
 
-    /// [`backward_kernel`](Self::backward_kernel), with the sums `[Σdy, Σdy·(x − mean)]`
-    /// of every channel either reduced from the tensor (`global` None) or given with
-    /// the count `m` they were taken over (the sums of a larger batch, of which this
-    /// tensor is a part). From there on both take the same path: the distributed and
-    /// parallel backward are this function.
+    /// [`backward_kernel`](Self::backward_kernel), with the sums
+    /// `[Σdy, Σdy·(x − mean), Σ(x − mean)]` of every channel either reduced from the
+    /// tensor (`global` None) or given with the count `m` they were taken over (the
+    /// sums of a larger batch, of which this tensor is a part). From there on both
+    /// take the same path: the distributed and parallel backward are this function.
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn backward_kernel_with(
         &self,
@@ -197,35 +216,53 @@ impl BatchNorm<'_> {
         // Channels-first: the sums and dx of a band run back to back while it is cached.
         for band in walk.bands(2) {
             let mu = [band.of(save_mean)];
-            let mut sums = [[0.0; 2]; B];
+            let mut sums = [[0.0; 3]; B];
             match global {
                 Some((global, _)) => {
                     for (s, g) in sums.iter_mut().zip(band.of(global)) {
-                        *s = [g.dy, g.dy_xmu];
+                        *s = [g.dy, g.dy_xmu, g.x_mu];
                     }
                 }
                 None => grad_sums_pass(&mut through, walk, band, dy, x, mu[0], &mut sums),
             }
             // [k, a, b, p] of every channel
             let mut k = [[0.0; B]; 4];
-            for (i, [sum_dy, sum_dyx]) in sums.iter().enumerate().take(band.channels) {
+            for (i, [sum_dy, sum_dyx, sum_x]) in sums.iter().enumerate().take(band.channels) {
                 let c = band.first + i;
                 let invstd = f64::from(save_invstd[c]);
-                let (db, dg) = (*sum_dy, sum_dyx * invstd);
-                let (mut gamma, mut dgamma_c) = (self.gamma(c), dg);
-                if let Some([r, d]) = renorm {
+                let (db, mut gamma) = (*sum_dy, self.gamma(c));
+                if let Some([r, _]) = renorm {
                     gamma *= f64::from(r[c]);
-                    dgamma_c = f64::from(r[c]) * dg + f64::from(d[c]) * db;
                 }
+                let kk = gamma * invstd;
+                // The batch mean is mu + δ: x̂ = (x − mu − δ)·invstd, exactly, whatever
+                // rounding the f32 saved mean carries. Where x, dy, mu or the
+                // constants are not finite (or the sums overflowed) the correction
+                // would be ∞ − ∞ or NaN: there x̂ = (x − mu)·invstd, PyTorch's, whose
+                // infinities and NaNs propagate per element as IEEE says.
+                let delta = sum_x / count;
+                let exact =
+                    (delta * db).is_finite() && sum_dyx.is_finite() && (kk * invstd).is_finite();
+                let dg = match exact {
+                    true => (sum_dyx - delta * db) * invstd,
+                    false => sum_dyx * invstd,
+                };
+                let dgamma_c = match renorm {
+                    Some([r, d]) => f64::from(r[c]) * dg + f64::from(d[c]) * db,
+                    None => dg,
+                };
                 write(&mut dbeta, c, db);
                 write(&mut dgamma, c, dgamma_c);
                 // dx = dy·k + (x − mu)·a + b, with k = γ·invstd, a = −k·invstd·dγ/m
-                // and b = −k·dβ/m, each of which may overflow (or underflow) f32
-                // where dx does not: when the largest is far out, a power of two
+                // and b = −k·dβ/m − a·δ, each of which may overflow (or underflow)
+                // f32 where dx does not: when the largest is far out, a power of two
                 // comes out of all three, dx = (…)·p, which brings them back and
                 // costs no rounding.
-                let kk = gamma * invstd;
-                let (aa, bb) = (-kk * invstd * dg / count, -kk * db / count);
+                let aa = -kk * invstd * dg / count;
+                let bb = match exact {
+                    true => -kk * db / count - aa * delta,
+                    false => -kk * db / count,
+                };
                 let p = out_of_range(kk.abs().max(aa.abs()).max(bb.abs()));
                 let v = [kk / p, aa / p, bb / p, p];
                 for (k, v) in k.iter_mut().zip(v) {
@@ -362,7 +399,12 @@ impl BatchNorm<'_> {
             if let EvalSums::Into(out) = &mut mode {
                 let out = &mut out[band.first..][..band.channels];
                 for (o, [dy, dy_xmu]) in out.iter_mut().zip(sums) {
-                    *o = BackwardSums { dy, dy_xmu };
+                    // Σ(x − mean) is the train backward's alone.
+                    *o = BackwardSums {
+                        dy,
+                        dy_xmu,
+                        x_mu: 0.0,
+                    };
                 }
                 continue;
             }
@@ -443,9 +485,9 @@ fn write(out: &mut Option<&mut [f32]>, c: usize, v: f64) {
     }
 }
 
-/// The sums pass of the train backward over `band`: `[Σdy, Σdy·(x − mean)]` of each
-/// of its channels into `sums`, with `dy` masked by the fused ReLU (and the masked
-/// `dy` written to `dz` for Add + ReLU).
+/// The sums pass of the train backward over `band`: `[Σdy, Σdy·(x − mean), Σ(x − mean)]`
+/// of each of its channels into `sums`, with `dy` masked by the fused ReLU (and the
+/// masked `dy` written to `dz` for Add + ReLU); `Σ(x − mean)` takes every `x`.
 pub(crate) fn grad_sums_pass(
     through: &mut Through<'_>,
     walk: &Walk,
@@ -453,7 +495,7 @@ pub(crate) fn grad_sums_pass(
     dy: &[f32],
     x: &[f32],
     mean: &[f32],
-    sums: &mut [[f64; 2]],
+    sums: &mut [[f64; 3]],
 ) {
     let steps = 0..walk.steps();
     let mu = [mean];

@@ -9,13 +9,14 @@
 //! |---|---|---|
 //! | forward (a) | [`moments`](crate::moments) of the local part | the `C` [`Moments`] (count, mean, M2): [`Moments::merge`] in f64 |
 //! | forward (b) | [`BatchNorm::train_with_moments`] with the merged moments | — |
-//! | backward (a) | [`backward_sums`] of the local part | the `C` [`BackwardSums`] (Σdy, Σdy·(x − mean)): [`BackwardSums::merge`] (a sum) in f64 |
+//! | backward (a) | [`backward_sums`] of the local part | the `C` [`BackwardSums`] (Σdy, Σdy·(x − mean), Σ(x − mean)): [`BackwardSums::merge`] (a sum) in f64 |
 //! | backward (b) | [`BatchNorm::backward_with_sums`] with the merged sums and the global count | — |
 //!
 //! # The reduction a caller does
 //! - **What**: forward, per channel `(count, mean, M2)`; the count is the same for every
-//!   channel, so a rank sends `2C + 1` values. Backward, per channel `Σdy` and
-//!   `Σdy·(x − mean)`: `2C` values (the global count is known from the forward).
+//!   channel, so a rank sends `2C + 1` values. Backward, per channel `Σdy`,
+//!   `Σdy·(x − mean)` and `Σ(x − mean)`: `3C` values (the global count is known from
+//!   the forward).
 //! - **Precision**: f64, as this crate produces them. Summing the backward sums in f32, or
 //!   turning moments into `Σx`, `Σx²` to reduce them with a plain sum, loses what the
 //!   local kernels kept (`Σx² − (Σx)²/m` cancels when the mean is large against the
@@ -76,7 +77,7 @@
 //!         *s = s.merge(l);
 //!     }
 //! }
-//! assert_eq!(sums[0], BackwardSums { dy: 1.0, dy_xmu: -3.0 });
+//! assert_eq!(sums[0], BackwardSums { dy: 1.0, dy_xmu: -3.0, x_mu: 0.0 });
 //! let mut dx = [0.0; 4];
 //! let grads = Grads { dx: &mut dx, dgamma: None, dbeta: None };
 //! let saved = batchnorm::Saved { mean: &mean, invstd: &invstd };
@@ -96,17 +97,20 @@ use crate::saved::{Saved, SavedMut};
 use crate::shape::Shape;
 
 /// The sums of one channel that the train backward needs from the whole batch:
-/// `Σdy` and `Σdy·(x − mean)`, with `mean` the saved (f32) batch mean, over a part of
-/// the batch. Parts add up: [`merge`](Self::merge) is their sum.
+/// `Σdy`, `Σdy·(x − mean)` and `Σ(x − mean)`, with `mean` the saved (f32) batch mean,
+/// over a part of the batch. Parts add up: [`merge`](Self::merge) is their sum.
 ///
-/// `dβ = dy` and `dγ = dy_xmu·invstd` once summed over the batch.
+/// Once summed over the batch of `count` values, `δ = x_mu/count` is what the f32
+/// `mean` misses of the exact batch mean, and `dβ = dy`,
+/// `dγ = (dy_xmu − δ·dy)·invstd`: x̂ from the batch mean itself, as
+/// [`BatchNorm::backward`] has it.
 ///
 /// ```
 /// use batchnorm::distributed::BackwardSums;
 ///
-/// let a = BackwardSums { dy: 1.0, dy_xmu: 2.0 };
-/// let b = BackwardSums { dy: 0.5, dy_xmu: -1.0 };
-/// assert_eq!(a.merge(b), BackwardSums { dy: 1.5, dy_xmu: 1.0 });
+/// let a = BackwardSums { dy: 1.0, dy_xmu: 2.0, x_mu: 0.5 };
+/// let b = BackwardSums { dy: 0.5, dy_xmu: -1.0, x_mu: -0.25 };
+/// assert_eq!(a.merge(b), BackwardSums { dy: 1.5, dy_xmu: 1.0, x_mu: 0.25 });
 /// assert_eq!(BackwardSums::ZERO.merge(a), a);
 /// ```
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
@@ -115,6 +119,8 @@ pub struct BackwardSums {
     pub dy: f64,
     /// Σdy·(x − mean).
     pub dy_xmu: f64,
+    /// Σ(x − mean): the part of the batch mean that `mean` misses, times the count.
+    pub x_mu: f64,
 }
 
 impl BackwardSums {
@@ -122,11 +128,12 @@ impl BackwardSums {
     ///
     /// ```
     /// let z = batchnorm::distributed::BackwardSums::ZERO;
-    /// assert_eq!((z.dy, z.dy_xmu), (0.0, 0.0));
+    /// assert_eq!((z.dy, z.dy_xmu, z.x_mu), (0.0, 0.0, 0.0));
     /// ```
     pub const ZERO: BackwardSums = BackwardSums {
         dy: 0.0,
         dy_xmu: 0.0,
+        x_mu: 0.0,
     };
 
     /// The sums of the union of two parts, in f64. Deterministic; merging in another
@@ -135,13 +142,15 @@ impl BackwardSums {
     /// ```
     /// use batchnorm::distributed::BackwardSums;
     ///
-    /// let s = BackwardSums { dy: 1.0, dy_xmu: 0.0 }.merge(BackwardSums { dy: 2.0, dy_xmu: 3.0 });
-    /// assert_eq!(s, BackwardSums { dy: 3.0, dy_xmu: 3.0 });
+    /// let a = BackwardSums { dy: 1.0, dy_xmu: 0.0, x_mu: 1.0 };
+    /// let s = a.merge(BackwardSums { dy: 2.0, dy_xmu: 3.0, x_mu: -1.0 });
+    /// assert_eq!(s, BackwardSums { dy: 3.0, dy_xmu: 3.0, x_mu: 0.0 });
     /// ```
     pub fn merge(self, other: BackwardSums) -> BackwardSums {
         BackwardSums {
             dy: self.dy + other.dy,
             dy_xmu: self.dy_xmu + other.dy_xmu,
+            x_mu: self.x_mu + other.x_mu,
         }
     }
 }
@@ -164,7 +173,8 @@ impl BackwardSums {
 ///
 /// let mut out = [BackwardSums::ZERO];
 /// backward_sums(&[0.0, 4.0], &[1.0, 2.0], Shape::rows(2, 1), &[1.0], &mut out)?;
-/// assert_eq!(out[0], BackwardSums { dy: 3.0, dy_xmu: 1.0 * -1.0 + 2.0 * 3.0 });
+/// let (dy, dy_xmu, x_mu) = (3.0, 1.0 * -1.0 + 2.0 * 3.0, -1.0 + 3.0);
+/// assert_eq!(out[0], BackwardSums { dy, dy_xmu, x_mu });
 /// # Ok::<(), batchnorm::Error>(())
 /// ```
 pub fn backward_sums(
@@ -209,12 +219,12 @@ fn sums_bands<const B: usize>(
     out: &mut [BackwardSums],
 ) {
     for band in walk.bands(0) {
-        let mut sums = [[0.0; 2]; B];
+        let mut sums = [[0.0; 3]; B];
         let mean = band.of(save_mean);
         grad_sums_pass(&mut Through::Bn, walk, band, dy, x, mean, &mut sums);
         let out = &mut out[band.first..][..band.channels];
-        for (o, [dy, dy_xmu]) in out.iter_mut().zip(sums) {
-            *o = BackwardSums { dy, dy_xmu };
+        for (o, [dy, dy_xmu, x_mu]) in out.iter_mut().zip(sums) {
+            *o = BackwardSums { dy, dy_xmu, x_mu };
         }
     }
 }
@@ -404,7 +414,9 @@ impl BatchNorm<'_> {
     /// [`BackwardSums`] of the whole batch (one per channel, summed over ranks), and
     /// `count`, the values per channel of the whole batch (the global moments'
     /// count): `dβ = Σdy`, `dγ = Σdy·x̂`,
-    /// `dx = γ·invstd·(dy − dβ/count − x̂·dγ/count)`. `saved` is what
+    /// `dx = γ·invstd·(dy − dβ/count − x̂·dγ/count)`, with x̂ from the exact mean of the
+    /// whole batch, `saved.mean + Σ(x − saved.mean)/count`, as in
+    /// [`backward`](Self::backward). `saved` is what
     /// [`train_with_moments`](Self::train_with_moments) wrote. Every rank
     /// gets the same `dγ` and `dβ` (of the whole batch: do not reduce them again).
     ///
@@ -426,7 +438,7 @@ impl BatchNorm<'_> {
     ///
     /// let bn = BatchNorm { eps: 0.0, gamma: None, beta: None };
     /// // This rank holds x = 3 of a batch [1, 3] (mean 2, invstd 1); dy = [1, 0].
-    /// let global = [BackwardSums { dy: 1.0, dy_xmu: -1.0 }];
+    /// let global = [BackwardSums { dy: 1.0, dy_xmu: -1.0, x_mu: 0.0 }];
     /// let saved = Saved { mean: &[2.0], invstd: &[1.0] };
     /// let (mut dx, mut db) = ([0.0], [0.0]);
     /// let grads = Grads { dx: &mut dx, dgamma: None, dbeta: Some(&mut db) };

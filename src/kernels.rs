@@ -105,7 +105,9 @@ impl Map<2, 3> for CenteredAddRelu {
     }
 }
 
-/// `Σdy` and `Σdy·(x − mean)`; inputs `[dy, x]`, `k = [mean]`.
+/// `Σdy` and `Σdy·(x − mean)` (the eval backward's sums, `A = 2`), and also
+/// `Σ(x − mean)` (the train backward's, `A = 3`: what the f32 saved mean misses of
+/// the batch mean); inputs `[dy, x]`, `k = [mean]`.
 #[derive(Clone, Copy)]
 pub(crate) struct GradSums;
 
@@ -120,6 +122,23 @@ impl Reduce<2, 1, 2> for GradSums {
     fn step(k: &[V; 1], [dy, x]: [V; 2], acc: &mut [V; 2]) -> V {
         acc[0] += dy;
         acc[1] = dy.mul_add(x - k[0], acc[1]);
+        V::ZERO
+    }
+}
+
+impl Reduce<2, 1, 3> for GradSums {
+    #[inline(always)]
+    fn pad(k: &[V; 1]) -> [V; 2] {
+        // dy = 0 and x = mean add nothing to any of the sums.
+        [V::ZERO, k[0]]
+    }
+
+    #[inline(always)]
+    fn step(k: &[V; 1], [dy, x]: [V; 2], acc: &mut [V; 3]) -> V {
+        let d = x - k[0];
+        acc[0] += dy;
+        acc[1] = dy.mul_add(d, acc[1]);
+        acc[2] += d;
         V::ZERO
     }
 }
@@ -141,6 +160,23 @@ impl<const OUT: bool> Reduce<3, 1, 2> for ReluGradSums<OUT> {
 
     #[inline(always)]
     fn step(k: &[V; 1], [dy, y, x]: [V; 3], acc: &mut [V; 2]) -> V {
+        let g = relu_grad(dy, y);
+        GradSums::step(k, [g, x], acc);
+        g
+    }
+}
+
+/// `Σ(x − mean)` over every `x`, masked or not.
+impl<const OUT: bool> Reduce<3, 1, 3> for ReluGradSums<OUT> {
+    const WRITES: bool = OUT;
+
+    #[inline(always)]
+    fn pad(k: &[V; 1]) -> [V; 3] {
+        [V::ZERO, V::ZERO, k[0]]
+    }
+
+    #[inline(always)]
+    fn step(k: &[V; 1], [dy, y, x]: [V; 3], acc: &mut [V; 3]) -> V {
         let g = relu_grad(dy, y);
         GradSums::step(k, [g, x], acc);
         g
@@ -192,7 +228,7 @@ impl Reduce<2, 2, 2> for ScaledGradSums {
 
     #[inline(always)]
     fn pad(k: &[V; 2]) -> [V; 2] {
-        GradSums::pad(&[k[0]])
+        <GradSums as Reduce<2, 1, 2>>::pad(&[k[0]])
     }
 
     #[inline(always)]
@@ -211,7 +247,7 @@ impl Reduce<3, 2, 2> for ReluScaledGradSums {
 
     #[inline(always)]
     fn pad(k: &[V; 2]) -> [V; 3] {
-        ReluGradSums::<false>::pad(&[k[0]])
+        <ReluGradSums<false> as Reduce<3, 1, 2>>::pad(&[k[0]])
     }
 
     #[inline(always)]

@@ -63,6 +63,15 @@
 //! [`BatchNorm::backward`]: the gradient of the train forward from its saved
 //! statistics, with `x̂ = (x − mean)·invstd`: `dβ = Σdy`, `dγ = Σdy·x̂`,
 //! `dx = γ·invstd·(dy − dβ/m − x̂·dγ/m)` (PyTorch's `native_batch_norm_backward`).
+//! `mean` is the batch mean of `x` itself, exactly, whatever f32 rounding the saved
+//! mean carries: the sums pass also adds up `Σ(x − saved mean)` (no extra read) and
+//! corrects the mean by it, in f64, as the train forward does, so that dγ and dx are
+//! as exact as with an f64 mean. The saved mean only serves as the shift of the sums
+//! (one far from the batch mean costs about `1e-5·|saved mean − mean|·invstd` on
+//! x̂). PyTorch's backward takes the f32 saved mean for the mean; the two differ by
+//! exactly PyTorch's rounding error, `(saved mean − mean)·invstd·Σdy` on dγ. A
+//! channel whose `x`, `dy` or statistics are not all finite is PyTorch's (x̂ from the
+//! saved mean), its infinities and NaNs propagating per element.
 //! [`BatchNorm::backward_eval`]: of the eval forward, whose statistics are constants:
 //! `dx = dy·γ/√(running_var + eps)`. Both write [`Grads`]: `dx`, and `dγ`, `dβ` when
 //! asked for (PyTorch's `output_mask`), also without γ and β.

@@ -196,7 +196,8 @@ impl BatchNorm<'_> {
     }
 
     /// Backward pass of [`train_renorm`](Self::train_renorm), with `r` and `d`
-    /// constants as the paper has them: with `x̂ = (x − mean)·invstd`,
+    /// constants as the paper has them: with `x̂ = (x − mean)·invstd`, `mean` the
+    /// batch mean of `x` itself, exactly, as in [`backward`](Self::backward),
     ///
     /// `dβ = Σdy`, `dγ = Σdy·(x̂·r + d)`, `dx = γ·r·invstd·(dy − Σdy/m − x̂·Σdy·x̂/m)`.
     ///

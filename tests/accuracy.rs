@@ -8,10 +8,15 @@
 //! variance, rounded to f32). Beside them we print what naive f32 `E[x²] − E[x]²`
 //! (8 lanes of f32 accumulators, as a SIMD kernel would do it) and an f32 two-pass
 //! give on the same data. Run with `--nocapture` to see the table.
+//!
+//! The backward at |mean|/std = 10⁴: dγ, dβ and dx within the oracle's bounds of an
+//! f64 backward from the exact batch mean, where PyTorch's (from the f32 save_mean)
+//! is not.
 
 mod common;
 
-use batchnorm::{moments, BatchNorm, Moments, Momentum, Running, SavedMut, Shape};
+use batchnorm::distributed::{backward_sums, BackwardSums};
+use batchnorm::{moments, BatchNorm, Grads, Moments, Momentum, Running, Saved, SavedMut, Shape};
 use common::Rng;
 use common::*;
 
@@ -232,4 +237,236 @@ fn variance_within_1e_5_when_the_first_value_is_an_outlier() {
         worst <= VAR_REL,
         "variance relative error {worst:e} exceeds {VAR_REL:e}"
     );
+}
+
+// ----------------------------------------------------------------------------------
+// The backward at |mean|/std = 10⁴ (issue 11)
+// ----------------------------------------------------------------------------------
+
+/// One backward's results.
+struct BackwardOut {
+    dx: Vec<f32>,
+    dgamma: Vec<f32>,
+    dbeta: Vec<f32>,
+}
+
+fn run_backward(bn: &BatchNorm, x: &[f32], dy: &[f32], shape: Shape, saved: Saved) -> BackwardOut {
+    let cs = shape.channels;
+    let (mut dx, mut dgamma, mut dbeta) = (vec![0.0; x.len()], vec![0.0; cs], vec![0.0; cs]);
+    let grads = Grads {
+        dx: &mut dx,
+        dgamma: Some(&mut dgamma),
+        dbeta: Some(&mut dbeta),
+    };
+    bn.backward(x, dy, shape, saved, grads).unwrap();
+    BackwardOut { dx, dgamma, dbeta }
+}
+
+/// The same backward through its distributed halves, the batch cut into two ranks'
+/// parts at sample `cut`: local sums, merged in rank order, then each part's dx.
+fn run_backward_split(
+    bn: &BatchNorm,
+    x: &[f32],
+    dy: &[f32],
+    shape: Shape,
+    saved: Saved,
+    cut: usize,
+) -> BackwardOut {
+    let cs = shape.channels;
+    let per = cs * shape.spatial;
+    let parts = [(0, cut), (cut, shape.batch - cut)];
+    let part = |(first, n): (usize, usize)| (first * per..(first + n) * per, n);
+    let mut sums = vec![BackwardSums::ZERO; cs];
+    for p in parts {
+        let (at, n) = part(p);
+        let mut local = vec![BackwardSums::ZERO; cs];
+        let sp = Shape { batch: n, ..shape };
+        backward_sums(&x[at.clone()], &dy[at], sp, saved.mean, &mut local).unwrap();
+        for (s, l) in sums.iter_mut().zip(local) {
+            *s = s.merge(l);
+        }
+    }
+    let (mut dx, mut dgamma, mut dbeta) = (vec![0.0; x.len()], vec![0.0; cs], vec![0.0; cs]);
+    let count = per_channel(&shape) as u64;
+    for p in parts {
+        let (at, n) = part(p);
+        let grads = Grads {
+            dx: &mut dx[at.clone()],
+            dgamma: Some(&mut dgamma),
+            dbeta: Some(&mut dbeta),
+        };
+        let sp = Shape { batch: n, ..shape };
+        bn.backward_with_sums(&x[at.clone()], &dy[at], sp, saved, &sums, count, grads)
+            .unwrap();
+    }
+    BackwardOut { dx, dgamma, dbeta }
+}
+
+/// The worst error/bound of `out` against the oracle `r` under the bounds `t`, and
+/// the worst of what PyTorch's backward (x̂ from the f32 save_mean) errs by on dγ,
+/// `(save_mean − mean)·invstd·Σdy`, over the same bound.
+fn backward_ratios(out: &BackwardOut, r: &RefGrads, t: &tol::Grads, shape: &Shape) -> [f64; 4] {
+    let mut worst = [0.0f64; 4];
+    for c in 0..shape.channels {
+        let ratio = |got: f32, want: f64, tol: f64| (got as f64 - want).abs() / tol;
+        worst[0] = worst[0].max(ratio(out.dgamma[c], r.dgamma[c], t.dgamma[c]));
+        worst[1] = worst[1].max(ratio(out.dbeta[c], r.dbeta[c], t.dbeta[c]));
+        for i in channel_indices(shape, c) {
+            worst[2] = worst[2].max(ratio(out.dx[i], r.dx[i], t.dx[i]));
+        }
+        let torch = (r.shift[c] * r.invstd[c] * r.dbeta[c]).abs();
+        worst[3] = worst[3].max(torch / t.dgamma[c]);
+    }
+    worst
+}
+
+/// Issue 11: with |mean| ≫ std the f32 save_mean misses the batch mean by up to half
+/// an ulp, and a backward that takes it for the mean (PyTorch's) errs by
+/// `(save_mean − mean)·invstd·Σdy` on dγ and by about x̂ times that over m on dx
+/// (times γ·invstd). The crate's
+/// backward adds Σ(x − save_mean) to its sums and normalizes with the exact batch
+/// mean: dγ, dβ and dx are within the oracle's bounds for an f64 backward from the
+/// exact mean (`tol::backward`, no mean-rounding term), in both layouts, odd C and S,
+/// through `backward` and the distributed halves; bit-identical on a second run. dy
+/// has mean 1, so that Σdy ≈ m and the mean's rounding shows: PyTorch's dγ misses the
+/// bound by up to ~50× here, and so did the crate's backward before it summed
+/// Σ(x − save_mean).
+#[test]
+fn backward_exact_at_mean_over_std_1e4() {
+    // (offset, spread): |mean|/std = 10⁴ at 10⁴ ± 1 and at the issue's mean ≈ 101.
+    let cases = [(1e4, 1.0), (101.0, 0.0101)];
+    let mut worst = [0.0f64; 4];
+    let mut k = 0;
+    for (offset, spread) in cases {
+        for first in [true, false] {
+            for cs in [1, 3, 17] {
+                for s in [1, 7, 49] {
+                    k += 1;
+                    let shape = match first {
+                        true => Shape::channels_first(96, cs, s),
+                        false => Shape::channels_last(96, cs, s),
+                    };
+                    let profiles = vec![Profile { offset, spread }; cs];
+                    let x = tensor(&shape, &profiles, 0xbac0 + k);
+                    let ones = vec![
+                        Profile {
+                            offset: 1.0,
+                            spread: 1.0
+                        };
+                        cs
+                    ];
+                    let dy = tensor(&shape, &ones, 0xd1 + k);
+                    let gamma: Vec<f32> = (0..cs).map(|c| 0.5 + c as f32 / 8.0).collect();
+                    let bn = BatchNorm {
+                        eps: 1e-5,
+                        gamma: Some(&gamma),
+                        beta: None,
+                    };
+                    let (mut y, mut sm, mut si) =
+                        (vec![0.0; x.len()], vec![0.0; cs], vec![0.0; cs]);
+                    let saved = SavedMut {
+                        mean: &mut sm,
+                        invstd: &mut si,
+                    };
+                    bn.train(&x, &mut y, shape, saved, None).unwrap();
+                    let saved = Saved {
+                        mean: &sm,
+                        invstd: &si,
+                    };
+
+                    let r = ref_backward(&dy, &x, &shape, Some(&gamma), &sm, &si);
+                    let t = tol::backward(&r, &dy, &shape);
+                    let out = run_backward(&bn, &x, &dy, shape, saved);
+                    let again = run_backward(&bn, &x, &dy, shape, saved);
+                    assert_same_bits("backward run twice: dx", &out.dx, &again.dx);
+                    assert_same_bits("backward run twice: dgamma", &out.dgamma, &again.dgamma);
+                    let split = run_backward_split(&bn, &x, &dy, shape, saved, 37);
+                    let w = backward_ratios(&out, &r, &t, &shape);
+                    let ws = backward_ratios(&split, &r, &t, &shape);
+                    println!(
+                        "{:?} C={cs} S={s} mean {offset:e} ± {spread:e}: error/bound dγ {:.3} dβ {:.3} dx {:.3} \
+                         (split: {:.3} {:.3} {:.3}); PyTorch's dγ error/bound {:.1}",
+                        shape.layout, w[0], w[1], w[2], ws[0], ws[1], ws[2], w[3]
+                    );
+                    for (w, v) in worst.iter_mut().zip(w.iter().chain(&ws[..3])) {
+                        *w = w.max(*v);
+                    }
+                }
+            }
+        }
+    }
+    println!(
+        "worst error/bound: dγ {:.3} dβ {:.3} dx {:.3}; PyTorch's dγ {:.1}",
+        worst[0], worst[1], worst[2], worst[3]
+    );
+    assert!(
+        worst[..3].iter().all(|&w| w <= 1.0),
+        "the backward errs beyond the bounds of an f64 backward from the exact mean: {worst:?}"
+    );
+    // The data shows what is at stake: PyTorch's way misses these bounds.
+    assert!(
+        worst[3] > 5.0,
+        "the mean's rounding should matter here: {worst:?}"
+    );
+}
+
+/// A save_mean far from the batch mean (here 10σ off) is only the shift of the sums:
+/// the backward still normalizes with the batch mean, within the bounds plus the
+/// shift's reduction error `REDUCTION_REL·(Σ|x − save_mean|/m)·invstd`
+/// (`tol::backward_shifted`).
+#[test]
+fn backward_with_a_far_save_mean_normalizes_with_the_batch_mean() {
+    for shape in [
+        Shape::channels_first(64, 3, 49),
+        Shape::channels_last(64, 3, 7),
+    ] {
+        let cs = shape.channels;
+        let profiles = vec![
+            Profile {
+                offset: 1e3,
+                spread: 1.0
+            };
+            cs
+        ];
+        let x = tensor(&shape, &profiles, 0xfa7);
+        let ones = vec![
+            Profile {
+                offset: 1.0,
+                spread: 1.0
+            };
+            cs
+        ];
+        let dy = tensor(&shape, &ones, 0xfa8);
+        let bn = BatchNorm {
+            eps: 1e-5,
+            gamma: None,
+            beta: None,
+        };
+        let r0 = ref_moments(&x, &shape);
+        let sm: Vec<f32> = r0
+            .iter()
+            .map(|s| (s.mean + 10.0 * s.var.sqrt()) as f32)
+            .collect();
+        let si: Vec<f32> = r0
+            .iter()
+            .map(|s| (1.0 / (s.var + 1e-5).sqrt()) as f32)
+            .collect();
+        let saved = Saved {
+            mean: &sm,
+            invstd: &si,
+        };
+        let out = run_backward(&bn, &x, &dy, shape, saved);
+        let r = ref_backward(&dy, &x, &shape, None, &sm, &si);
+        let t = tol::backward_shifted(&r, &dy, &shape);
+        let w = backward_ratios(&out, &r, &t, &shape);
+        println!(
+            "{:?}: save_mean 10σ off, error/bound dγ {:.3} dβ {:.3} dx {:.3}",
+            shape.layout, w[0], w[1], w[2]
+        );
+        assert!(
+            w[..3].iter().all(|&w| w <= 1.0),
+            "{:?}: {w:?}",
+            shape.layout
+        );
+    }
 }

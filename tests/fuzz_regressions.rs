@@ -256,7 +256,9 @@ fn backward_large_invstd_does_not_overflow() {
 }
 
 /// The train backward against its formula in f64, `dx = γ·invstd·(dy − dβ/m − x̂·dγ/m)`
-/// with the statistics as given; the tolerance is relative to the terms summed.
+/// with the invstd given and x̂ from the exact batch mean (the backward's, whatever
+/// `mean` is); the tolerance is relative to the terms summed, among them those of
+/// the kernel's `(x − mean)·a` and `a·δ` for a `mean` that misses the batch mean by δ.
 fn backward_matches_f64(gamma: f32, x: &[f32], dy: &[f32], mean: f32, invstd: f32) {
     let bn = BatchNorm {
         eps: 0.0,
@@ -281,13 +283,16 @@ fn backward_matches_f64(gamma: f32, x: &[f32], dy: &[f32], mean: f32, invstd: f3
     )
     .unwrap();
     let (g, inv, m) = (f64::from(gamma), f64::from(invstd), x.len() as f64);
-    let xhat = |i: usize| (f64::from(x[i]) - f64::from(mean)) * inv;
+    let mu = x.iter().map(|&v| f64::from(v)).sum::<f64>() / m;
+    let xhat = |i: usize| (f64::from(x[i]) - mu) * inv;
+    let shift = (mu - f64::from(mean)) * inv;
     let db: f64 = dy.iter().map(|&d| f64::from(d)).sum();
     let dg: f64 = (0..x.len()).map(|i| f64::from(dy[i]) * xhat(i)).sum();
     for i in 0..x.len() {
         let terms = [f64::from(dy[i]), -db / m, -xhat(i) * dg / m].map(|t| g * inv * t);
         let want: f64 = terms.iter().sum();
-        let tol = 1e-5 * terms.iter().map(|t| t.abs()).sum::<f64>() + 1e-44;
+        let shifted = (g * inv * dg / m).abs() * ((xhat(i) + shift).abs() + shift.abs());
+        let tol = 1e-5 * (terms.iter().map(|t| t.abs()).sum::<f64>() + shifted) + 1e-44;
         let got = f64::from(dx[i]);
         assert!(
             (got - want).abs() <= tol,

@@ -7,10 +7,15 @@
 //! reference on `g` (Batch Renormalization: `γ·r` in γ's place in `dx`,
 //! `dγ = r·Σdy·x̂ + d·Σdy`).
 //!
-//! Tolerances: the per-channel sums `Σdy` and `Σdy·(x − μ)` accumulate at most 64
-//! terms per f32 lane before an f64 merge, so their error is `≤ 64·U·Σ|term|`; we
-//! allow `128·U·Σ|term|`. `dx` is then one f32 FMA chain of terms whose magnitudes
-//! bound its rounding (`4·U` each) plus the propagated error of the sums.
+//! Tolerances: the per-channel sums `Σdy`, `Σdy·(x − μ)` and (train) `Σ(x − μ)`, with
+//! `μ` the mean given, accumulate at most 64 terms per f32 lane before an f64 merge, so
+//! their error is `≤ 64·U·Σ|term|`; we allow `128·U·Σ|term|`. The train reference takes
+//! x̂ from the exact batch mean `μ + δ`, `δ = Σ(x − μ)/m`, as the kernel does: a `μ` far
+//! from it (arbitrary statistics) costs `δ`'s error, `130·U·Σ|x − μ|/m`, times `|Σdy|`,
+//! and `Σdy`'s times `|δ|`, in `dγ`'s sum `Σdy·(x − μ) − δ·Σdy`, and `δ`'s times `|a|`
+//! in `dx`. `dx` is then one f32 FMA chain
+//! `k·dy + (x − μ)·a + (b − a·δ)` of terms whose magnitudes bound its rounding (`4·U`
+//! each) plus the propagated error of the sums.
 //!
 //! Byte layout: `op` (bit 0 eval, bits 1–2 the variant: plain, ReLU, Add + ReLU,
 //! renorm for train / plain for eval), the plain call's fields as before, then the
@@ -345,17 +350,30 @@ fn check(
                 "{name}: {s}, channel {c} of {shape:?}, γ(·r) {g:e}, mean {mu:e}, invstd {invstd:e}, r {rr:e}, d {dd:e}"
             )
         };
-        // Reference sums and the magnitudes that bound their rounding.
+        // Train: x̂ from the exact batch mean of x, whatever `mean` holds (the kernel
+        // sums Σ(x − mean) beside the others and corrects by δ = Σ(x − mean)/m); eval:
+        // from the running mean given.
+        let mu_x = if eval {
+            mu
+        } else {
+            ChanRef::of(channel_indices(shape, c).map(|i| x[i])).mean
+        };
+        let delta = mu_x - mu;
+        // Reference sums and the magnitudes that bound their rounding: the kernel's
+        // sums are taken around `mean` (x − mean, not x − mu_x).
         let (mut sdy, mut sdyx, mut adyx, mut ady) = (0.0f64, 0.0f64, 0.0f64, 0.0f64);
+        let mut axs = 0.0f64;
         let mut moderate = mu.is_finite() && mu.abs() <= MODERATE;
         for i in channel_indices(shape, c) {
-            let (d, xc) = (f64::from(dy[i]), f64::from(x[i]) - mu);
+            let (d, xc) = (f64::from(dy[i]), f64::from(x[i]) - mu_x);
+            let xs = f64::from(x[i]) - mu;
             moderate &= dy[i].is_finite() && x[i].is_finite();
             moderate &= d.abs() <= MODERATE && f64::from(x[i]).abs() <= MODERATE;
             sdy += d;
             ady += d.abs();
             sdyx += d * xc;
-            adyx += (d * xc).abs();
+            adyx += (d * xs).abs();
+            axs += xs.abs();
         }
         if !(moderate
             && in_range(invstd)
@@ -368,6 +386,14 @@ fn check(
             continue;
         }
         let (tdb, ts) = (128.0 * U * ady + TINY, 130.0 * U * adyx + TINY);
+        // δ's error (train), and with it and Σdy's that of
+        // Σdy·(x − mu_x) = Σdy·(x − mean) − δ·Σdy.
+        let tdelta = if eval {
+            0.0
+        } else {
+            130.0 * U * axs / m + TINY
+        };
+        let ts = ts + sdy.abs() * tdelta + delta.abs() * tdb;
         let dgam = sdyx * invstd;
         if !db.is_empty() {
             close(f64::from(db[c]), sdy, tdb + U * sdy.abs(), || what("dbeta"));
@@ -390,18 +416,27 @@ fn check(
             continue;
         }
         for i in channel_indices(shape, c) {
-            let (d, xc) = (f64::from(dy[i]), f64::from(x[i]) - mu);
+            let (d, xc) = (f64::from(dy[i]), f64::from(x[i]) - mu_x);
             let (want, tol) = if eval {
                 (d * k, 2.0 * U * (d * k).abs() + SUB * d.abs() + TINY)
             } else {
+                // The kernel's dx = k·dy + (x − mean)·a + (b − a·δ), with its a within
+                // `ta` of the reference's (from dγ's error): the rounding of x − mean
+                // and δ's error are carried by a and that error both.
+                let xs = f64::from(x[i]) - mu;
+                let a = -k * invstd * dgam / m;
+                let ta = (k * invstd * invstd).abs() * ts / m;
+                let a_hi = a.abs() + ta;
                 let t1 = k * d;
-                let t2 = -xc * k * invstd * dgam / m;
+                let t2 = xc * a;
                 let t3 = -k * sdy / m;
-                let tol = 4.0 * U * (t1.abs() + t2.abs() + t3.abs())
-                    + k.abs() * tdb / m
-                    + (xc * k * invstd * invstd).abs() * ts / m
-                    + SUB * (d.abs() + xc.abs() + 1.0)
-                    + TINY;
+                let tol =
+                    4.0 * U * (t1.abs() + (xs * a_hi).abs() + t3.abs() + (a_hi * delta).abs())
+                        + k.abs() * tdb / m
+                        + xc.abs() * ta
+                        + a_hi * tdelta
+                        + SUB * (d.abs() + xs.abs() + 1.0)
+                        + TINY;
                 (t1 + t2 + t3, tol)
             };
             if !in_range(want) || !in_range(tol) {

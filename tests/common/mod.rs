@@ -260,6 +260,15 @@ pub struct RefGrads {
     pub xhat: Vec<f64>,
     /// The per-channel factor of dx: γ·invstd.
     pub a: Vec<f64>,
+    /// Train mode: the invstd given (eval mode: 1/√(rv + eps)).
+    pub invstd: Vec<f64>,
+    /// Train mode: δ = mean − save_mean, the exact batch mean's offset from the
+    /// save_mean given, per channel (eval mode: 0).
+    pub shift: Vec<f64>,
+    /// Train mode: Σ|x − save_mean| per channel (eval mode: 0).
+    pub sum_abs_xs: Vec<f64>,
+    /// Train mode: Σ|dy·(x − save_mean)| per channel (eval mode: 0).
+    pub sum_abs_dy_xs: Vec<f64>,
 }
 
 fn ref_grad_sums(
@@ -282,7 +291,14 @@ fn ref_grad_sums(
     (db, dg, sdy, sdyx)
 }
 
-/// Train-mode backward with x̂ = (x − save_mean)·save_invstd from the given f32 values:
+/// Train-mode backward with x̂ = (x − mean)·save_invstd, `mean` the exact (f64) batch
+/// mean of x, whatever f32 rounding of it (or other value) `save_mean` holds: the
+/// crate's backward normalizes with the batch mean itself, as an f64 backward from
+/// the exact mean would (PyTorch's uses the f32 save_mean and errs by
+/// (save_mean − mean)·invstd·Σdy on dγ). save_mean only enters the magnitudes the
+/// tolerance model needs for a save_mean far from the mean ([`tol::backward_shifted`]),
+/// and channels whose x, dy, save_mean, save_invstd or γ are not all finite, where the
+/// backward is PyTorch's (x̂ from save_mean).
 /// dβ = Σdy, dγ = Σdy·x̂, dx = γ·invstd·(dy − dβ/m − x̂·dγ/m).
 pub fn ref_backward(
     dy: &[f32],
@@ -293,10 +309,27 @@ pub fn ref_backward(
     save_invstd: &[f32],
 ) -> RefGrads {
     let m = per_channel(shape) as f64;
+    let cs = shape.channels;
     let mut xhat = vec![f64::NAN; x.len()];
-    for c in 0..shape.channels {
-        for i in channel_indices(shape, c) {
-            xhat[i] = (x[i] as f64 - save_mean[c] as f64) * save_invstd[c] as f64;
+    let (mut shift, mut sum_abs_xs, mut sum_abs_dy_xs) =
+        (vec![0.0; cs], vec![0.0; cs], vec![0.0; cs]);
+    for c in 0..cs {
+        let idx: Vec<usize> = channel_indices(shape, c).collect();
+        let (s, invstd) = (save_mean[c] as f64, save_invstd[c] as f64);
+        // Where x, dy or the statistics are not finite, the backward is PyTorch's
+        // (src/backward.rs: the correction would be ∞ − ∞), x̂ from save_mean.
+        let finite = idx.iter().all(|&i| x[i].is_finite() && dy[i].is_finite())
+            && (s * invstd * gamma_of(gamma, c)).is_finite();
+        let mean = if finite {
+            ref_moments_at(x, &idx).mean
+        } else {
+            s
+        };
+        shift[c] = mean - s;
+        for &i in &idx {
+            xhat[i] = (x[i] as f64 - mean) * invstd;
+            sum_abs_xs[c] += (x[i] as f64 - s).abs();
+            sum_abs_dy_xs[c] += (dy[i] as f64 * (x[i] as f64 - s) * invstd).abs();
         }
     }
     let (dbeta, dgamma, sum_abs_dy, sum_abs_dy_xhat) = ref_grad_sums(dy, shape, &xhat);
@@ -317,6 +350,10 @@ pub fn ref_backward(
         sum_abs_dy_xhat,
         xhat,
         a,
+        invstd: save_invstd.iter().map(|&v| v as f64).collect(),
+        shift,
+        sum_abs_xs,
+        sum_abs_dy_xs,
     }
 }
 
@@ -351,6 +388,7 @@ pub fn ref_backward_eval(
             dx[i] = dy[i] as f64 * a[c];
         }
     }
+    let zeros = vec![0.0; shape.channels];
     RefGrads {
         dx,
         dgamma,
@@ -359,6 +397,10 @@ pub fn ref_backward_eval(
         sum_abs_dy_xhat,
         xhat,
         a,
+        invstd: s,
+        shift: zeros.clone(),
+        sum_abs_xs: zeros.clone(),
+        sum_abs_dy_xs: zeros,
     }
 }
 
@@ -591,6 +633,14 @@ pub fn ref_backward_renorm(
 ///   shift = β − rm·scale: |Δy| ≤ 4·EPS32·(|x·scale| + |rm·scale| + |β| + |y|).
 /// - backward dx = γ·invstd·(dy − dβ/m − x̂·dγ/m): the error of dβ/m and dγ/m (from the
 ///   sum bounds) times |γ·invstd| (and |x̂|), plus 4·EPS32 of each term's magnitude.
+///   x̂ is taken from the exact f64 batch mean, not from the f32 save_mean, and as with
+///   y the mean enters with the reduction error only: the kernel sums Σ(x − save_mean)
+///   beside its other sums and normalizes with save_mean + Σ(x − save_mean)/m
+///   (src/backward.rs). A backward from the f32 save_mean alone (PyTorch's way) errs
+///   by (save_mean − mean)·invstd·Σdy on dγ (≈ 5e-4·invstd·|Σdy| at |mean|/std = 10⁴)
+///   and fails this (tests/accuracy.rs). A save_mean far from the batch mean (tests
+///   that pass arbitrary statistics) costs the shift's reduction error
+///   REDUCTION_REL·(Σ|x − save_mean|/m)·invstd in units of x̂: [`tol::backward_shifted`].
 /// - backward eval dx = dy·γ·s: 4·EPS32·|dx|; its dγ takes x̂ with the eval-forward
 ///   bound (x̂ *is* eval forward with γ = 1, β = 0) on top of the sum bound.
 ///
@@ -758,6 +808,52 @@ pub mod tol {
             for i in channel_indices(shape, c) {
                 dx[i] = a.abs() * (dbeta[c] / m + r.xhat[i].abs() * dgamma[c] / m)
                     + elementwise(&[a * dy[i] as f64, a * k1, a * r.xhat[i] * k2, r.dx[i]]);
+            }
+        }
+        Grads { dbeta, dgamma, dx }
+    }
+
+    /// [`backward`] for a save_mean that may lie far from the batch mean (arbitrary
+    /// statistics): the kernel's sums are taken around save_mean, so Σdy·(x − save_mean)
+    /// is within [`sum`] of Σ|dy·(x − save_mean)|·invstd (not of Σ|dy·x̂|), and the shift
+    /// δ = Σ(x − save_mean)/m of the mean within REDUCTION_REL·Σ|x − save_mean|/m, which
+    /// enters dγ = invstd·(Σdy·(x − save_mean) − δ·Σdy) times |Σdy|·invstd (and Σdy's
+    /// error enters it times |δ|·invstd), and dx = k·dy + (x − save_mean)·a + (b − a·δ)
+    /// times |a| (a within dγ's bound), with 8u of each of those terms. With save_mean
+    /// the f32 rounding of the batch mean these add nothing that [`backward`] does not
+    /// already allow (its tests, e.g. tests/accuracy.rs, use [`backward`]).
+    pub fn backward_shifted(r: &RefGrads, dy: &[f32], shape: &Shape) -> Grads {
+        let m = per_channel(shape) as f64;
+        let dbeta: Vec<f64> = r.sum_abs_dy.iter().map(|&s| sum(s)).collect();
+        let mut dgamma = vec![0.0; shape.channels];
+        let mut dx = vec![f64::NAN; dy.len()];
+        for c in 0..shape.channels {
+            let invstd = r.invstd[c];
+            // On δ·invstd, the shift in units of x̂.
+            let t_shift = REDUCTION_REL * r.sum_abs_xs[c] / m * invstd.abs();
+            // Σdy·(x − save_mean) − δ·Σdy: the first sum's error (at least backward's),
+            // δ's times |Σdy| and Σdy's times |δ|.
+            dgamma[c] = sum(r.sum_abs_dy_xhat[c].max(r.sum_abs_dy_xs[c]))
+                + r.dbeta[c].abs() * t_shift
+                + (r.shift[c] * invstd).abs() * dbeta[c]
+                + elementwise(&[r.dbeta[c] * r.shift[c] * invstd]);
+            let a = r.a[c];
+            let (k1, k2) = (r.dbeta[c] / m, r.dgamma[c] / m);
+            let s = r.shift[c] * invstd;
+            // dγ/m as the kernel has it, within its bound: the rounding of x − save_mean
+            // and δ's error are carried by the kernel's constant a = −k·invstd·dγ/m.
+            let k2_hi = k2.abs() + dgamma[c] / m;
+            for i in channel_indices(shape, c) {
+                let xs = r.xhat[i] + s;
+                dx[i] = a.abs() * (dbeta[c] / m + r.xhat[i].abs() * dgamma[c] / m)
+                    + a.abs() * k2_hi * t_shift
+                    + elementwise(&[
+                        a * dy[i] as f64,
+                        a * k1,
+                        a * xs * k2_hi,
+                        a * s * k2_hi,
+                        r.dx[i],
+                    ]);
             }
         }
         Grads { dbeta, dgamma, dx }

@@ -6,14 +6,14 @@
 //! | pass | local | collective (all ranks) | then |
 //! |---|---|---|---|
 //! | forward | checks, [`moments`](batchnorm::moments) | allgather of a 4-value header, then of `2C + 1` f64 per rank: count, (mean, M2) per channel | merge in rank order, [`train_with_moments`](batchnorm::BatchNorm::train_with_moments) |
-//! | backward | checks, [`backward_sums`](batchnorm::distributed::backward_sums) | allgather of a header, then of `2C` f64 per rank: (Σdy, Σdy·(x − mean)) per channel | sum in rank order, [`backward_with_sums`](batchnorm::BatchNorm::backward_with_sums) |
+//! | backward | checks, [`backward_sums`](batchnorm::distributed::backward_sums) | allgather of a header, then of `3C` f64 per rank: (Σdy, Σdy·(x − mean), Σ(x − mean)) per channel | sum in rank order, [`backward_with_sums`](batchnorm::BatchNorm::backward_with_sums) |
 //!
 //! **Deterministic**: every rank merges all ranks' parts itself, in rank order, so the
 //! result is bit-identical on every rank and on every run, whatever the network
-//! delivers first. An allgather moves `P·(2C + 1)` values into each rank where a ring
-//! allreduce moves about `2·(2C + 1)`; for the few ranks and the `C ≤ 2048` of a BN
-//! layer it is a few hundred kilobytes at most (see docs/scaling.md in the repository for
-//! the cost at scale).
+//! delivers first. An allgather moves `P·n` values into each rank (`n = 2C + 1`
+//! forward, `3C` backward) where a ring allreduce moves about `2n`; for the few ranks
+//! and the `C ≤ 2048` of a BN layer it is a few hundred kilobytes at most (see
+//! docs/scaling.md in the repository for the cost at scale).
 //!
 //! **Errors on every rank**: each rank checks its own input before anything is
 //! reduced and the header carries the outcome, its channel count, its values per
@@ -241,14 +241,18 @@ impl<C: Communicator> SyncBatchNorm<'_, C> {
                 expected: headers[2],
             });
         }
-        let mine: Vec<f64> = local.iter().flat_map(|s| [s.dy, s.dy_xmu]).collect();
+        let mine: Vec<f64> = local
+            .iter()
+            .flat_map(|s| [s.dy, s.dy_xmu, s.x_mu])
+            .collect();
         let all = self.gather(&mine);
         let mut global = vec![BackwardSums::ZERO; cs];
-        for part in all.chunks(2 * cs.max(1)) {
-            for (g, s) in global.iter_mut().zip(part.chunks(2)) {
+        for part in all.chunks(3 * cs.max(1)) {
+            for (g, s) in global.iter_mut().zip(part.chunks(3)) {
                 *g = g.merge(BackwardSums {
                     dy: s[0],
                     dy_xmu: s[1],
+                    x_mu: s[2],
                 });
             }
         }

@@ -59,8 +59,9 @@ pub struct Reference {
 }
 
 impl Reference {
-    /// `save_mean`/`save_invstd`: what the kernel's train saved (the backward takes them
-    /// as given, as PyTorch's does).
+    /// `save_mean`/`save_invstd`: what the kernel's train saved (the backward takes the
+    /// invstd as given, and x̂ from the exact batch mean, whatever f32 rounding of it
+    /// `save_mean` holds: the crate's backward normalizes with the batch mean itself).
     pub fn new(
         case: &Case,
         inp: &Inputs,
@@ -120,7 +121,7 @@ impl Reference {
                     let (x, dy) = (inp.x[i] as f64, inp.dy[i] as f64);
                     db += dy;
                     dbm += dy.abs();
-                    dg += dy * (x - sm) * si;
+                    dg += dy * (x - mean) * si;
                     dgm += dy.abs() * (x.abs() + sm.abs()) * si;
                     dge += dy * (x - rm) * rinv;
                     dgem += dy.abs() * (x.abs() + rm.abs()) * rinv;
@@ -164,7 +165,7 @@ impl Reference {
     fn dx(&self, c: usize, g: f64, x: f64, dy: f64) -> (f64, f64) {
         let m = self.m as f64;
         let (sm, si) = (self.save_mean[c], self.save_invstd[c]);
-        let xhat = (x - sm) * si;
+        let xhat = (x - self.mean[c]) * si;
         let want = g * si * (dy - self.dbeta[c] / m - xhat * self.dgamma[c] / m);
         let mag = g.abs()
             * si
