@@ -4,7 +4,7 @@
 use core::ops::Range;
 
 use super::{Band, Map, MapSum, Reduce, Walk, BLOCK};
-use crate::lanes::{load_tail, mask_overlap, store_tail, LANES, UNROLL, V};
+use crate::lanes::{load_tail, mask_overlap, store_tail, ACCUMULATORS, LANES, UNROLL, V};
 
 /// Reduces channel by channel: each channel's runs in turn, into accumulators that
 /// stay in registers across them.
@@ -61,12 +61,14 @@ fn reduce_run<R: Reduce<I, K, A>, const I: usize, const K: usize, const A: usize
     let mut a = *acc;
     // The same order of additions for every kernel, whatever its streams: the fused
     // backward through an all-positive ReLU is the plain one, bit for bit.
+    // As many sets of accumulators as fit the registers beside the inputs.
+    let unroll = (ACCUMULATORS / A).clamp(1, UNROLL);
     let mut v = 0;
-    while v + UNROLL <= whole {
+    while v + unroll <= whole {
         // The steps before the next spill, in a loop with nothing else in it.
-        let n = ((whole - v) / UNROLL).min(BLOCK - *adds);
+        let n = ((whole - v) / unroll).min(BLOCK - *adds);
         for _ in 0..n {
-            for (u, acc) in a.iter_mut().enumerate() {
+            for (u, acc) in a.iter_mut().enumerate().take(unroll) {
                 let y = R::step(k, at(v + u), acc);
                 if R::WRITES {
                     if let Some(o) = outs.get_mut(v + u) {
@@ -74,7 +76,7 @@ fn reduce_run<R: Reduce<I, K, A>, const I: usize, const K: usize, const A: usize
                     }
                 }
             }
-            v += UNROLL;
+            v += unroll;
         }
         *adds += n;
         if *adds >= BLOCK {
@@ -85,7 +87,7 @@ fn reduce_run<R: Reduce<I, K, A>, const I: usize, const K: usize, const A: usize
     // The rest: fewer than UNROLL whole vectors, then the tail, one per accumulator.
     let mut u = 0;
     while v < whole {
-        let y = R::step(k, at(v), &mut a[u % UNROLL]);
+        let y = R::step(k, at(v), &mut a[u % unroll]);
         if R::WRITES {
             if let Some(o) = outs.get_mut(v) {
                 *o = y.to_array();
@@ -96,7 +98,7 @@ fn reduce_run<R: Reduce<I, K, A>, const I: usize, const K: usize, const A: usize
     let t = len % LANES;
     if t != 0 {
         let pad = R::pad(k);
-        let acc = &mut a[u % UNROLL];
+        let acc = &mut a[u % unroll];
         if len >= LANES {
             let last: [V; I] = core::array::from_fn(|j| {
                 V::new(*x[j].last_chunk::<LANES>().unwrap_or(&[0.0; LANES]))
