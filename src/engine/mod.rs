@@ -1,9 +1,10 @@
 //! The one place that knows how a tensor is walked.
 //!
 //! A kernel is a small definition (see `kernels.rs`): a [`Map`] (one output vector from
-//! its input vectors and per-channel constants) or a [`Reduce`] (per-channel sums, and
-//! maybe one output), written once over the SIMD vector `V`, with any number of input
-//! streams. The engine feeds it every vector of a [`Band`] of channels, whatever the
+//! its input vectors and per-channel constants), a [`Reduce`] (per-channel sums, and
+//! maybe one output) or a [`MapSum`] (a map of [rows](Walk::rows) that also adds into
+//! sums per position, which every row shares: a row norm's dγ and dβ), written once
+//! over the SIMD vector `V`, with any number of input streams. The engine feeds it every vector of a [`Band`] of channels, whatever the
 //! layout, with the constants of each lane's channel, and turns its lanes' sums into
 //! per-channel f64 sums. The entry points only compute per-channel constants, once per
 //! channel, pass them as one slice per constant, and pick the kernel.
