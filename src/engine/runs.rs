@@ -62,7 +62,7 @@ fn reduce_run<R: Reduce<I, K, A>, const I: usize, const K: usize, const A: usize
     // The same order of additions for every kernel, whatever its streams: the fused
     // backward through an all-positive ReLU is the plain one, bit for bit.
     // As many sets of accumulators as fit the registers beside the inputs.
-    let unroll = (ACCUMULATORS / A).clamp(1, UNROLL);
+    let unroll = (ACCUMULATORS / A.max(1)).clamp(1, UNROLL);
     let mut v = 0;
     while v + unroll <= whole {
         // The steps before the next spill, in a loop with nothing else in it.
