@@ -1,7 +1,7 @@
 //! The backward pass, for train and for eval mode.
 
 use crate::distributed::BackwardSums;
-use crate::engine::{self, Band, Walk, MAX_BAND, SMALL};
+use crate::engine::{self, at, put, Band, Walk, MAX_BAND, SMALL};
 use crate::error::{check_len, Error};
 use crate::forward::{BatchNorm, RUNNING, SAVED};
 use crate::kernels::{
@@ -229,10 +229,10 @@ impl BatchNorm<'_> {
             let mut k = [[0.0; B]; 4];
             for (i, [sum_dy, sum_dyx, sum_x]) in sums.iter().enumerate().take(band.channels) {
                 let c = band.first + i;
-                let invstd = f64::from(save_invstd[c]);
+                let invstd = f64::from(at(save_invstd, c));
                 let (db, mut gamma) = (*sum_dy, self.gamma(c));
                 if let Some([r, _]) = renorm {
-                    gamma *= f64::from(r[c]);
+                    gamma *= f64::from(at(r, c));
                 }
                 let kk = gamma * invstd;
                 // The batch mean is mu + δ: x̂ = (x − mu − δ)·invstd, exactly, whatever
@@ -248,7 +248,7 @@ impl BatchNorm<'_> {
                     false => sum_dyx * invstd,
                 };
                 let dgamma_c = match renorm {
-                    Some([r, d]) => f64::from(r[c]) * dg + f64::from(d[c]) * db,
+                    Some([r, d]) => f64::from(at(r, c)) * dg + f64::from(at(d, c)) * db,
                     None => dg,
                 };
                 write(&mut dbeta, c, db);
@@ -397,7 +397,9 @@ impl BatchNorm<'_> {
                 }
             }
             if let EvalSums::Into(out) = &mut mode {
-                let out = &mut out[band.first..][..band.channels];
+                let out = out
+                    .get_mut(band.first..band.first + band.channels)
+                    .unwrap_or(&mut []);
                 for (o, [dy, dy_xmu]) in out.iter_mut().zip(sums) {
                     // Σ(x − mean) is the train backward's alone.
                     *o = BackwardSums {
@@ -481,7 +483,7 @@ pub(crate) fn out_of_range(v: f64) -> f64 {
 /// Stores `v` at `out[c]` when `out` was asked for.
 fn write(out: &mut Option<&mut [f32]>, c: usize, v: f64) {
     if let Some(out) = out {
-        out[c] = v as f32;
+        put(out, c, v as f32);
     }
 }
 

@@ -222,7 +222,9 @@ fn sums_bands<const B: usize>(
         let mut sums = [[0.0; 3]; B];
         let mean = band.of(save_mean);
         grad_sums_pass(&mut Through::Bn, walk, band, dy, x, mean, &mut sums);
-        let out = &mut out[band.first..][..band.channels];
+        let out = out
+            .get_mut(band.first..band.first + band.channels)
+            .unwrap_or(&mut []);
         for (o, [dy, dy_xmu, x_mu]) in out.iter_mut().zip(sums) {
             *o = BackwardSums { dy, dy_xmu, x_mu };
         }

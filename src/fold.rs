@@ -60,6 +60,9 @@
 //! weight: one f64 product per weight, as in a plain loop (`benches/fold.rs` compares
 //! the two on whole networks in every layout).
 
+use core::slice::SliceIndex;
+
+use crate::engine::at;
 use crate::error::{check_eps, check_len, Error};
 use crate::forward::{eval_affine, BatchNorm};
 use crate::running::RunningStats;
@@ -568,8 +571,9 @@ impl Layer {
         }
         let mul = |a: usize, b: usize| a.checked_mul(b).ok_or(Error::Overflow { arg: "weight" });
         let (out_g, in_g, kernel) = (
-            self.out_channels / groups,
-            self.in_channels / groups,
+            // `groups` ≥ 1 (checked above); `max` shows the compiler so.
+            self.out_channels / groups.max(1),
+            self.in_channels / groups.max(1),
             self.kernel,
         );
         let len = mul(mul(mul(out_g, in_g)?, kernel)?, groups)?;
@@ -647,7 +651,7 @@ pub fn into_preceding(
 
     for (o, b) in bias.iter_mut().enumerate() {
         let (scale, _) = bn.scale_shift(o);
-        let shifted = f64::from(*b) - f64::from(bn.stats.mean[o]);
+        let shifted = f64::from(*b) - f64::from(at(bn.stats.mean, o));
         *b = (shifted * scale + bn.bn.beta(o)) as f32;
     }
     scale_weights(bn, &geo, weight);
@@ -739,7 +743,7 @@ pub fn into_following(
         for (i, v) in pad.iter_mut().enumerate() {
             // mean − β/scale rather than −shift/scale: no cancellation inside shift.
             let scale = bn.scale_shift(i).0;
-            *v = (f64::from(bn.stats.mean[i]) - bn.bn.beta(i) / scale) as f32;
+            *v = (f64::from(at(bn.stats.mean, i)) - bn.bn.beta(i) / scale) as f32;
         }
     }
     fold_weights(bn, &geo, weight, bias);
@@ -794,7 +798,7 @@ fn scale_weights(bn: &EvalBn<'_>, geo: &Geometry, weight: &mut [f32]) {
     match geo.layout {
         // [O][Ig][K], [O][K][Ig]: output channel o is one run of Ig·K weights.
         WeightLayout::Oihw | WeightLayout::Ohwi => {
-            for (o, row) in weight.chunks_exact_mut(in_g * kernel).enumerate() {
+            for (o, row) in weight.chunks_exact_mut((in_g * kernel).max(1)).enumerate() {
                 scale_run(row, bn.scale(o));
             }
         }
@@ -803,11 +807,11 @@ fn scale_weights(bn: &EvalBn<'_>, geo: &Geometry, weight: &mut [f32]) {
             let mut s = [0.0f64; ROW];
             for o0 in (0..out_n).step_by(ROW) {
                 let n = ROW.min(out_n - o0);
-                for (t, v) in s[..n].iter_mut().enumerate() {
+                for (t, v) in part_mut(&mut s, ..n).iter_mut().enumerate() {
                     *v = bn.scale(o0 + t);
                 }
-                for row in weight.chunks_exact_mut(out_n) {
-                    scale_each(&mut row[o0..o0 + n], &s[..n]);
+                for row in weight.chunks_exact_mut(out_n.max(1)) {
+                    scale_each(part_mut(row, o0..o0 + n), part(&s, ..n));
                 }
             }
         }
@@ -815,23 +819,32 @@ fn scale_weights(bn: &EvalBn<'_>, geo: &Geometry, weight: &mut [f32]) {
         // the runs of a tile of outputs repeat for every input of the group.
         _ => {
             let per_input = out_g * kernel;
-            for (g, group) in weight.chunks_exact_mut(in_g * per_input).enumerate() {
+            for (g, group) in weight
+                .chunks_exact_mut((in_g * per_input).max(1))
+                .enumerate()
+            {
                 if kernel > TILE {
-                    for input in group.chunks_exact_mut(per_input) {
-                        for (p, run) in input.chunks_exact_mut(kernel).enumerate() {
+                    for input in group.chunks_exact_mut(per_input.max(1)) {
+                        for (p, run) in input.chunks_exact_mut(kernel.max(1)).enumerate() {
                             scale_run(run, bn.scale(g * out_g + p));
                         }
                     }
                     continue;
                 }
-                let per = TILE / kernel;
-                for p0 in (0..out_g).step_by(per) {
+                let per = TILE / kernel.max(1);
+                for p0 in (0..out_g).step_by(per.max(1)) {
                     let n = per.min(out_g - p0);
-                    for (t, run) in s[..n * kernel].chunks_exact_mut(kernel).enumerate() {
+                    for (t, run) in part_mut(&mut s, ..n * kernel)
+                        .chunks_exact_mut(kernel.max(1))
+                        .enumerate()
+                    {
                         run.fill(bn.scale(g * out_g + p0 + t));
                     }
-                    for input in group.chunks_exact_mut(per_input) {
-                        scale_each(&mut input[p0 * kernel..(p0 + n) * kernel], &s[..n * kernel]);
+                    for input in group.chunks_exact_mut(per_input.max(1)) {
+                        scale_each(
+                            part_mut(input, p0 * kernel..(p0 + n) * kernel),
+                            part(&s, ..n * kernel),
+                        );
                     }
                 }
             }
@@ -857,11 +870,11 @@ fn fold_weights(bn: &EvalBn<'_>, geo: &Geometry, weight: &mut [f32], bias: &mut 
             let ohwi = geo.layout == WeightLayout::Ohwi;
             if !ohwi && (in_g == 1 || kernel > TILE) {
                 // Runs of K weights with one input each (depthwise: a whole row).
-                let rows = weight.chunks_exact_mut(row_len).zip(bias.iter_mut());
+                let rows = weight.chunks_exact_mut(row_len.max(1)).zip(bias.iter_mut());
                 for (o, (row, b)) in rows.enumerate() {
                     let mut sum = 0.0;
-                    for (q, run) in row.chunks_exact_mut(kernel).enumerate() {
-                        let (scale, shift) = bn.scale_shift(o / out_g * in_g + q);
+                    for (q, run) in row.chunks_exact_mut(kernel.max(1)).enumerate() {
+                        let (scale, shift) = bn.scale_shift(o / out_g.max(1) * in_g + q);
                         sum += fold_run_dot(run, scale, shift);
                     }
                     add(b, sum);
@@ -874,36 +887,45 @@ fn fold_weights(bn: &EvalBn<'_>, geo: &Geometry, weight: &mut [f32], bias: &mut 
             let (rep, per) = if ohwi {
                 (1, TILE)
             } else {
-                (kernel, TILE / kernel)
+                (kernel, TILE / kernel.max(1))
             };
-            for (g, group) in weight.chunks_exact_mut(out_g * row_len).enumerate() {
+            for (g, group) in weight
+                .chunks_exact_mut((out_g * row_len).max(1))
+                .enumerate()
+            {
                 for p0 in (0..out_g).step_by(TILE) {
                     let n = TILE.min(out_g - p0);
-                    acc[..n].fill(0.0);
-                    for q0 in (0..in_g).step_by(per) {
+                    part_mut(&mut acc, ..n).fill(0.0);
+                    for q0 in (0..in_g).step_by(per.max(1)) {
                         let m = per.min(in_g - q0);
                         for t in 0..m {
                             let (scale, shift) = bn.scale_shift(g * in_g + q0 + t);
-                            sc[t * rep..(t + 1) * rep].fill(scale);
-                            sh[t * rep..(t + 1) * rep].fill(shift);
+                            part_mut(&mut sc, t * rep..(t + 1) * rep).fill(scale);
+                            part_mut(&mut sh, t * rep..(t + 1) * rep).fill(shift);
                         }
                         let seg = m * rep;
-                        let (sc, sh) = (&sc[..seg], &sh[..seg]);
-                        let rows =
-                            group[p0 * row_len..(p0 + n) * row_len].chunks_exact_mut(row_len);
-                        for (a, row) in acc[..n].iter_mut().zip(rows) {
+                        let (sc, sh) = (part(&sc, ..seg), part(&sh, ..seg));
+                        let rows = part_mut(group, p0 * row_len..(p0 + n) * row_len)
+                            .chunks_exact_mut(row_len.max(1));
+                        for (a, row) in part_mut(&mut acc, ..n).iter_mut().zip(rows) {
                             if ohwi {
                                 // The same inputs in each of the K runs of Ig.
-                                for run in row.chunks_exact_mut(in_g) {
-                                    *a += fold_each_dot(&mut run[q0..q0 + m], sc, sh);
+                                for run in row.chunks_exact_mut(in_g.max(1)) {
+                                    *a += fold_each_dot(part_mut(run, q0..q0 + m), sc, sh);
                                 }
                             } else {
-                                *a +=
-                                    fold_each_dot(&mut row[q0 * kernel..q0 * kernel + seg], sc, sh);
+                                *a += fold_each_dot(
+                                    part_mut(row, q0 * kernel..q0 * kernel + seg),
+                                    sc,
+                                    sh,
+                                );
                             }
                         }
                     }
-                    for (b, &a) in bias[g * out_g + p0..][..n].iter_mut().zip(&acc[..n]) {
+                    for (b, &a) in part_mut(bias, (g * out_g + p0)..(g * out_g + p0) + n)
+                        .iter_mut()
+                        .zip(part(&acc, ..n))
+                    {
                         add(b, a);
                     }
                 }
@@ -916,22 +938,32 @@ fn fold_weights(bn: &EvalBn<'_>, geo: &Geometry, weight: &mut [f32], bias: &mut 
             let mut acc = [0.0f64; ROW];
             for o0 in (0..out_n).step_by(ROW) {
                 let n = ROW.min(out_n - o0);
-                acc[..n].fill(0.0);
+                part_mut(&mut acc, ..n).fill(0.0);
                 // One input per row: the constants of a tile of inputs, then its rows.
                 for q0 in (0..in_g).step_by(TILE) {
                     let m = TILE.min(in_g - q0);
                     for t in 0..m {
-                        (sc[t], sh[t]) = bn.scale_shift(q0 + t);
+                        let (scale, shift) = bn.scale_shift(q0 + t);
+                        (sc[t], sh[t]) = (scale, shift);
                     }
                     for k in 0..kernel {
-                        let rows =
-                            weight[(k * in_g + q0) * out_n..][..m * out_n].chunks_exact_mut(out_n);
-                        for ((row, &scale), &shift) in rows.zip(&sc[..m]).zip(&sh[..m]) {
-                            fold_run_axpy(&mut row[o0..o0 + n], scale, shift, &mut acc[..n]);
+                        let rows = part_mut(
+                            weight,
+                            ((k * in_g + q0) * out_n)..((k * in_g + q0) * out_n) + m * out_n,
+                        )
+                        .chunks_exact_mut(out_n.max(1));
+                        for ((row, &scale), &shift) in rows.zip(part(&sc, ..m)).zip(part(&sh, ..m))
+                        {
+                            fold_run_axpy(
+                                part_mut(row, o0..o0 + n),
+                                scale,
+                                shift,
+                                part_mut(&mut acc, ..n),
+                            );
                         }
                     }
                 }
-                for (b, &a) in bias[o0..o0 + n].iter_mut().zip(&acc[..n]) {
+                for (b, &a) in part_mut(bias, o0..o0 + n).iter_mut().zip(part(&acc, ..n)) {
                     add(b, a);
                 }
             }
@@ -940,39 +972,42 @@ fn fold_weights(bn: &EvalBn<'_>, geo: &Geometry, weight: &mut [f32], bias: &mut 
         // bias sums of a tile of outputs accumulate per weight position, then over K.
         _ => {
             let per_input = out_g * kernel;
-            for (g, group) in weight.chunks_exact_mut(in_g * per_input).enumerate() {
-                let bias = &mut bias[g * out_g..(g + 1) * out_g];
+            for (g, group) in weight
+                .chunks_exact_mut((in_g * per_input).max(1))
+                .enumerate()
+            {
+                let bias = part_mut(bias, g * out_g..(g + 1) * out_g);
                 if kernel > TILE {
                     for p0 in (0..out_g).step_by(TILE) {
                         let n = TILE.min(out_g - p0);
-                        acc[..n].fill(0.0);
-                        for (q, input) in group.chunks_exact_mut(per_input).enumerate() {
+                        part_mut(&mut acc, ..n).fill(0.0);
+                        for (q, input) in group.chunks_exact_mut(per_input.max(1)).enumerate() {
                             let (scale, shift) = bn.scale_shift(g * in_g + q);
-                            let runs =
-                                input[p0 * kernel..(p0 + n) * kernel].chunks_exact_mut(kernel);
-                            for (a, run) in acc[..n].iter_mut().zip(runs) {
+                            let runs = part_mut(input, p0 * kernel..(p0 + n) * kernel)
+                                .chunks_exact_mut(kernel.max(1));
+                            for (a, run) in part_mut(&mut acc, ..n).iter_mut().zip(runs) {
                                 *a += fold_run_dot(run, scale, shift);
                             }
                         }
-                        for (b, &a) in bias[p0..p0 + n].iter_mut().zip(&acc[..n]) {
+                        for (b, &a) in part_mut(bias, p0..p0 + n).iter_mut().zip(part(&acc, ..n)) {
                             add(b, a);
                         }
                     }
                     continue;
                 }
-                let per = TILE / kernel;
-                for p0 in (0..out_g).step_by(per) {
+                let per = TILE / kernel.max(1);
+                for p0 in (0..out_g).step_by(per.max(1)) {
                     let n = per.min(out_g - p0);
                     let seg = n * kernel;
-                    acc[..seg].fill(0.0);
-                    for (q, input) in group.chunks_exact_mut(per_input).enumerate() {
+                    part_mut(&mut acc, ..seg).fill(0.0);
+                    for (q, input) in group.chunks_exact_mut(per_input.max(1)).enumerate() {
                         let (scale, shift) = bn.scale_shift(g * in_g + q);
-                        let part = &mut input[p0 * kernel..p0 * kernel + seg];
-                        fold_run_axpy(part, scale, shift, &mut acc[..seg]);
+                        let span = part_mut(input, p0 * kernel..p0 * kernel + seg);
+                        fold_run_axpy(span, scale, shift, part_mut(&mut acc, ..seg));
                     }
-                    for (b, sums) in bias[p0..p0 + n]
+                    for (b, sums) in part_mut(bias, p0..p0 + n)
                         .iter_mut()
-                        .zip(acc[..seg].chunks_exact(kernel))
+                        .zip(part_mut(&mut acc, ..seg).chunks_exact(kernel.max(1)))
                     {
                         add(b, sums.iter().sum());
                     }
@@ -993,28 +1028,47 @@ fn fold_hwio_grouped(bn: &EvalBn<'_>, geo: &Geometry, weight: &mut [f32], bias: 
     let mut acc = [0.0f64; GROUPED_ROW];
     for o0 in (0..out_n).step_by(GROUPED_ROW) {
         let n = GROUPED_ROW.min(out_n - o0);
-        acc[..n].fill(0.0);
+        part_mut(&mut acc, ..n).fill(0.0);
         // Per q, the constants of the inputs g·Ig + q for each output of the tile (one
         // per group), for the K rows of that q.
         for q in 0..in_g {
             let mut t = 0;
             while t < n {
-                let g = (o0 + t) / out_g;
+                let g = (o0 + t) / out_g.max(1);
                 let end = n.min((g + 1) * out_g - o0);
                 let (scale, shift) = bn.scale_shift(g * in_g + q);
-                sc[t..end].fill(scale);
-                sh[t..end].fill(shift);
+                part_mut(&mut sc, t..end).fill(scale);
+                part_mut(&mut sh, t..end).fill(shift);
                 t = end;
             }
             for k in 0..kernel {
-                let row = &mut weight[(k * in_g + q) * out_n..][..out_n];
-                fold_each_axpy(&mut row[o0..o0 + n], &sc[..n], &sh[..n], &mut acc[..n]);
+                let row = part_mut(
+                    weight,
+                    (k * in_g + q) * out_n..(k * in_g + q) * out_n + out_n,
+                );
+                fold_each_axpy(
+                    part_mut(row, o0..o0 + n),
+                    part(&sc, ..n),
+                    part(&sh, ..n),
+                    part_mut(&mut acc, ..n),
+                );
             }
         }
-        for (b, &a) in bias[o0..o0 + n].iter_mut().zip(&acc[..n]) {
+        for (b, &a) in part_mut(bias, o0..o0 + n).iter_mut().zip(part(&acc, ..n)) {
             *b = (f64::from(*b) + a) as f32;
         }
     }
+}
+
+/// `xs[r]`, empty out of range (where no geometry reaches): the weight loops cut
+/// through these, so that no unprovable cut leaves a panic path.
+fn part<T, R: SliceIndex<[T], Output = [T]>>(xs: &[T], r: R) -> &[T] {
+    xs.get(r).unwrap_or_default()
+}
+
+/// [`part`] of a mutable slice.
+fn part_mut<T, R: SliceIndex<[T], Output = [T]>>(xs: &mut [T], r: R) -> &mut [T] {
+    xs.get_mut(r).unwrap_or_default()
 }
 
 /// `w ← w·s` over a run with one scale.

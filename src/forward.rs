@@ -1,6 +1,6 @@
 //! The layer: eval and train forward.
 
-use crate::engine::{self, Band, Map, Walk, MAX_BAND, SMALL};
+use crate::engine::{self, at, put, Band, Map, Walk, MAX_BAND, SMALL};
 use crate::error::{check_eps, check_len, Error};
 use crate::kernels::{Affine, Centered};
 use crate::moments::{band_moments, Moments};
@@ -478,7 +478,12 @@ impl BatchNorm<'_> {
                 }
                 None => {
                     let x = if ins[0].is_empty() { &*y } else { ins[0] };
-                    band_moments::<B>(walk, band, x, &mut stats[..band.channels]);
+                    band_moments::<B>(
+                        walk,
+                        band,
+                        x,
+                        stats.get_mut(..band.channels).unwrap_or(&mut []),
+                    );
                 }
             }
             // [mean, scale, shift] of every channel
@@ -492,11 +497,12 @@ impl BatchNorm<'_> {
                 let mut beta = self.beta(c);
                 if let (Some((rn, [r_out, d_out])), Some(run)) = (renorm.as_mut(), running.as_ref())
                 {
-                    let (r, d) = rn.correction(st.mean, var, run.mean[c], run.var[c], self.eps);
+                    let (r, d) =
+                        rn.correction(st.mean, var, at(run.mean, c), at(run.var, c), self.eps);
                     beta += self.gamma(c) * d;
                     s *= r;
-                    r_out[c] = r as f32;
-                    d_out[c] = d as f32;
+                    put(r_out, c, r as f32);
+                    put(d_out, c, d as f32);
                 }
                 let mu = st.mean as f32;
                 // The part of the mean that f32 `mu` misses goes into the shift, so
@@ -505,8 +511,8 @@ impl BatchNorm<'_> {
                 for (k, v) in k.iter_mut().zip([mu, s as f32, shift]) {
                     k[i] = v;
                 }
-                save_mean[c] = mu;
-                save_invstd[c] = invstd as f32;
+                put(save_mean, c, mu);
+                put(save_invstd, c, invstd as f32);
                 if let Some(r) = running.as_mut() {
                     // The count of the channel's moments: this tensor's `m`, or the
                     // global batch's when the moments were merged elsewhere.

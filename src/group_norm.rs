@@ -310,7 +310,7 @@ impl GroupNorm<'_> {
         let correction = running.as_ref().map(|r| r.correction).unwrap_or_default();
         let per_group = (g.per * g.spatial) as f64;
         for chunk in g.chunks::<B>(1) {
-            let first_group = chunk.start / g.per.max(1);
+            let first_group = g.group_of(chunk.start);
             let groups = chunk.len() / g.per.max(1);
             // Σ over samples of each channel's mean and unbiased variance (instance
             // norm's running statistics; a chunk then holds at most B channels).
@@ -323,16 +323,25 @@ impl GroupNorm<'_> {
                 let mut stats = [Moments::EMPTY; B];
                 for band in g.bands::<B>(chunk.clone()) {
                     let mut m = [Moments::EMPTY; B];
-                    band_moments::<B>(&g.walk, band, src, &mut m[..band.channels]);
+                    band_moments::<B>(
+                        &g.walk,
+                        band,
+                        src,
+                        m.get_mut(..band.channels).unwrap_or(&mut []),
+                    );
                     for (i, m) in m.iter().enumerate().take(band.channels) {
-                        if let Some(s) = stats.get_mut((band.first + i) / g.per - first_group) {
+                        if let Some(s) = stats.get_mut(g.group_of(band.first + i) - first_group) {
                             *s = s.merge(*m);
                         }
                     }
                 }
                 let inv = bn.invstds::<B>(groups, |i| stats.get(i).map_or(1.0, Moments::var));
                 let at = n * g.groups + first_group;
-                let out = saved.mean[at..].iter_mut().zip(&mut saved.invstd[at..]);
+                let (mean, invstd) = (saved.mean.get_mut(at..), saved.invstd.get_mut(at..));
+                let out = mean
+                    .unwrap_or_default()
+                    .iter_mut()
+                    .zip(invstd.unwrap_or_default());
                 let sums = batch_sums.iter_mut();
                 for (((st, inv), (mean, invstd)), sums) in
                     stats.iter().zip(inv).zip(out).zip(sums).take(groups)
@@ -348,7 +357,7 @@ impl GroupNorm<'_> {
                     let mut k = [[0.0; B]; 3];
                     for i in 0..band.channels {
                         let c = band.first + i;
-                        let j = c / g.per - first_group;
+                        let j = g.group_of(c) - first_group;
                         let (st, inv) = (get(&stats, j), get(&inv, j));
                         let s = bn.gamma(c) * inv;
                         let mu = st.mean as f32;
@@ -398,7 +407,7 @@ impl GroupNorm<'_> {
         }
         let m = (g.per * g.spatial) as f64;
         for chunk in g.chunks::<B>(2) {
-            let first_group = chunk.start / g.per.max(1);
+            let first_group = g.group_of(chunk.start);
             // Whether the chunk's per-channel sums over samples fit the arrays below
             // (else they add up in the f32 outputs).
             let exact = chunk.len() <= B;
@@ -407,7 +416,7 @@ impl GroupNorm<'_> {
                 let at = g.sample(n);
                 let (xn, dyn_) = (x.get(at.clone()), dy.get(at));
                 let (xn, dyn_) = (xn.unwrap_or_default(), dyn_.unwrap_or_default());
-                let stat = |c: usize, s: &[f32]| get(s, n * g.groups + c / g.per);
+                let stat = |c: usize, s: &[f32]| get(s, n * g.groups + g.group_of(c));
                 // Per group of the chunk: [Σγ·dy, Σγ·dy·(x − mean)].
                 let mut group_sums = [[0.0; 2]; B];
                 for band in g.bands::<B>(chunk.clone()) {
@@ -431,7 +440,7 @@ impl GroupNorm<'_> {
                     for (i, [sum_dy, sum_dyx]) in sums.iter().enumerate().take(band.channels) {
                         let c = band.first + i;
                         let (gamma, inv) = (bn.gamma(c), f64::from(stat(c, saved.invstd)));
-                        if let Some(s) = group_sums.get_mut(c / g.per - first_group) {
+                        if let Some(s) = group_sums.get_mut(g.group_of(c) - first_group) {
                             s[0] += gamma * sum_dy;
                             s[1] += gamma * sum_dyx;
                         }
@@ -453,7 +462,7 @@ impl GroupNorm<'_> {
                     let mut k = [[0.0; B]; 5];
                     for i in 0..band.channels {
                         let c = band.first + i;
-                        let [sum_g, sum_gd] = get(&group_sums, c / g.per - first_group);
+                        let [sum_g, sum_gd] = get(&group_sums, g.group_of(c) - first_group);
                         let inv = f64::from(stat(c, saved.invstd));
                         let kk = bn.gamma(c) * inv;
                         let a = -inv * inv * inv * sum_gd / m;
@@ -648,6 +657,12 @@ struct Grouping {
 }
 
 impl Grouping {
+    /// The group of channel `c`.
+    fn group_of(&self, c: usize) -> usize {
+        // `per` ≥ 1 for a checked shape; `max` shows the compiler so (no panic path).
+        c / self.per.max(1)
+    }
+
     fn new(shape: Shape, groups: usize) -> Grouping {
         Grouping {
             walk: Walk::new(Shape { batch: 1, ..shape }),

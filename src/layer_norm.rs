@@ -490,7 +490,12 @@ impl RowNorm<'_> {
         for band in walk.bands(1) {
             let mut stats = [Moments::EMPTY; SMALL];
             let src = if x.is_empty() { &*y } else { x };
-            band_moments::<SMALL>(&walk, band, src, &mut stats[..band.channels]);
+            band_moments::<SMALL>(
+                &walk,
+                band,
+                src,
+                stats.get_mut(..band.channels).unwrap_or(&mut []),
+            );
             let spread = |s: &Moments| match self.center {
                 Center::Mean => s.var(),
                 // The mean square: no cancellation, both terms are ≥ 0.
@@ -635,7 +640,9 @@ impl RowNorm<'_> {
             }
             for start in (0..rows.len).step_by(W) {
                 let at = start..(start + W).min(rows.len);
-                let [sum_dy, sum_dyx] = cols.each_mut().map(|c| &mut c[..at.len()]);
+                let [sum_dy, sum_dyx] = cols
+                    .each_mut()
+                    .map(|c| c.get_mut(..at.len()).unwrap_or(&mut []));
                 let sums = [sum_dy, sum_dyx];
                 match self.gamma {
                     None => {

@@ -8,7 +8,7 @@
 
 use core::ops::Range;
 
-use super::{sub, Band, Kind, Map, Reduce, Walk, BLOCK};
+use super::{cut, each, shortest, sub, zip_with, Band, Kind, Map, Reduce, Walk, BLOCK};
 use crate::lanes::{load_tail, mask_overlap, store_tail, Lanes, LANES, V};
 
 /// Where a band's lines are and which channel each lane holds.
@@ -111,9 +111,7 @@ impl Lines {
             for (kv, k) in kv.iter_mut().zip(k) {
                 *kv = match k.get(first..first + LANES) {
                     Some(lanes) if consecutive => V::from(lanes),
-                    _ => V::new(core::array::from_fn(|l| {
-                        k.get(usize::from(at[l])).copied().unwrap_or(0.0)
-                    })),
+                    _ => V::new(each(|l| k.get(usize::from(at[l])).copied().unwrap_or(0.0))),
                 };
             }
         }
@@ -151,31 +149,21 @@ impl Lines {
     }
 }
 
-/// The inputs' `n` vectors from place `v` on, and how many every input has (`n`
-/// unless a slice is short): indexing below that needs no bounds check.
+/// The inputs' `n` vectors from place `v` on, each cut to how many every input has
+/// (`n` unless a slice is short; `None` only where a checked call never goes):
+/// indexing below that needs no bounds check.
 #[inline(always)]
 fn period<'a, const I: usize>(
     xs: &[&'a [Lanes]; I],
     v: usize,
     n: usize,
     in_place: bool,
-) -> ([&'a [Lanes]; I], usize) {
-    let xp: [&[Lanes]; I] = core::array::from_fn(|i| xs[i].get(v..v + n).unwrap_or(&[]));
+) -> Option<([&'a [Lanes]; I], usize)> {
+    let xp: [&[Lanes]; I] = each(|i| xs[i].get(v..v + n).unwrap_or(&[]));
     // In place, input 0 is the output itself and has no slice of its own.
-    let n = xp
-        .iter()
-        .skip(usize::from(in_place))
-        .fold(n, |n, x| n.min(x.len()));
-    // Cut to exactly `n` (in range by the fold), so that `xp[i][j]` with `j < n`
-    // needs no check.
-    let xp = core::array::from_fn(|i| {
-        if in_place && i == 0 {
-            xp[i]
-        } else {
-            &xp[i][..n]
-        }
-    });
-    (xp, n)
+    let skip = usize::from(in_place);
+    let n = shortest(&xp, n, skip);
+    Some((cut(xp, n, skip)?, n))
 }
 
 pub(super) fn reduce<
@@ -196,13 +184,14 @@ pub(super) fn reduce<
     let mut kv = [[V::ZERO; K]; S];
     g.constants(&offsets, k, &mut kv);
     let mut acc = [[V::ZERO; A]; S];
-    let slots = g.slots.clamp(1, S);
+    // `S` ≥ 1: as `clamp(1, S)`, without its panic path for `S < 1`.
+    let slots = g.slots.min(S).max(1);
     // Adds per accumulator since the last spill.
     let mut adds = 0;
     for r in steps {
         let line = g.line(r);
         let out = if R::WRITES {
-            &mut out[line.clone()]
+            out.get_mut(line.clone()).unwrap_or(&mut [])
         } else {
             &mut [][..]
         };
@@ -213,24 +202,22 @@ pub(super) fn reduce<
         let (outs, _) = out.as_chunks_mut::<LANES>();
         let mut v = 0;
         while v < whole {
-            let (xp, n) = period(&xs, v, slots.min(whole - v), false);
+            let Some((xp, n)) = period(&xs, v, slots.min(whole - v), false) else {
+                break;
+            };
             let op = match outs.get_mut(v..v + n) {
                 Some(op) if R::WRITES => op,
                 _ => &mut [],
             };
-            // Plain indices below bounds the compiler knows: iterator adaptors over
-            // the slot arrays compiled to twice the instructions per vector.
+            // The slots by index (iterator adaptors over the slot arrays compiled to
+            // twice the instructions per vector), the streams zipped.
             let n = n.min(S);
-            for j in 0..n {
-                let y = R::step(
-                    &kv[j],
-                    core::array::from_fn(|i| V::new(xp[i][j])),
-                    &mut acc[j],
-                );
+            zip_with(0..n, xp, 0, [0.0; LANES], |j, x| {
+                let y = R::step(&kv[j], each(|i| V::new(x[i])), &mut acc[j]);
                 if let Some(o) = op.get_mut(j) {
                     *o = y.to_array();
                 }
-            }
+            });
             v += slots;
             adds += 1;
             if adds == BLOCK {
@@ -243,21 +230,20 @@ pub(super) fn reduce<
         if let (true, Some(acc), Some(kv)) = (t != 0, acc.get_mut(j), kv.get(j)) {
             let pad = R::pad(kv);
             if g.overlaps(n) {
-                let last: [V; I] = core::array::from_fn(|j| {
-                    V::new(*x[j].last_chunk::<LANES>().unwrap_or(&[0.0; LANES]))
-                });
+                let last: [V; I] =
+                    each(|j| V::new(*x[j].last_chunk::<LANES>().unwrap_or(&[0.0; LANES])));
                 if R::WRITES {
                     if let Some(o) = out.last_chunk_mut::<LANES>() {
                         *o = R::step(kv, last, &mut [V::ZERO; A]).to_array();
                     }
                 }
-                let masked = core::array::from_fn(|j| mask_overlap(last[j], t, pad[j]));
+                let masked = each(|j| mask_overlap(last[j], t, pad[j]));
                 R::step(kv, masked, acc);
             } else {
-                let tail = core::array::from_fn(|j| load_tail(&x[j][n - t..], pad[j]));
+                let tail = each(|j| load_tail(x[j].get(n - t..).unwrap_or(&[]), pad[j]));
                 let y = R::step(kv, tail, acc);
-                if R::WRITES {
-                    store_tail(&mut out[n - t..], y);
+                if let (true, Some(o)) = (R::WRITES, out.get_mut(n - t..)) {
+                    store_tail(o, y);
                 }
             }
             if whole % slots == 0 {
@@ -288,17 +274,18 @@ pub(super) fn map<
 ) {
     let mut kv = [[V::ZERO; K]; S];
     g.constants(&g.offsets::<S>(), k, &mut kv);
-    let slots = g.slots.clamp(1, S);
+    // `S` ≥ 1: as `clamp(1, S)`, without its panic path for `S < 1`.
+    let slots = g.slots.min(S).max(1);
     for r in 0..g.steps {
         let line = g.line(r);
         let x = sub(&ins, line.clone());
-        let out = &mut out[line];
+        let out = out.get_mut(line).unwrap_or(&mut []);
         let n = out.len();
         let t = n % LANES;
         // The overlapping last vector, computed before anything is stored.
         let last: Option<Lanes> = match kv.get(n / LANES) {
             Some(kv) if t != 0 && g.overlaps(n) => {
-                let v = core::array::from_fn(|j| {
+                let v = each(|j| {
                     let src = if IN_PLACE && j == 0 { &*out } else { x[j] };
                     V::new(*src.last_chunk::<LANES>().unwrap_or(&[0.0; LANES]))
                 });
@@ -312,21 +299,17 @@ pub(super) fn map<
             .iter()
             .skip(usize::from(IN_PLACE))
             .fold(outs.len(), |w, x| w.min(x.len()));
-        let (outs, _) = outs.split_at_mut(whole);
+        let outs = outs.get_mut(..whole).unwrap_or(&mut []);
         for (p, outs) in outs.chunks_mut(slots).enumerate() {
-            let (xp, n) = period(&xs, p * slots, outs.len(), IN_PLACE);
+            let Some((xp, n)) = period(&xs, p * slots, outs.len(), IN_PLACE) else {
+                break;
+            };
             let n = n.min(S).min(outs.len());
             let outs = &mut outs[..n];
-            for j in 0..n {
-                let x = core::array::from_fn(|i| {
-                    V::new(if IN_PLACE && i == 0 {
-                        outs[j]
-                    } else {
-                        xp[i][j]
-                    })
-                });
+            zip_with(0..n, xp, usize::from(IN_PLACE), [0.0; LANES], |j, x| {
+                let x = each(|i| V::new(if IN_PLACE && i == 0 { outs[j] } else { x[i] }));
                 outs[j] = M::map(&kv[j], x).to_array();
-            }
+            });
         }
         match (last, kv.get(whole % slots)) {
             (Some(y), _) => {
@@ -335,11 +318,11 @@ pub(super) fn map<
                 }
             }
             (None, Some(kv)) if t != 0 => {
-                let x = core::array::from_fn(|j| {
+                let x = each(|j| {
                     let src = if IN_PLACE && j == 0 {
                         &*tail
                     } else {
-                        &x[j][n - t..]
+                        x[j].get(n - t..).unwrap_or(&[])
                     };
                     load_tail(src, V::ZERO)
                 });

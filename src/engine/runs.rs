@@ -3,8 +3,8 @@
 
 use core::ops::Range;
 
-use super::{Band, Map, MapSum, Reduce, Walk, BLOCK};
-use crate::lanes::{load_tail, mask_overlap, store_tail, ACCUMULATORS, LANES, UNROLL, V};
+use super::{cut, each, zip_with, Band, Map, MapSum, Reduce, Walk, BLOCK};
+use crate::lanes::{load_tail, mask_overlap, store_tail, Lanes, ACCUMULATORS, LANES, UNROLL, V};
 
 /// Reduces channel by channel: each channel's runs in turn, into accumulators that
 /// stay in registers across them.
@@ -26,7 +26,7 @@ pub(super) fn reduce<R: Reduce<I, K, A>, const I: usize, const K: usize, const A
             let at = (n * c + band.first + i) * s;
             let run = at..at + s;
             let out = if R::WRITES {
-                &mut out[run.clone()]
+                out.get_mut(run.clone()).unwrap_or(&mut [])
             } else {
                 &mut [][..]
             };
@@ -53,37 +53,25 @@ fn reduce_run<R: Reduce<I, K, A>, const I: usize, const K: usize, const A: usize
     let xs = x.map(|x| x.as_chunks::<LANES>().0);
     let whole = xs.iter().fold(len / LANES, |n, x| n.min(x.len()));
     let (outs, _) = out.as_chunks_mut::<LANES>();
-    let xs = xs.map(|x| &x[..whole]);
-    let at = |v: usize| -> [V; I] { core::array::from_fn(|j| V::new(xs[j][v])) };
+    let Some(xs) = cut(xs, whole, 0) else {
+        return;
+    };
     // The accumulators as locals, so that they live in registers: through `acc` they
     // were stored and reloaded on every vector, a store-forwarding round trip in
     // every add's chain.
     let mut a = *acc;
     // The same order of additions for every kernel, whatever its streams: the fused
     // backward through an all-positive ReLU is the plain one, bit for bit.
-    // As many sets of accumulators as fit the registers beside the inputs.
+    // As many sets of accumulators as fit the registers beside the inputs: a constant
+    // of the kernel, so one arm remains.
     let unroll = (ACCUMULATORS / A.max(1)).clamp(1, UNROLL);
-    let mut v = 0;
-    while v + unroll <= whole {
-        // The steps before the next spill, in a loop with nothing else in it.
-        let n = ((whole - v) / unroll).min(BLOCK - *adds);
-        for _ in 0..n {
-            for (u, acc) in a.iter_mut().enumerate().take(unroll) {
-                let y = R::step(k, at(v + u), acc);
-                if R::WRITES {
-                    if let Some(o) = outs.get_mut(v + u) {
-                        *o = y.to_array();
-                    }
-                }
-            }
-            v += unroll;
-        }
-        *adds += n;
-        if *adds >= BLOCK {
-            spill(&mut a, sums);
-            *adds = 0;
-        }
-    }
+    let mut v = match unroll {
+        1 => groups::<R, I, K, A, 1>(xs, outs, k, &mut a, adds, sums),
+        2 => groups::<R, I, K, A, 2>(xs, outs, k, &mut a, adds, sums),
+        3 => groups::<R, I, K, A, 3>(xs, outs, k, &mut a, adds, sums),
+        _ => groups::<R, I, K, A, UNROLL>(xs, outs, k, &mut a, adds, sums),
+    };
+    let at = |v: usize| -> [V; I] { each(|j| V::new(xs[j].get(v).copied().unwrap_or_default())) };
     // The rest: fewer than UNROLL whole vectors, then the tail, one per accumulator.
     let mut u = 0;
     while v < whole {
@@ -100,21 +88,20 @@ fn reduce_run<R: Reduce<I, K, A>, const I: usize, const K: usize, const A: usize
         let pad = R::pad(k);
         let acc = &mut a[u % unroll];
         if len >= LANES {
-            let last: [V; I] = core::array::from_fn(|j| {
-                V::new(*x[j].last_chunk::<LANES>().unwrap_or(&[0.0; LANES]))
-            });
+            let last: [V; I] =
+                each(|j| V::new(*x[j].last_chunk::<LANES>().unwrap_or(&[0.0; LANES])));
             if R::WRITES {
                 if let Some(o) = out.last_chunk_mut::<LANES>() {
                     *o = R::step(k, last, &mut [V::ZERO; A]).to_array();
                 }
             }
-            let masked = core::array::from_fn(|j| mask_overlap(last[j], t, pad[j]));
+            let masked = each(|j| mask_overlap(last[j], t, pad[j]));
             R::step(k, masked, acc);
         } else {
-            let tail = core::array::from_fn(|j| load_tail(&x[j][len - t..], pad[j]));
+            let tail = each(|j| load_tail(x[j].get(len - t..).unwrap_or(&[]), pad[j]));
             let y = R::step(k, tail, acc);
-            if R::WRITES {
-                store_tail(&mut out[len - t..], y);
+            if let (true, Some(o)) = (R::WRITES, out.get_mut(len - t..)) {
+                store_tail(o, y);
             }
         }
     }
@@ -126,6 +113,47 @@ fn reduce_run<R: Reduce<I, K, A>, const I: usize, const K: usize, const A: usize
         }
     }
     *acc = a;
+}
+
+/// The whole groups of `U` vectors of a run, one accumulator set per vector of a
+/// group, spilling into `sums` whenever a lane has taken [`BLOCK`] adds; returns the
+/// vectors taken. Indexed through `as_chunks` of one length, every load is provably in
+/// range: the loop carries no checks.
+#[inline(always)]
+fn groups<R: Reduce<I, K, A>, const I: usize, const K: usize, const A: usize, const U: usize>(
+    xs: [&[Lanes]; I],
+    outs: &mut [Lanes],
+    k: &[V; K],
+    a: &mut [[V; A]; UNROLL],
+    adds: &mut usize,
+    sums: &mut [f64; A],
+) -> usize {
+    let gs: [&[[Lanes; U]]; I] = each(|j| xs[j].as_chunks::<U>().0);
+    // Every stream holds the same whole vectors: as many groups each.
+    let n = xs.first().map_or(0, |x| x.len() / U);
+    let mut g = 0;
+    while g < n {
+        // The steps before the next spill, in a loop with nothing else in it.
+        let end = n.min(g + (BLOCK - *adds));
+        let part: [&[[Lanes; U]]; I] = each(|j| gs[j].get(g..end).unwrap_or(&[]));
+        zip_with(g..end, part, 0, [[0.0; LANES]; U], |g, x| {
+            for u in 0..U.min(UNROLL) {
+                let y = R::step(k, each(|j| V::new(x[j][u])), &mut a[u]);
+                if R::WRITES {
+                    if let Some(o) = outs.get_mut(g * U + u) {
+                        *o = y.to_array();
+                    }
+                }
+            }
+        });
+        *adds += end - g;
+        g = end;
+        if *adds >= BLOCK {
+            spill(a, sums);
+            *adds = 0;
+        }
+    }
+    n * U
 }
 
 /// Maps the positions `cols` of every run of the band as [`map`] does (not in
@@ -148,7 +176,8 @@ pub(super) fn map_sum<M: MapSum<I, K, A>, const I: usize, const K: usize, const 
             let run = at + cols.start..at + cols.end;
             let kv = splat(&k, i);
             let x = w.run_at(&ins, run.clone(), cols.clone());
-            map_sum_run::<M, I, K, A>(x, &mut out[run], &kv, &mut sums);
+            let out = out.get_mut(run).unwrap_or(&mut []);
+            map_sum_run::<M, I, K, A>(x, out, &kv, &mut sums);
         }
     }
 }
@@ -166,12 +195,14 @@ fn map_sum_run<M: MapSum<I, K, A>, const I: usize, const K: usize, const A: usiz
 ) {
     let n = x.iter().fold(out.len(), |n, x| n.min(x.len()));
     let n = sums.iter().fold(n, |n, s| n.min(s.len()));
-    let x: [&[f32]; I] = core::array::from_fn(|j| &x[j][..n]);
-    let out = &mut out[..n];
-    let mut sums: [&mut [f32]; A] = sums.each_mut().map(|s| &mut s[..n]);
+    // Cut to exactly `n` (in range by the folds): below, indices need no checks.
+    let (Some(x), Some(out)) = (cut(x, n, 0), out.get_mut(..n)) else {
+        return;
+    };
+    let mut sums: [&mut [f32]; A] = sums.each_mut().map(|s| s.get_mut(..n).unwrap_or(&mut []));
     let pad = M::pad(k);
     if n < LANES {
-        let v = core::array::from_fn(|j| load_tail(x[j], pad[j]));
+        let v = each(|j| load_tail(x[j], pad[j]));
         let mut acc = sums.each_ref().map(|s| load_tail(s, V::ZERO));
         store_tail(out, M::map(k, v, &mut acc));
         for (s, a) in sums.into_iter().zip(acc) {
@@ -181,25 +212,31 @@ fn map_sum_run<M: MapSum<I, K, A>, const I: usize, const K: usize, const A: usiz
     }
     let xs = x.map(|x| x.as_chunks::<LANES>().0);
     let (outs, _) = out.as_chunks_mut::<LANES>();
-    let mut ss = sums.each_mut().map(|s| s.as_chunks_mut::<LANES>().0);
-    for v in 0..outs.len() {
-        let x = core::array::from_fn(|j| V::new(xs[j][v]));
-        let mut acc = ss.each_ref().map(|s| V::new(s[v]));
-        outs[v] = M::map(k, x, &mut acc).to_array();
-        for (s, a) in ss.iter_mut().zip(acc) {
-            s[v] = a.to_array();
-        }
+    // The two sums zipped with the output (checked when compiled: a kernel with
+    // other sums needs its own arm here), the streams by `zip_with`.
+    const { assert!(A == 2, "map_sum zips two sums") };
+    {
+        let mut ss = sums
+            .each_mut()
+            .map(|s| s.as_chunks_mut::<LANES>().0)
+            .into_iter();
+        let (s0, s1) = (ss.next().unwrap_or_default(), ss.next().unwrap_or_default());
+        let places = outs.iter_mut().zip(s0.iter_mut().zip(s1.iter_mut()));
+        zip_with(places, xs, 0, [0.0; LANES], |(o, (s0, s1)), x| {
+            let mut acc = each(|q| V::new(if q == 0 { *s0 } else { *s1 }));
+            *o = M::map(k, each(|j| V::new(x[j])), &mut acc).to_array();
+            (*s0, *s1) = (acc[0].to_array(), acc[A - 1].to_array());
+        });
     }
     let t = n % LANES;
     if t == 0 {
         return;
     }
-    let last: [V; I] =
-        core::array::from_fn(|j| V::new(*x[j].last_chunk::<LANES>().unwrap_or(&[0.0; LANES])));
+    let last: [V; I] = each(|j| V::new(*x[j].last_chunk::<LANES>().unwrap_or(&[0.0; LANES])));
     if let Some(o) = out.last_chunk_mut::<LANES>() {
         *o = M::map(k, last, &mut [V::ZERO; A]).to_array();
     }
-    let masked = core::array::from_fn(|j| mask_overlap(last[j], t, pad[j]));
+    let masked = each(|j| mask_overlap(last[j], t, pad[j]));
     let mut ends = sums.map(|s| s.last_chunk_mut::<LANES>());
     let mut acc = ends
         .each_ref()
@@ -215,7 +252,7 @@ fn map_sum_run<M: MapSum<I, K, A>, const I: usize, const K: usize, const A: usiz
 /// The constants of channel `i` in every lane.
 #[inline(always)]
 fn splat<const K: usize>(k: &[&[f32]; K], i: usize) -> [V; K] {
-    core::array::from_fn(|q| V::splat(k[q].get(i).copied().unwrap_or(0.0)))
+    each(|q| V::splat(k[q].get(i).copied().unwrap_or(0.0)))
 }
 
 /// Adds the accumulators' lanes to `sums` in f64 and zeroes them: the `UNROLL`
@@ -253,7 +290,8 @@ pub(super) fn map<M: Map<I, K>, const I: usize, const K: usize, const IN_PLACE: 
             let at = (n * c + band.first + i) * s;
             let run = at..at + s;
             let kv = splat(&k, i);
-            map_run::<M, I, K, IN_PLACE>(w.run(&ins, run.clone()), &mut out[run], &kv);
+            let out = out.get_mut(run.clone()).unwrap_or(&mut []);
+            map_run::<M, I, K, IN_PLACE>(w.run(&ins, run), out, &kv);
         }
     }
 }
@@ -278,34 +316,34 @@ pub(super) fn map_run<M: Map<I, K>, const I: usize, const K: usize, const IN_PLA
         .fold(out.len(), |n, x| n.min(x.len()));
     // Cut to exactly `n` (in range by the fold): below, every index is provably in
     // range and the loop carries no checks.
-    let x: [&[f32]; I] =
-        core::array::from_fn(|j| if IN_PLACE && j == 0 { x[j] } else { &x[j][..n] });
-    let out = &mut out[..n];
+    let (Some(x), Some(out)) = (cut(x, n, usize::from(IN_PLACE)), out.get_mut(..n)) else {
+        return;
+    };
     if n < LANES {
-        let v = core::array::from_fn(|j| {
+        let v = each(|j| {
             let src = if IN_PLACE && j == 0 { &*out } else { x[j] };
             load_tail(src, V::ZERO)
         });
         store_tail(out, M::map(k, v));
         return;
     }
-    let last = core::array::from_fn(|j| {
+    let last = each(|j| {
         let src = if IN_PLACE && j == 0 { &*out } else { x[j] };
         V::new(*src.last_chunk::<LANES>().unwrap_or(&[0.0; LANES]))
     });
     let last = M::map(k, last).to_array();
     let xs = x.map(|x| x.as_chunks::<LANES>().0);
     let (outs, _) = out.as_chunks_mut::<LANES>();
-    for v in 0..outs.len() {
-        let x = core::array::from_fn(|j| {
-            V::new(if IN_PLACE && j == 0 {
-                outs[v]
-            } else {
-                xs[j][v]
-            })
-        });
-        outs[v] = M::map(k, x).to_array();
-    }
+    zip_with(
+        outs.iter_mut(),
+        xs,
+        usize::from(IN_PLACE),
+        [0.0; LANES],
+        |o, x| {
+            let x = each(|j| V::new(if IN_PLACE && j == 0 { *o } else { x[j] }));
+            *o = M::map(k, x).to_array();
+        },
+    );
     if let Some(o) = out.last_chunk_mut::<LANES>() {
         *o = last;
     }
