@@ -209,15 +209,24 @@ pub(super) fn reduce<
                 Some(op) if R::WRITES => op,
                 _ => &mut [],
             };
-            // The slots by index (iterator adaptors over the slot arrays compiled to
-            // twice the instructions per vector), the streams zipped.
-            let n = n.min(S);
-            zip_with(0..n, xp, 0, [0.0; LANES], |j, x| {
-                let y = R::step(&kv[j], each(|i| V::new(x[i])), &mut acc[j]);
-                if let Some(o) = op.get_mut(j) {
-                    *o = y.to_array();
-                }
-            });
+            // Slots and streams zipped: no index to check.
+            let places = kv.iter().zip(acc.iter_mut());
+            let fill = [0.0; LANES];
+            if R::WRITES {
+                zip_with(
+                    places.zip(op.iter_mut()),
+                    xp,
+                    0,
+                    fill,
+                    |((kv, acc), o), x| {
+                        *o = R::step(kv, each(|i| V::new(x[i])), acc).to_array();
+                    },
+                );
+            } else {
+                zip_with(places, xp, 0, fill, |(kv, acc), x| {
+                    R::step(kv, each(|i| V::new(x[i])), acc);
+                });
+            }
             v += slots;
             adds += 1;
             if adds == BLOCK {
@@ -304,12 +313,17 @@ pub(super) fn map<
             let Some((xp, n)) = period(&xs, p * slots, outs.len(), IN_PLACE) else {
                 break;
             };
-            let n = n.min(S).min(outs.len());
-            let outs = &mut outs[..n];
-            zip_with(0..n, xp, usize::from(IN_PLACE), [0.0; LANES], |j, x| {
-                let x = each(|i| V::new(if IN_PLACE && i == 0 { outs[j] } else { x[i] }));
-                outs[j] = M::map(&kv[j], x).to_array();
-            });
+            let places = outs.iter_mut().zip(&kv).take(n);
+            zip_with(
+                places,
+                xp,
+                usize::from(IN_PLACE),
+                [0.0; LANES],
+                |(o, kv), x| {
+                    let x = each(|i| V::new(if IN_PLACE && i == 0 { *o } else { x[i] }));
+                    *o = M::map(kv, x).to_array();
+                },
+            );
         }
         match (last, kv.get(whole % slots)) {
             (Some(y), _) => {
