@@ -266,7 +266,7 @@ impl BatchNorm<'_> {
                 let p = out_of_range(kk.abs().max(aa.abs()).max(bb.abs()));
                 let v = [kk / p, aa / p, bb / p, p];
                 for (k, v) in k.iter_mut().zip(v) {
-                    k[i] = v as f32;
+                    put(k, i, v as f32);
                 }
             }
             let k = [&k[0][..], mu[0], &k[1][..], &k[2][..], &k[3][..]];

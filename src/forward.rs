@@ -509,7 +509,7 @@ impl BatchNorm<'_> {
                 // `(x − mu)·scale + shift` is as exact as if the mean were f64.
                 let shift = (beta - (st.mean - f64::from(mu)) * s) as f32;
                 for (k, v) in k.iter_mut().zip([mu, s as f32, shift]) {
-                    k[i] = v;
+                    put(k, i, v);
                 }
                 put(save_mean, c, mu);
                 put(save_invstd, c, invstd as f32);

@@ -10,7 +10,7 @@
 use core::ops::Range;
 
 use crate::backward::{out_of_range, Grads};
-use crate::engine::{self, Band, Walk, MAX_BAND, SMALL};
+use crate::engine::{self, put, Band, Walk, MAX_BAND, SMALL};
 use crate::error::{check_len, Error};
 use crate::forward::BatchNorm;
 use crate::kernels::{Centered, GradInput, GradSums};
@@ -363,7 +363,7 @@ impl GroupNorm<'_> {
                         let mu = st.mean as f32;
                         let shift = bn.beta(c) - (st.mean - f64::from(mu)) * s;
                         for (k, v) in k.iter_mut().zip([mu, s as f32, shift as f32]) {
-                            k[i] = v;
+                            put(k, i, v);
                         }
                     }
                     let k = [&k[0][..], &k[1][..], &k[2][..]];
@@ -470,7 +470,7 @@ impl GroupNorm<'_> {
                         let p = out_of_range(kk.abs().max(a.abs()).max(b.abs()));
                         let mu = stat(c, saved.mean);
                         for (k, v) in k.iter_mut().zip([kk / p, f64::from(mu), a / p, b / p, p]) {
-                            k[i] = v as f32;
+                            put(k, i, v as f32);
                         }
                     }
                     let k = [&k[0][..], &k[1][..], &k[2][..], &k[3][..], &k[4][..]];

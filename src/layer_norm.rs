@@ -8,7 +8,7 @@
 use crate::backward::{out_of_range, Grads};
 use core::ops::Range;
 
-use crate::engine::{self, Band, Walk, BLOCK, SMALL};
+use crate::engine::{self, put, Band, Walk, BLOCK, SMALL};
 use crate::error::{check_eps, check_len, Error};
 use crate::forward::BatchNorm;
 use crate::group_norm::add;
@@ -515,7 +515,7 @@ impl RowNorm<'_> {
                     Center::None => (0.0, 0.0),
                 };
                 for (k, v) in k.iter_mut().zip([mu, inv as f32, fix as f32]) {
-                    k[i] = v;
+                    put(k, i, v);
                 }
                 if let Some(m) = mean.as_deref_mut().and_then(|m| m.get_mut(r)) {
                     *m = mu;
@@ -630,7 +630,7 @@ impl RowNorm<'_> {
                 let p = out_of_range(inv.abs().max(a.abs()).max(b.abs()));
                 let mu = f64::from(mu.get(i).copied().unwrap_or(0.0));
                 for (k, v) in k.iter_mut().zip([mu, inv, inv / p, a / p, b / p, p]) {
-                    k[i] = v as f32;
+                    put(k, i, v as f32);
                 }
             }
             let k = k.each_ref().map(|k| &k[..]);

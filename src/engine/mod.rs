@@ -436,11 +436,7 @@ pub(crate) fn put(out: &mut [f32], c: usize, v: f32) {
 /// compiler knows each holds exactly `n`: a loop below `n` indexes them without
 /// checks, and no cut leaves a panic path.
 #[inline(always)]
-pub(crate) fn cut<'a, T, const N: usize>(
-    xs: [&'a [T]; N],
-    n: usize,
-    skip: usize,
-) -> Option<[&'a [T]; N]> {
+pub(crate) fn cut<T, const N: usize>(xs: [&[T]; N], n: usize, skip: usize) -> Option<[&[T]; N]> {
     let mut out = xs;
     #[allow(clippy::needless_range_loop)]
     for j in skip..N {
@@ -490,8 +486,7 @@ pub(crate) fn zip_with<O, T: Copy, const I: usize>(
     }
 }
 
-/// The length of the shortest of `xs` but the first `skip`, at most `n`: a loop below
-/// it indexes each of them provably in range (a plain loop, so also at opt-level "s").
+/// The length of the shortest of `xs` but the first `skip`, at most `n`.
 #[inline(always)]
 pub(crate) fn shortest<T, const N: usize>(xs: &[&[T]; N], n: usize, skip: usize) -> usize {
     let mut n = n;

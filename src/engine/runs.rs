@@ -117,8 +117,7 @@ fn reduce_run<R: Reduce<I, K, A>, const I: usize, const K: usize, const A: usize
 
 /// The whole groups of `U` vectors of a run, one accumulator set per vector of a
 /// group, spilling into `sums` whenever a lane has taken [`BLOCK`] adds; returns the
-/// vectors taken. Indexed through `as_chunks` of one length, every load is provably in
-/// range: the loop carries no checks.
+/// vectors taken. The streams' groups are zipped (`zip_with`): no load is checked.
 #[inline(always)]
 fn groups<R: Reduce<I, K, A>, const I: usize, const K: usize, const A: usize, const U: usize>(
     xs: [&[Lanes]; I],
@@ -195,7 +194,7 @@ fn map_sum_run<M: MapSum<I, K, A>, const I: usize, const K: usize, const A: usiz
 ) {
     let n = x.iter().fold(out.len(), |n, x| n.min(x.len()));
     let n = sums.iter().fold(n, |n, s| n.min(s.len()));
-    // Cut to exactly `n` (in range by the folds): below, indices need no checks.
+    // Cut to exactly `n` (in range by the folds), so that the last vector is the run's.
     let (Some(x), Some(out)) = (cut(x, n, 0), out.get_mut(..n)) else {
         return;
     };
@@ -301,9 +300,8 @@ pub(super) fn map<M: Map<I, K>, const I: usize, const K: usize, const IN_PLACE: 
 /// vector, overlapping the one before: computed before anything is stored (so also
 /// in place), stored last.
 ///
-/// Written with plain indices into slices cut to one length, which the compiler
-/// proves in range: per run this costs a few instructions, where iterator adaptors
-/// cost as much as a short run's values.
+/// The streams are zipped with the output (`zip_with`): no load or store is checked,
+/// and per run this costs a few instructions.
 #[inline(always)]
 pub(super) fn map_run<M: Map<I, K>, const I: usize, const K: usize, const IN_PLACE: bool>(
     x: [&[f32]; I],
@@ -314,8 +312,7 @@ pub(super) fn map_run<M: Map<I, K>, const I: usize, const K: usize, const IN_PLA
         .iter()
         .skip(usize::from(IN_PLACE))
         .fold(out.len(), |n, x| n.min(x.len()));
-    // Cut to exactly `n` (in range by the fold): below, every index is provably in
-    // range and the loop carries no checks.
+    // Cut to exactly `n` (in range by the fold), so that the last vector is the run's.
     let (Some(x), Some(out)) = (cut(x, n, usize::from(IN_PLACE)), out.get_mut(..n)) else {
         return;
     };
