@@ -28,6 +28,7 @@ done
 QEMU_TIMEOUT="${QEMU_TIMEOUT:-300}"   # seconds per firmware run
 log() { printf '[embedded] %s\n' "$*"; }
 die() { printf '[embedded] ERROR: %s\n' "$*" >&2; exit 1; }
+source "$(dirname "${BASH_SOURCE[0]}")/../apt.sh"
 
 # ---------------------------------------------------------------- toolchain (Debian)
 need_pkgs=()
@@ -43,19 +44,7 @@ else
         command -v "$c" >/dev/null || die "$c not found and no dpkg here: see docs/embedded.md for the toolchain"
     done
 fi
-if [ "${#need_pkgs[@]}" -gt 0 ]; then
-    log "installing missing Debian packages: ${need_pkgs[*]}"
-    command -v apt-get >/dev/null || die "apt-get not found: install ${need_pkgs[*]} (Debian 12 bookworm-security) by hand"
-    sudo=""
-    if [ "$(id -u)" != 0 ]; then
-        command -v sudo >/dev/null || die "not root and no sudo: install ${need_pkgs[*]} by hand"
-        sudo="sudo"
-    fi
-    export DEBIAN_FRONTEND=noninteractive
-    $sudo apt-get update -q >/dev/null || die "apt-get update failed"
-    $sudo apt-get install -y -q --no-install-recommends "${need_pkgs[@]}" >/dev/null \
-        || die "apt-get install ${need_pkgs[*]} failed"
-fi
+apt_install ${need_pkgs[@]+"${need_pkgs[@]}"}
 if command -v dpkg-query >/dev/null; then
     # rustc and the library source build-std compiles must be the same release.
     v_rustc="$(dpkg-query -W -f='${Version}' rustc-web)"

@@ -24,6 +24,7 @@ here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 only="${1:-}"
 log() { printf '[panic-free] %s\n' "$*"; }
 die() { printf '[panic-free] ERROR: %s\n' "$*" >&2; exit 1; }
+source "$here/../apt.sh"
 
 TARGETS=(x86_64-unknown-linux-gnu thumbv7em-none-eabihf aarch64-unknown-none)
 PROFILES=(o3 os)
@@ -44,19 +45,7 @@ if command -v dpkg-query >/dev/null; then
         dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || need_pkgs+=("$p")
     done
 fi
-if [ "${#need_pkgs[@]}" -gt 0 ]; then
-    log "installing missing Debian packages: ${need_pkgs[*]}"
-    command -v apt-get >/dev/null || die "apt-get not found: install ${need_pkgs[*]} by hand"
-    sudo=""
-    if [ "$(id -u)" != 0 ]; then
-        command -v sudo >/dev/null || die "not root and no sudo: install ${need_pkgs[*]} by hand"
-        sudo="sudo"
-    fi
-    export DEBIAN_FRONTEND=noninteractive
-    $sudo apt-get update -q >/dev/null || die "apt-get update failed"
-    $sudo apt-get install -y -q --no-install-recommends "${need_pkgs[@]}" >/dev/null \
-        || die "apt-get install ${need_pkgs[*]} failed"
-fi
+apt_install ${need_pkgs[@]+"${need_pkgs[@]}"}
 command -v ld.lld-19 >/dev/null || die "ld.lld-19 not found (Debian package lld-19)"
 if [ "$embedded" = 1 ]; then
     [ -d /usr/lib/rustlib/src/rust/library/core ] || die "rust-web-src missing: /usr/lib/rustlib/src/rust/library/core"
