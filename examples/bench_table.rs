@@ -7,7 +7,11 @@
 //! cargo run --release --example bench_table -- --csv S1 S5   # some shapes, machine-readable
 //! cargo run --release --example bench_table -- S3 --layout=NHWC --kernel=train  # one row
 //! cargo run --release --example bench_table -- --list        # the rows, without measuring
+//! cargo run --release --example bench_table -- S5 --layout=NCHW --kernel=train --calls=20
 //! ```
+//!
+//! `--calls=N` times nothing: it makes N calls of our kernel in `calls`, for a profiler
+//! to count (`benches/instruction_counts.sh` runs callgrind on it).
 //!
 //! Columns: median time of ours, of the copy and of scalar per call (ms, or µs per call
 //! on the tiny `T*` shapes); `limit` = copy time / our time (1.0 = at the bandwidth
@@ -25,6 +29,13 @@ use common::{layout_name, traffic_per_elem, Case, Kernel, Work, CASES, KERNELS};
 const SAMPLE: Duration = Duration::from_millis(4);
 /// Calls per sample at most: 4 ms of calls as short as 0.4 ns.
 const MAX_REPS: usize = 10_000_000;
+
+/// `n` calls of our `kernel`, nothing else: what `--calls` gives a profiler (callgrind's
+/// `--toggle-collect` names this function).
+#[inline(never)]
+fn calls(work: &mut Work, kernel: Kernel, n: usize) {
+    work.repeat(Work::run, kernel, n);
+}
 
 fn main() {
     let args: Vec<String> = std::env::args()
@@ -44,6 +55,7 @@ fn main() {
             .find_map(|a| a.strip_prefix(key).map(str::to_owned))
     };
     let (only_layout, only_kernel) = (pick("--layout="), pick("--kernel="));
+    let calls: Option<usize> = pick("--calls=").and_then(|n| n.parse().ok());
     if let Some(k) = only_kernel
         .as_deref()
         .filter(|k| Kernel::from_name(k).is_none())
@@ -106,6 +118,10 @@ fn main() {
                 continue;
             }
             let mut work = Work::new(case, layout);
+            if let Some(n) = calls {
+                kernels.for_each(|kernel| self::calls(&mut work, kernel, n));
+                continue;
+            }
             for kernel in kernels {
                 let [ours, copy, scalar] = measure(&mut work, kernel, samples);
                 let bpe = traffic_per_elem(&case, layout, kernel);
