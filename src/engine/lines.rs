@@ -313,17 +313,20 @@ pub(super) fn map<
             let Some((xp, n)) = period(&xs, p * slots, outs.len(), IN_PLACE) else {
                 break;
             };
-            let places = outs.iter_mut().zip(&kv).take(n);
-            zip_with(
-                places,
-                xp,
-                usize::from(IN_PLACE),
-                [0.0; LANES],
-                |(o, kv), x| {
-                    let x = each(|i| V::new(if IN_PLACE && i == 0 { *o } else { x[i] }));
-                    *o = M::map(kv, x).to_array();
-                },
-            );
+            let f = |(o, kv): (&mut Lanes, &[V; K]), x: [Lanes; I]| {
+                let x = each(|i| V::new(if IN_PLACE && i == 0 { *o } else { x[i] }));
+                *o = M::map(kv, x).to_array();
+            };
+            // Slots and streams zipped. One stream: the slots to `n` by `take` (cut,
+            // they cost 10 % more instructions on NHWC eval); more: cut (by `take`,
+            // 11 % more on NHWC eval with Add + ReLU).
+            let (skip, fill) = (usize::from(IN_PLACE), [0.0; LANES]);
+            if I - skip <= 1 {
+                zip_with(outs.iter_mut().zip(&kv).take(n), xp, skip, fill, f);
+            } else {
+                let n = n.min(S).min(outs.len());
+                zip_with(outs[..n].iter_mut().zip(&kv[..n]), xp, skip, fill, f);
+            }
         }
         match (last, kv.get(whole % slots)) {
             (Some(y), _) => {

@@ -135,16 +135,26 @@ fn groups<R: Reduce<I, K, A>, const I: usize, const K: usize, const A: usize, co
         // The steps before the next spill, in a loop with nothing else in it.
         let end = n.min(g + (BLOCK - *adds));
         let part: [&[[Lanes; U]]; I] = each(|j| gs[j].get(g..end).unwrap_or(&[]));
-        zip_with(g..end, part, 0, [[0.0; LANES]; U], |g, x| {
+        let fill = [[0.0; LANES]; U];
+        let mut group = |x: [[Lanes; U]; I], mut o: Option<&mut [Lanes; U]>| {
             for u in 0..U.min(UNROLL) {
                 let y = R::step(k, each(|j| V::new(x[j][u])), &mut a[u]);
-                if R::WRITES {
-                    if let Some(o) = outs.get_mut(g * U + u) {
-                        *o = y.to_array();
-                    }
+                if let Some(o) = o.as_deref_mut() {
+                    o[u] = y.to_array();
                 }
             }
-        });
+        };
+        // The output's groups zipped too where the kernel writes.
+        if R::WRITES {
+            let outs = outs
+                .as_chunks_mut::<U>()
+                .0
+                .get_mut(g..end)
+                .unwrap_or_default();
+            zip_with(outs.iter_mut(), part, 0, fill, |o, x| group(x, Some(o)));
+        } else {
+            zip_with(g..end, part, 0, fill, |_, x| group(x, None));
+        }
         *adds += end - g;
         g = end;
         if *adds >= BLOCK {
