@@ -150,8 +150,8 @@ impl Lines {
 }
 
 /// The inputs' `n` vectors from place `v` on, each cut to how many every input has
-/// (`n` unless a slice is short; `None` only where a checked call never goes):
-/// indexing below that needs no bounds check.
+/// (`n` unless a slice is short; `None` only where a checked call never goes), for
+/// [`zip_with`] to walk.
 #[inline(always)]
 fn period<'a, const I: usize>(
     xs: &[&'a [Lanes]; I],

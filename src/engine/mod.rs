@@ -432,9 +432,9 @@ pub(crate) fn put(out: &mut [f32], c: usize, v: f32) {
 }
 
 /// `xs` but the first `skip` cut to their first `n` values, or `None` if one is
-/// shorter (which a checked call never has). Past a `let … else { return }` the
-/// compiler knows each holds exactly `n`: a loop below `n` indexes them without
-/// checks, and no cut leaves a panic path.
+/// shorter (which a checked call never has): past a `let … else { return }` each holds
+/// exactly `n`, and no unprovable cut leaves a panic path. Loops over several of them
+/// go through [`zip_with`]: the compiler sees the length of one, not that all share it.
 #[inline(always)]
 pub(crate) fn cut<T, const N: usize>(xs: [&[T]; N], n: usize, skip: usize) -> Option<[&[T]; N]> {
     let mut out = xs;
