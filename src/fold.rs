@@ -922,7 +922,8 @@ fn fold_weights(bn: &EvalBn<'_>, geo: &Geometry, weight: &mut [f32], bias: &mut 
                             }
                         }
                     }
-                    for (b, &a) in part_mut(bias, (g * out_g + p0)..(g * out_g + p0) + n)
+                    let first = g * out_g + p0;
+                    for (b, &a) in part_mut(bias, first..first + n)
                         .iter_mut()
                         .zip(part(&acc, ..n))
                     {
@@ -943,15 +944,12 @@ fn fold_weights(bn: &EvalBn<'_>, geo: &Geometry, weight: &mut [f32], bias: &mut 
                 for q0 in (0..in_g).step_by(TILE) {
                     let m = TILE.min(in_g - q0);
                     for t in 0..m {
-                        let (scale, shift) = bn.scale_shift(q0 + t);
-                        (sc[t], sh[t]) = (scale, shift);
+                        (sc[t], sh[t]) = bn.scale_shift(q0 + t);
                     }
                     for k in 0..kernel {
-                        let rows = part_mut(
-                            weight,
-                            ((k * in_g + q0) * out_n)..((k * in_g + q0) * out_n) + m * out_n,
-                        )
-                        .chunks_exact_mut(out_n.max(1));
+                        let first = (k * in_g + q0) * out_n;
+                        let rows = part_mut(weight, first..first + m * out_n)
+                            .chunks_exact_mut(out_n.max(1));
                         for ((row, &scale), &shift) in rows.zip(part(&sc, ..m)).zip(part(&sh, ..m))
                         {
                             fold_run_axpy(
@@ -1042,10 +1040,8 @@ fn fold_hwio_grouped(bn: &EvalBn<'_>, geo: &Geometry, weight: &mut [f32], bias: 
                 t = end;
             }
             for k in 0..kernel {
-                let row = part_mut(
-                    weight,
-                    (k * in_g + q) * out_n..(k * in_g + q) * out_n + out_n,
-                );
+                let first = (k * in_g + q) * out_n;
+                let row = part_mut(weight, first..first + out_n);
                 fold_each_axpy(
                     part_mut(row, o0..o0 + n),
                     part(&sc, ..n),

@@ -8,7 +8,7 @@
 
 use core::ops::Range;
 
-use super::{cut, each, shortest, sub, zip_with, Band, Kind, Map, Reduce, Walk, BLOCK};
+use super::{each, shortest, sub, zip_with, Band, Kind, Map, Reduce, Walk, BLOCK};
 use crate::lanes::{load_tail, mask_overlap, store_tail, Lanes, LANES, V};
 
 /// Where a band's lines are and which channel each lane holds.
@@ -149,21 +149,18 @@ impl Lines {
     }
 }
 
-/// The inputs' `n` vectors from place `v` on, each cut to how many every input has
-/// (`n` unless a slice is short; `None` only where a checked call never goes), for
-/// [`zip_with`] to walk.
+/// The inputs' `n` vectors from place `v` on, and how many every input has (`n`
+/// unless a slice is short), for [`zip_with`] to walk (it stops at the shortest).
 #[inline(always)]
 fn period<'a, const I: usize>(
     xs: &[&'a [Lanes]; I],
     v: usize,
     n: usize,
     in_place: bool,
-) -> Option<([&'a [Lanes]; I], usize)> {
+) -> ([&'a [Lanes]; I], usize) {
     let xp: [&[Lanes]; I] = each(|i| xs[i].get(v..v + n).unwrap_or(&[]));
     // In place, input 0 is the output itself and has no slice of its own.
-    let skip = usize::from(in_place);
-    let n = shortest(&xp, n, skip);
-    Some((cut(xp, n, skip)?, n))
+    (xp, shortest(&xp, n, usize::from(in_place)))
 }
 
 pub(super) fn reduce<
@@ -202,9 +199,7 @@ pub(super) fn reduce<
         let (outs, _) = out.as_chunks_mut::<LANES>();
         let mut v = 0;
         while v < whole {
-            let Some((xp, n)) = period(&xs, v, slots.min(whole - v), false) else {
-                break;
-            };
+            let (xp, n) = period(&xs, v, slots.min(whole - v), false);
             let op = match outs.get_mut(v..v + n) {
                 Some(op) if R::WRITES => op,
                 _ => &mut [],
@@ -310,16 +305,14 @@ pub(super) fn map<
             .fold(outs.len(), |w, x| w.min(x.len()));
         let outs = outs.get_mut(..whole).unwrap_or(&mut []);
         for (p, outs) in outs.chunks_mut(slots).enumerate() {
-            let Some((xp, n)) = period(&xs, p * slots, outs.len(), IN_PLACE) else {
-                break;
-            };
+            let (xp, n) = period(&xs, p * slots, outs.len(), IN_PLACE);
             let f = |(o, kv): (&mut Lanes, &[V; K]), x: [Lanes; I]| {
                 let x = each(|i| V::new(if IN_PLACE && i == 0 { *o } else { x[i] }));
                 *o = M::map(kv, x).to_array();
             };
-            // Slots and streams zipped. One stream: the slots to `n` by `take` (cut,
-            // they cost 10 % more instructions on NHWC eval); more: cut (by `take`,
-            // 11 % more on NHWC eval with Add + ReLU).
+            // Slots and streams zipped, the slots limited to `n`: by `take` for one
+            // read stream, by cutting for more (the other way round cost 10 % more
+            // instructions on NHWC eval, 11 % more on NHWC eval with Add + ReLU).
             let (skip, fill) = (usize::from(IN_PLACE), [0.0; LANES]);
             if I - skip <= 1 {
                 zip_with(outs.iter_mut().zip(&kv).take(n), xp, skip, fill, f);
