@@ -2,20 +2,44 @@
 //! split a slice into whole vectors and a tail.
 //!
 //! `wide` picks the instructions at compile time: SSE2 by default and AVX2/FMA with
-//! `-C target-cpu=native` on x86-64, NEON on AArch64. Where there is no SIMD
-//! (Cortex-M4F) a "vector" is an array of scalars: there it is 4 lanes wide and not
-//! unrolled, which keeps flash small and still gives the FPU independent chains.
+//! `-C target-cpu=native` on x86-64, NEON on AArch64 (and on 32-bit Arm and
+//! WebAssembly where they have 128-bit SIMD). Where there is no SIMD (Cortex-M4F) a
+//! "vector" is one f32 (`lanes/one.rs`), not unrolled: element loops with no tails, which
+//! keeps flash small.
 
 #[cfg(any(target_arch = "x86", target_arch = "x86_64", target_arch = "aarch64"))]
 mod width {
     pub(crate) use wide::f32x8 as V;
     pub(crate) const LANES: usize = 8;
 }
-#[cfg(not(any(target_arch = "x86", target_arch = "x86_64", target_arch = "aarch64")))]
+// Other targets with 128-bit SIMD (32-bit Arm with NEON, WebAssembly with simd128).
+#[cfg(all(
+    not(any(target_arch = "x86", target_arch = "x86_64", target_arch = "aarch64")),
+    any(target_feature = "neon", target_feature = "simd128")
+))]
 mod width {
     pub(crate) use wide::f32x4 as V;
     pub(crate) const LANES: usize = 4;
 }
+#[cfg(not(any(
+    target_arch = "x86",
+    target_arch = "x86_64",
+    target_arch = "aarch64",
+    target_feature = "neon",
+    target_feature = "simd128"
+)))]
+mod width {
+    pub(crate) use super::one::F32x1 as V;
+    pub(crate) const LANES: usize = 1;
+}
+#[cfg(not(any(
+    target_arch = "x86",
+    target_arch = "x86_64",
+    target_arch = "aarch64",
+    target_feature = "neon",
+    target_feature = "simd128"
+)))]
+mod one;
 pub(crate) use width::{LANES, V};
 
 /// Independent accumulators per sum in a contiguous run: enough to hide the add

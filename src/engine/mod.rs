@@ -26,6 +26,11 @@
 //! (overlapping) vector, whose lanes already seen are replaced by the kernel's neutral
 //! pad; the one short line of a packed walk ends on a padded vector.
 //!
+//! Where there is no SIMD (one lane: Cortex-M4F) lanes have nothing to fill and
+//! memory is read at one speed in any order: every layout is walked as runs, a
+//! channels-last channel as one run of its `N·S` values, `C` apart. Only the runs'
+//! element loops are then in the build, one per kernel, without tails.
+//!
 //! Sums accumulate in f32 vectors for at most [`BLOCK`] adds per lane, then spill into
 //! the caller's f64 sums, so f32 rounding never builds up over a long channel.
 //!
@@ -42,11 +47,14 @@ mod runs;
 
 /// Most channels in a band. 64-bit targets: 256, so that a channels-last row of up
 /// to 256 channels is read once, in memory order; 32-bit targets (microcontrollers:
-/// little stack) 64.
+/// little stack) 16, and 8 with one lane, where a band is only a stretch of channels
+/// whose constants are set up together (every channel is a run of its own).
 pub(crate) const MAX_BAND: usize = if cfg!(target_pointer_width = "64") {
     256
+} else if LANES == 1 {
+    8
 } else {
-    64
+    16
 };
 
 /// The band capacity of every walk but channels-last with more channels than this:
@@ -114,6 +122,9 @@ pub(crate) struct Walk {
     channels: usize,
     spatial: usize,
     len: usize,
+    /// Runs: the distance between a run's values, 1 (contiguous) or, with one lane
+    /// channels-last, `C`.
+    step: usize,
     /// How many of a kernel's last inputs are shared by every run: one run's worth of
     /// values, read at the same positions in every run (a row's γ and β).
     shared: usize,
@@ -176,15 +187,34 @@ impl Walk {
             (true, 0) => Kind::Runs,
             (false, 0) => Kind::Rows,
         };
-        Walk {
+        // Checked by the caller (`Shape::len`), in that order of products.
+        let len = shape.len().unwrap_or(0);
+        let walk = Walk {
             kind,
             cap,
             batch: shape.batch,
             channels: c,
             spatial: shape.spatial,
-            // Checked by the caller (`Shape::len`), in that order of products.
-            len: shape.len().unwrap_or(0),
+            len,
+            step: 1,
             shared: 0,
+        };
+        // One lane (no SIMD): every layout as runs, a channels-last channel's values
+        // (every C-th) as one run over the tensor; no lines to set up, and one
+        // element loop per kernel in flash, not two.
+        match (LANES, first) {
+            (2.., _) => walk,
+            (_, true) => Walk {
+                kind: Kind::Runs,
+                ..walk
+            },
+            (_, false) => Walk {
+                kind: Kind::Runs,
+                batch: 1,
+                spatial: len / c.max(1),
+                step: c,
+                ..walk
+            },
         }
     }
 
@@ -199,6 +229,7 @@ impl Walk {
             channels: rows,
             spatial: len,
             len: rows.saturating_mul(len),
+            step: 1,
             shared: 0,
         }
     }
@@ -293,11 +324,26 @@ impl Walk {
         }
     }
 
+    /// The values of the run of channel `c` in sample `n`: `spatial` of them, `step`
+    /// apart (the whole range where there is SIMD: `step` is 1).
+    #[inline(always)]
+    pub(crate) fn run_of(&self, n: usize, c: usize) -> Range<usize> {
+        let s = self.spatial;
+        let (at, span) = match (s, self.step) {
+            _ if LANES > 1 => ((n * self.channels + c) * s, s),
+            (_, 1) => ((n * self.channels + c) * s, s),
+            (0, _) => (c, 0),
+            // A strided run is a channel's only one (n = 0).
+            (s, step) => (c, (s - 1) * step + 1),
+        };
+        at..at + span
+    }
+
     /// Where the first value of channel `c` is, if the tensor has values.
     pub(crate) fn first_index(&self, c: usize) -> Option<usize> {
         match self.kind {
             _ if self.len == 0 => None,
-            Kind::Runs => Some(c * self.spatial),
+            Kind::Runs => Some(self.run_of(0, c).start),
             Kind::Packed { spatial, .. } => Some(c * spatial),
             Kind::Rows => Some(c),
         }
@@ -347,6 +393,8 @@ pub(crate) fn reduce<R: Reduce<I, K, A>, const I: usize, const K: usize, const A
     sums: &mut [[f64; A]],
 ) {
     match walk.kind {
+        // `LANES == 1`: one lane walks only runs (`Walk::new`); no lines in the build.
+        _ if LANES == 1 => runs::reduce::<R, I, K, A>(walk, band, ins, out, k, steps, sums),
         Kind::Runs => runs::reduce::<R, I, K, A>(walk, band, ins, out, k, steps, sums),
         Kind::Rows | Kind::Packed { .. } => {
             let g = walk.lines(band);
@@ -373,7 +421,7 @@ pub(crate) fn map<M: Map<I, K>, const I: usize, const K: usize>(
         return;
     }
     let in_place = ins[0].is_empty();
-    if walk.kind == Kind::Runs {
+    if LANES == 1 || walk.kind == Kind::Runs {
         return match in_place {
             false => runs::map::<M, I, K, false>(walk, band, ins, out, k),
             true => runs::map::<M, I, K, true>(walk, band, ins, out, k),
@@ -478,6 +526,56 @@ pub(crate) fn zip_with<O, T: Copy, const I: usize>(
             .for_each(|(o, ((&a, &b), &c))| f(o, place([a, b, c]))),
         _ => outs.enumerate().for_each(|(v, o)| {
             let at = |j: usize| xs.get(j).and_then(|x| x.get(v)).copied().unwrap_or(d);
+            f(
+                o,
+                core::array::from_fn(|j| if j < skip { d } else { at(j) }),
+            )
+        }),
+    }
+}
+
+/// [`zip_with`] over every `step`-th value of each stream (the one-lane walk's
+/// strided runs): `f(o, [xs[0][v·step], …])`.
+#[inline(always)]
+pub(crate) fn zip_step<O, T: Copy + Default, const I: usize>(
+    outs: impl Iterator<Item = O>,
+    xs: [&[T]; I],
+    skip: usize,
+    step: usize,
+    mut f: impl FnMut(O, [T; I]),
+) {
+    let step = step.max(1);
+    let read = |j: usize| {
+        xs.get(skip + j)
+            .copied()
+            .unwrap_or(&[])
+            .iter()
+            .step_by(step)
+    };
+    let (a, b, c) = (read(0), read(1), read(2));
+    let d = T::default();
+    let place = |v: [T; 3]| -> [T; I] {
+        core::array::from_fn(|j| match j.checked_sub(skip) {
+            Some(j) => v.get(j).copied().unwrap_or(d),
+            None => d,
+        })
+    };
+    match I.saturating_sub(skip) {
+        0 => outs.for_each(|o| f(o, [d; I])),
+        1 => outs.zip(a).for_each(|(o, &a)| f(o, place([a, d, d]))),
+        2 => outs
+            .zip(a.zip(b))
+            .for_each(|(o, (&a, &b))| f(o, place([a, b, d]))),
+        3 => outs
+            .zip(a.zip(b).zip(c))
+            .for_each(|(o, ((&a, &b), &c))| f(o, place([a, b, c]))),
+        _ => outs.enumerate().for_each(|(v, o)| {
+            let at = |j: usize| {
+                xs.get(j)
+                    .and_then(|x| x.get(v * step))
+                    .copied()
+                    .unwrap_or(d)
+            };
             f(
                 o,
                 core::array::from_fn(|j| if j < skip { d } else { at(j) }),

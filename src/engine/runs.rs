@@ -1,9 +1,10 @@
 //! Channels-first: every (sample, channel) is a contiguous run of `S` values, and
-//! every lane of a vector holds the same channel.
+//! every lane of a vector holds the same channel. With one lane (no SIMD), also
+//! channels-last: a channel is one run of every `C`-th value.
 
 use core::ops::Range;
 
-use super::{cut, each, zip_with, Band, Map, MapSum, Reduce, Walk, BLOCK};
+use super::{cut, each, sub, zip_step, zip_with, Band, Map, MapSum, Reduce, Walk, BLOCK};
 use crate::lanes::{load_tail, mask_overlap, store_tail, Lanes, ACCUMULATORS, LANES, UNROLL, V};
 
 /// Reduces channel by channel: each channel's runs in turn, into accumulators that
@@ -17,24 +18,67 @@ pub(super) fn reduce<R: Reduce<I, K, A>, const I: usize, const K: usize, const A
     steps: Range<usize>,
     sums: &mut [[f64; A]],
 ) {
-    let (c, s) = (w.channels, w.spatial);
     for (i, sums) in sums.iter_mut().take(band.channels).enumerate() {
         let kv = splat(&k, i);
         let mut acc = [[V::ZERO; A]; UNROLL];
         let mut adds = 0;
         for n in steps.clone() {
-            let at = (n * c + band.first + i) * s;
-            let run = at..at + s;
+            let run = w.run_of(n, band.first + i);
             let out = if R::WRITES {
                 out.get_mut(run.clone()).unwrap_or(&mut [])
             } else {
                 &mut [][..]
             };
-            reduce_run::<R, I, K, A>(w.run(&ins, run), out, &kv, &mut acc, &mut adds, sums);
+            let x = w.run(&ins, run);
+            if LANES == 1 {
+                reduce_strided::<R, I, K, A>(x, out, w.step, &kv, &mut acc, &mut adds, sums);
+            } else {
+                reduce_run::<R, I, K, A>(x, out, &kv, &mut acc, &mut adds, sums);
+            }
         }
         if adds > 0 {
             spill(&mut acc, sums);
         }
+    }
+}
+
+/// One lane (no SIMD): adds every `step`-th value of `x` to `acc`, as
+/// [`reduce_run`] adds a run of vectors; no chunks, no tails.
+#[inline(always)]
+fn reduce_strided<R: Reduce<I, K, A>, const I: usize, const K: usize, const A: usize>(
+    x: [&[f32]; I],
+    out: &mut [f32],
+    step: usize,
+    k: &[V; K],
+    acc: &mut [[V; A]; UNROLL],
+    adds: &mut usize,
+    sums: &mut [f64; A],
+) {
+    let step = step.max(1);
+    let len = x.iter().fold(x[0].len(), |n, x| n.min(x.len()));
+    let mut at = 0;
+    while at < len {
+        // The values before the next spill.
+        let end = len.min(at + (BLOCK - *adds) * step);
+        let part = sub(&x, at..end);
+        let taken = (end - at).div_ceil(step);
+        let mut add = |x: [f32; I]| R::step(k, each(|j| V::splat(x[j])), &mut acc[0]);
+        if R::WRITES {
+            let o = out.get_mut(at..end).unwrap_or_default();
+            zip_step(o.iter_mut().step_by(step), part, 0, step, |o, x| {
+                *o = add(x).as_array()[0];
+            });
+        } else {
+            zip_step(0..taken, part, 0, step, |_, x| {
+                add(x);
+            });
+        }
+        *adds += taken;
+        if *adds >= BLOCK {
+            spill(acc, sums);
+            *adds = 0;
+        }
+        at = end;
     }
 }
 
@@ -293,16 +337,36 @@ pub(super) fn map<M: Map<I, K>, const I: usize, const K: usize, const IN_PLACE: 
     out: &mut [f32],
     k: [&[f32]; K],
 ) {
-    let (c, s) = (w.channels, w.spatial);
     for n in 0..w.batch {
         for i in 0..band.channels {
-            let at = (n * c + band.first + i) * s;
-            let run = at..at + s;
+            let run = w.run_of(n, band.first + i);
             let kv = splat(&k, i);
             let out = out.get_mut(run.clone()).unwrap_or(&mut []);
-            map_run::<M, I, K, IN_PLACE>(w.run(&ins, run), out, &kv);
+            let x = w.run(&ins, run);
+            if LANES == 1 {
+                map_strided::<M, I, K, IN_PLACE>(x, out, w.step, &kv);
+            } else {
+                map_run::<M, I, K, IN_PLACE>(x, out, &kv);
+            }
         }
     }
+}
+
+/// One lane (no SIMD): `out = M(x)` at every `step`-th value, as [`map_run`] maps a
+/// run of vectors; no chunks, no tails.
+#[inline(always)]
+fn map_strided<M: Map<I, K>, const I: usize, const K: usize, const IN_PLACE: bool>(
+    x: [&[f32]; I],
+    out: &mut [f32],
+    step: usize,
+    k: &[V; K],
+) {
+    let skip = usize::from(IN_PLACE);
+    let outs = out.iter_mut().step_by(step.max(1));
+    zip_step(outs, x, skip, step, |o, x| {
+        let x = each(|j| V::splat(if IN_PLACE && j == 0 { *o } else { x[j] }));
+        *o = M::map(k, x).as_array()[0];
+    });
 }
 
 /// `out = M(x)` over one run; with `IN_PLACE` the first input is `out` itself. A run

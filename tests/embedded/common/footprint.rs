@@ -14,7 +14,9 @@
 //             forward_in_place, backward;
 //   clip:     clip_grad_value, clip_grad_norm (L2 or max, by a run-time choice) and
 //             total_norm;
-//   all:      every public entry point (all of the above and eval_in_place).
+//   bn:       every batch-norm entry point: eval, moments, train, backward, fused,
+//             renorm and fold as above, and eval_in_place;
+//   all:      every public entry point (all of the above).
 // Shapes, data and the optional arguments go through `black_box`, so every layout path
 // of each kernel stays in the binary (as in firmware that learns its shapes at run
 // time). Returns whether every call returned Ok.
@@ -44,6 +46,7 @@ pub enum Uses {
     RowNorms,
     GroupNorms,
     Clip,
+    BatchNorms,
     Everything,
 }
 
@@ -70,26 +73,27 @@ pub fn body(uses: Uses) -> bool {
     };
     black_box(&mut t);
     let all = uses == Uses::Everything;
+    let bn_all = all || uses == Uses::BatchNorms;
     let mut ok = true;
-    if uses == Uses::Eval || all {
+    if uses == Uses::Eval || bn_all {
         ok &= eval(&mut t);
     }
-    if uses == Uses::Moments || all {
+    if uses == Uses::Moments || bn_all {
         ok &= moments_merged(&t);
     }
-    if uses == Uses::Train || all {
+    if uses == Uses::Train || bn_all {
         ok &= train(&mut t);
     }
-    if uses == Uses::Backward || all {
+    if uses == Uses::Backward || bn_all {
         ok &= backward(&mut t);
     }
-    if uses == Uses::Fused || all {
+    if uses == Uses::Fused || bn_all {
         ok &= fused(&mut t);
     }
-    if uses == Uses::Renorm || all {
+    if uses == Uses::Renorm || bn_all {
         ok &= renorm(&mut t);
     }
-    if uses == Uses::Fold || all {
+    if uses == Uses::Fold || bn_all {
         ok &= folds(&t);
     }
     if uses == Uses::RowNorms || all {
@@ -101,7 +105,7 @@ pub fn body(uses: Uses) -> bool {
     if uses == Uses::Clip || all {
         ok &= clip(&mut t);
     }
-    if all {
+    if bn_all {
         let T { y, p, shape, .. } = &mut t;
         ok &= bn(p)
             .eval_in_place(
