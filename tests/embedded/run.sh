@@ -52,7 +52,7 @@ if command -v dpkg-query >/dev/null; then
     [ "$v_rustc" = "$v_src" ] || die "rustc-web $v_rustc and rust-web-src $v_src differ: upgrade both"
 fi
 [ -d /usr/lib/rustlib/src/rust/library/core ] || die "rust-web-src is installed but /usr/lib/rustlib/src/rust/library/core is missing"
-log "$(/usr/bin/rustc --version); $(/usr/bin/cargo --version); $(qemu-system-arm --version | head -1)"
+log "$(/usr/bin/rustc --version); $(/usr/bin/cargo --version); $(qemu-system-arm --version | sed -n 1p)"
 
 # ---------------------------------------------------------------- build environment
 # The firmware crates' .cargo/config.toml hold target, linker, link script and runner
@@ -260,7 +260,7 @@ if [ "$footprint" = 1 ]; then
     largest() {  # largest NM ELF COUNT
         "$1" -C --size-sort -S -t d "$2" \
             | awk '$3 ~ /^[tTwW]$/ { s = $2 + 0; $1 = ""; $2 = ""; $3 = ""; sub(/^ +/, ""); printf "  %7d  %s\n", s, $0 }' \
-            | sort -k1,1nr | head -n "$3"
+            | sort -k1,1nr | awk -v n="$3" 'NR <= n'  # reads all: no SIGPIPE under pipefail
     }
     echo
     echo 'Largest functions, Cortex-M4F all batch-norm kernels at opt "s" (arm-none-eabi-nm --size-sort; bytes):'
