@@ -71,8 +71,13 @@ pub(crate) type Lanes = [f32; LANES];
 #[inline(always)]
 pub(crate) fn load_tail(tail: &[f32], pad: V) -> V {
     let mut lanes = pad.to_array();
-    for (lane, &x) in lanes.iter_mut().zip(tail) {
-        *lane = x;
+    // Lane by lane up to LANES, not up to the tail's length: a loop the compiler
+    // unrolls, where a zip to the tail's length became a call to `memcpy`.
+    #[allow(clippy::needless_range_loop)]
+    for l in 0..LANES {
+        if let Some(&x) = tail.get(l) {
+            lanes[l] = x;
+        }
     }
     V::new(lanes)
 }
@@ -80,8 +85,13 @@ pub(crate) fn load_tail(tail: &[f32], pad: V) -> V {
 /// Writes the first `tail.len()` lanes of `v` to `tail`.
 #[inline(always)]
 pub(crate) fn store_tail(tail: &mut [f32], v: V) {
-    for (out, &x) in tail.iter_mut().zip(v.as_array()) {
-        *out = x;
+    let lanes = v.to_array();
+    // As in `load_tail`: unrolled, no `memcpy`.
+    #[allow(clippy::needless_range_loop)]
+    for l in 0..LANES {
+        if let Some(out) = tail.get_mut(l) {
+            *out = lanes[l];
+        }
     }
 }
 
