@@ -74,6 +74,28 @@ impl Lines {
         } else {
             self.len / LANES
         };
+        if self.spatial == 1 {
+            // One value per channel (channels-last): slot `j + 1` is slot `j` moved
+            // on by `LANES` channels, a vector add and a wrap the compiler vectorizes.
+            let c = self.channels.max(1);
+            let mut prev: [u16; LANES] = each(|l| (l % c) as u16);
+            let (step, c) = ((LANES % c) as u16, c as u16);
+            for (j, at) in at.iter_mut().enumerate().take(self.slots) {
+                *at = match j >= overlap_from {
+                    true => each(|l| (self.len - LANES + l) as u16),
+                    false => prev,
+                };
+                prev = each(|l| {
+                    let v = prev[l] + step;
+                    if v >= c {
+                        v - c
+                    } else {
+                        v
+                    }
+                });
+            }
+            return at;
+        }
         for (j, at) in at.iter_mut().enumerate().take(self.slots) {
             for (l, at) in at.iter_mut().enumerate() {
                 *at = if j >= overlap_from {
