@@ -330,8 +330,7 @@ impl Walk {
     pub(crate) fn run_of(&self, n: usize, c: usize) -> Range<usize> {
         let s = self.spatial;
         let (at, span) = match (s, self.step) {
-            _ if LANES > 1 => ((n * self.channels + c) * s, s),
-            (_, 1) => ((n * self.channels + c) * s, s),
+            (_, step) if LANES > 1 || step == 1 => ((n * self.channels + c) * s, s),
             (0, _) => (c, 0),
             // A strided run is a channel's only one (n = 0).
             (s, step) => (c, (s - 1) * step + 1),
@@ -392,18 +391,15 @@ pub(crate) fn reduce<R: Reduce<I, K, A>, const I: usize, const K: usize, const A
     steps: Range<usize>,
     sums: &mut [[f64; A]],
 ) {
-    match walk.kind {
-        // `LANES == 1`: one lane walks only runs (`Walk::new`); no lines in the build.
-        _ if LANES == 1 => runs::reduce::<R, I, K, A>(walk, band, ins, out, k, steps, sums),
-        Kind::Runs => runs::reduce::<R, I, K, A>(walk, band, ins, out, k, steps, sums),
-        Kind::Rows | Kind::Packed { .. } => {
-            let g = walk.lines(band);
-            if walk.small() {
-                lines::reduce::<R, I, K, A, SMALL_SLOTS>(&g, ins, out, k, steps, sums)
-            } else {
-                lines::reduce::<R, I, K, A, MAX_SLOTS>(&g, ins, out, k, steps, sums)
-            }
-        }
+    // One lane walks only runs (`Walk::new`): `LANES == 1` leaves no lines in the build.
+    if LANES == 1 || walk.kind == Kind::Runs {
+        return runs::reduce::<R, I, K, A>(walk, band, ins, out, k, steps, sums);
+    }
+    let g = walk.lines(band);
+    if walk.small() {
+        lines::reduce::<R, I, K, A, SMALL_SLOTS>(&g, ins, out, k, steps, sums)
+    } else {
+        lines::reduce::<R, I, K, A, MAX_SLOTS>(&g, ins, out, k, steps, sums)
     }
 }
 
