@@ -1,7 +1,7 @@
 //! The backward pass, for train and for eval mode.
 
 use crate::distributed::BackwardSums;
-use crate::engine::{self, at, put, Band, Walk, MAX_BAND, SMALL};
+use crate::engine::{self, at, by_cap, put, Band, Walk};
 use crate::error::{check_len, Error};
 use crate::forward::{BatchNorm, RUNNING, SAVED};
 use crate::kernels::{
@@ -184,16 +184,14 @@ impl BatchNorm<'_> {
         let walk = Walk::new(shape);
         let count = global.map_or((shape.batch * shape.spatial) as f64, |(_, m)| m);
         let args = (through, dy, x, saved, grads, renorm, global);
-        if walk.small() {
-            self.backward_bands::<SMALL>(&walk, count, args)
-        } else {
-            self.backward_bands::<MAX_BAND>(&walk, count, args)
-        }
+        by_cap!(walk, B => self.backward_bands::<B>(&walk, count, args))
     }
 
     /// [`backward_kernel_with`](Self::backward_kernel_with) with per-channel arrays
     /// of `B`.
     #[allow(clippy::type_complexity)]
+    // Its arrays in a frame of its own (see `by_cap`).
+    #[cfg_attr(target_pointer_width = "64", inline(never))]
     fn backward_bands<const B: usize>(
         &self,
         walk: &Walk,
@@ -214,6 +212,7 @@ impl BatchNorm<'_> {
             mut dbeta,
         } = grads;
         // Channels-first: the sums and dx of a band run back to back while it is cached.
+        let per_value = 1.0 / count;
         for band in walk.bands(2) {
             let mu = [band.of(save_mean)];
             let mut sums = [[0.0; 3]; B];
@@ -240,7 +239,7 @@ impl BatchNorm<'_> {
                 // constants are not finite (or the sums overflowed) the correction
                 // would be ∞ − ∞ or NaN: there x̂ = (x − mu)·invstd, PyTorch's, whose
                 // infinities and NaNs propagate per element as IEEE says.
-                let delta = sum_x / count;
+                let delta = sum_x * per_value;
                 let exact =
                     (delta * db).is_finite() && sum_dyx.is_finite() && (kk * invstd).is_finite();
                 let dg = match exact {
@@ -258,13 +257,17 @@ impl BatchNorm<'_> {
                 // f32 where dx does not: when the largest is far out, a power of two
                 // comes out of all three, dx = (…)·p, which brings them back and
                 // costs no rounding.
-                let aa = -kk * invstd * dg / count;
+                let aa = -kk * invstd * dg * per_value;
                 let bb = match exact {
-                    true => -kk * db / count - aa * delta,
-                    false => -kk * db / count,
+                    true => -kk * db * per_value - aa * delta,
+                    false => -kk * db * per_value,
                 };
                 let p = out_of_range(kk.abs().max(aa.abs()).max(bb.abs()));
-                let v = [kk / p, aa / p, bb / p, p];
+                // p is a power of two, mostly 1 (no division then): dividing is exact.
+                let v = match p {
+                    1.0 => [kk, aa, bb, p],
+                    _ => [kk / p, aa / p, bb / p, p],
+                };
                 for (k, v) in k.iter_mut().zip(v) {
                     put(k, i, v as f32);
                 }
@@ -308,16 +311,14 @@ impl BatchNorm<'_> {
     ) {
         let walk = Walk::new(shape);
         let args = (through, dy, x, stats, grads, sums);
-        if walk.small() {
-            self.backward_eval_bands::<SMALL>(&walk, args)
-        } else {
-            self.backward_eval_bands::<MAX_BAND>(&walk, args)
-        }
+        by_cap!(walk, B => self.backward_eval_bands::<B>(&walk, args))
     }
 
     /// [`backward_eval_kernel_with`](Self::backward_eval_kernel_with) with
     /// per-channel arrays of `B`.
     #[allow(clippy::type_complexity)]
+    // Its arrays in a frame of its own (see `by_cap`).
+    #[cfg_attr(target_pointer_width = "64", inline(never))]
     fn backward_eval_bands<const B: usize>(
         &self,
         walk: &Walk,
@@ -473,6 +474,12 @@ pub(crate) enum EvalSums<'a> {
 /// constants keeps the largest in range without pushing the smaller ones out.
 pub(crate) fn out_of_range(v: f64) -> f64 {
     const LIMIT: i32 = 64;
+    // frexp's exponent is within ±LIMIT on [2^-65, 2^64): the common case, in two
+    // comparisons.
+    const IN_RANGE: core::ops::Range<f64> = 0.5 / 18446744073709551616.0..18446744073709551616.0;
+    if IN_RANGE.contains(&v) {
+        return 1.0;
+    }
     let e = libm::frexp(v).1;
     if !v.is_finite() || v == 0.0 || (-LIMIT..=LIMIT).contains(&e) {
         return 1.0;

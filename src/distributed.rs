@@ -87,7 +87,7 @@
 //! ```
 
 use crate::backward::{grad_sums_pass, Grads, Through};
-use crate::engine::{Walk, MAX_BAND, SMALL};
+use crate::engine::{by_cap, Walk};
 use crate::error::{check_len, Error};
 use crate::forward::{BatchNorm, SAVED};
 use crate::kernels::Centered;
@@ -203,14 +203,12 @@ pub(crate) fn sums_kernel(
     out: &mut [BackwardSums],
 ) {
     let walk = Walk::new(shape);
-    if walk.small() {
-        sums_bands::<SMALL>(&walk, dy, x, save_mean, out);
-    } else {
-        sums_bands::<MAX_BAND>(&walk, dy, x, save_mean, out);
-    }
+    by_cap!(walk, B => sums_bands::<B>(&walk, dy, x, save_mean, out));
 }
 
 /// [`backward_sums`] with per-channel arrays of `B`.
+// Its arrays in a frame of its own (see `by_cap`).
+#[cfg_attr(target_pointer_width = "64", inline(never))]
 fn sums_bands<const B: usize>(
     walk: &Walk,
     dy: &[f32],

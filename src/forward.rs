@@ -1,6 +1,6 @@
 //! The layer: eval and train forward.
 
-use crate::engine::{self, at, put, Band, Map, Walk, MAX_BAND, SMALL};
+use crate::engine::{self, at, by_cap, put, Band, Map, Walk};
 use crate::error::{check_eps, check_len, Error};
 use crate::kernels::{Affine, Centered};
 use crate::moments::{band_moments, Moments};
@@ -196,14 +196,12 @@ impl BatchNorm<'_> {
         stats: RunningStats<'_>,
     ) {
         let walk = Walk::new(shape);
-        if walk.small() {
-            self.eval_bands::<M, I, SMALL>(m, &walk, ins, y, stats)
-        } else {
-            self.eval_bands::<M, I, MAX_BAND>(m, &walk, ins, y, stats)
-        }
+        by_cap!(walk, B => self.eval_bands::<M, I, B>(m, &walk, ins, y, stats))
     }
 
     /// [`eval_kernel`](Self::eval_kernel) with per-channel arrays of `B`.
+    // Its arrays in a frame of its own (see `by_cap`).
+    #[cfg_attr(target_pointer_width = "64", inline(never))]
     fn eval_bands<M: Map<I, 2> + Copy, const I: usize, const B: usize>(
         &self,
         m: M,
@@ -439,11 +437,7 @@ impl BatchNorm<'_> {
     ) {
         let walk = Walk::new(shape);
         let args = (m, ins, y, saved, running.as_deref_mut(), renorm, global);
-        if walk.small() {
-            self.train_bands::<M, I, SMALL>(&walk, args)
-        } else {
-            self.train_bands::<M, I, MAX_BAND>(&walk, args)
-        }
+        by_cap!(walk, B => self.train_bands::<M, I, B>(&walk, args));
         if let Some(r) = running {
             r.advance();
         }
@@ -451,6 +445,8 @@ impl BatchNorm<'_> {
 
     /// [`train_kernel_with`](Self::train_kernel_with) with per-channel arrays of `B`.
     #[allow(clippy::type_complexity)]
+    // Its arrays in a frame of its own (see `by_cap`).
+    #[cfg_attr(target_pointer_width = "64", inline(never))]
     fn train_bands<M: Map<I, 3> + Copy, const I: usize, const B: usize>(
         &self,
         walk: &Walk,

@@ -10,7 +10,7 @@
 use core::ops::Range;
 
 use crate::backward::{out_of_range, Grads};
-use crate::engine::{self, put, Band, Walk, MAX_BAND, SMALL};
+use crate::engine::{self, by_cap, put, Band, Walk};
 use crate::error::{check_len, Error};
 use crate::forward::BatchNorm;
 use crate::kernels::{Centered, GradInput, GradSums};
@@ -180,7 +180,7 @@ impl GroupNorm<'_> {
     ///
     /// Two reads of `dy` and `x`, per chunk of groups while it is cached: one for the
     /// per-channel sums, one for `dx`. `dγ` and `dβ` add up in f64, but for groups of
-    /// more channels than a band (64 channels-first, 256 channels-last), whose
+    /// more channels than a band (64 channels-first, 1024 channels-last), whose
     /// per-sample parts add in f32.
     ///
     /// # Errors
@@ -222,10 +222,8 @@ impl GroupNorm<'_> {
             for d in [grads.dgamma, grads.dbeta].into_iter().flatten() {
                 d.fill(0.0);
             }
-        } else if g.walk.small() {
-            self.backward_chunks::<SMALL>(&g, x, dy, saved, grads)
         } else {
-            self.backward_chunks::<MAX_BAND>(&g, x, dy, saved, grads)
+            by_cap!(g.walk, B => self.backward_chunks::<B>(&g, x, dy, saved, grads))
         }
         Ok(())
     }
@@ -285,17 +283,15 @@ impl GroupNorm<'_> {
             // (No values: no statistics either, and nothing to walk, however many
             // channels there are.)
             let g = Grouping::new(shape, self.groups);
-            if g.walk.small() {
-                self.forward_chunks::<SMALL>(&g, x, y, saved, running.as_deref_mut())
-            } else {
-                self.forward_chunks::<MAX_BAND>(&g, x, y, saved, running.as_deref_mut())
-            }
+            by_cap!(g.walk, B => self.forward_chunks::<B>(&g, x, y, saved, running.as_deref_mut()))
         }
         if let Some(r) = running {
             r.advance();
         }
     }
 
+    // Its arrays in a frame of its own (see `by_cap`).
+    #[cfg_attr(target_pointer_width = "64", inline(never))]
     fn forward_chunks<const B: usize>(
         &self,
         g: &Grouping,
@@ -388,6 +384,8 @@ impl GroupNorm<'_> {
         }
     }
 
+    // Its arrays in a frame of its own (see `by_cap`).
+    #[cfg_attr(target_pointer_width = "64", inline(never))]
     fn backward_chunks<const B: usize>(
         &self,
         g: &Grouping,

@@ -1,6 +1,6 @@
 //! Per-channel mean and variance in one read, as mergeable partial moments.
 
-use crate::engine::{self, Band, Walk, MAX_BAND, SMALL};
+use crate::engine::{self, by_cap, Band, Walk, SMALL};
 use crate::error::{check_len, Error};
 use crate::kernels::Shifted;
 use crate::shape::Shape;
@@ -182,11 +182,7 @@ pub fn moments(x: &[f32], shape: Shape, out: &mut [Moments]) -> Result<(), Error
         let out = out
             .get_mut(band.first..band.first + band.channels)
             .unwrap_or(&mut []);
-        if walk.small() {
-            band_moments::<SMALL>(&walk, band, x, out);
-        } else {
-            band_moments::<MAX_BAND>(&walk, band, x, out);
-        }
+        by_cap!(walk, B => band_moments::<B>(&walk, band, x, out));
     }
     Ok(())
 }
@@ -200,7 +196,9 @@ pub fn moments(x: &[f32], shape: Shape, out: &mut [Moments]) -> Result<(), Error
 /// the others (an outlier) makes the first block's `Σd²` large against its `m2`, so
 /// that `m2 = Σd² − (Σd)²/n` would cancel: past a factor 16, the first block is summed
 /// again around its own mean (it is in cache).
-/// `B` is the band capacity of the walk (see [`Walk::small`]).
+/// `B` is the band capacity of the walk (see [`Walk::cap`]).
+// Its arrays in a frame of its own (see `by_cap`).
+#[cfg_attr(target_pointer_width = "64", inline(never))]
 pub(crate) fn band_moments<const B: usize>(
     walk: &Walk,
     band: Band,

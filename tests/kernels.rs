@@ -886,15 +886,18 @@ fn moments_match_oracle_whole_and_merged_over_chunks() {
 // wide channels-last: several bands of channel groups, several tiles of rows
 // ----------------------------------------------------------------------------------
 
-/// Channels-last with more than 256 channels walks bands of 64-channel groups over
-/// tiles of rows; the random shapes above stay below 71 channels, so these fixed
-/// shapes cover several bands, several tiles and a short last tile.
+/// Channels-last with more than 64 channels walks bands of up to 256 or 1024
+/// channels, and more than 1024 several bands; the random shapes above stay below 71
+/// channels, so these fixed shapes cover each band capacity, several bands, and rows
+/// past a spill block.
 #[test]
 fn wide_channels_last_matches_oracle() {
     let shapes = [
         Shape::channels_last(3, 300, 401),
         Shape::channels_last(2, 200, 700),
         Shape::rows(700, 600),
+        Shape::channels_last(2, 1100, 3),
+        Shape::rows(70, 2500),
     ];
     for (i, shape) in shapes.into_iter().enumerate() {
         let mut rng = Rng::new(0x5eed ^ i as u64);
@@ -928,13 +931,13 @@ fn wide_channels_last_matches_oracle() {
 /// Fixed shapes at the engine's boundaries, which random small shapes rarely reach:
 /// row counts around the 64-row spill block (a rows tail once went missing when the
 /// last row of a block ended on an overlapping vector), channel counts around the
-/// 64- and 256-channel bands and the packed limit (`lcm(C·S, 8)` lanes), spatial sizes
+/// 64-, 256- and 1024-channel bands and the packed limit (`lcm(C·S, 8)` lanes), spatial sizes
 /// around a vector, and packed lines of several periods.
 #[test]
 fn walk_boundaries_match_oracle() {
     let mut shapes = Vec::new();
     for rows in [63, 64, 65, 128, 129, 4097] {
-        for c in [1, 3, 9, 65, 130, 257] {
+        for c in [1, 3, 9, 65, 130, 257, 1025] {
             shapes.push(Shape::rows(rows, c));
         }
     }

@@ -394,7 +394,7 @@ fn fixed(shape: Shape, offset: f64, spread: f64, seed: u64) -> Case {
 fn long_rows_and_wide_groups_match_oracle() {
     // Rows of 4097 values (a tail in every row; longer than the row norms' backward
     // sums per position take at once), more rows than one block of their dγ and dβ,
-    // groups wider than a band (64 channels-first, 256 channels-last), one group,
+    // groups wider than a band (64 channels-first, 1024 channels-last), one group,
     // many samples.
     for (i, shape) in [
         Shape::channels_first(3, 1, 4097),
@@ -402,6 +402,7 @@ fn long_rows_and_wide_groups_match_oracle() {
         Shape::channels_last(2, 97, 43),
         Shape::channels_first(2, 300, 3),
         Shape::channels_last(2, 600, 2),
+        Shape::channels_last(2, 1100, 2),
         Shape::channels_first(70, 4, 5),
         Shape::rows(9, 513),
     ]

@@ -185,6 +185,8 @@ fn period<'a, const I: usize>(
     (xp, shortest(&xp, n, usize::from(in_place)))
 }
 
+// Its arrays in a frame of its own (see `by_cap`).
+#[cfg_attr(target_pointer_width = "64", inline(never))]
 pub(super) fn reduce<
     R: Reduce<I, K, A>,
     const I: usize,
@@ -286,6 +288,8 @@ pub(super) fn reduce<
     g.spill(&offsets, &mut acc, sums);
 }
 
+// Its arrays in a frame of its own (see `by_cap`).
+#[cfg_attr(target_pointer_width = "64", inline(never))]
 pub(super) fn map<
     M: Map<I, K>,
     const I: usize,

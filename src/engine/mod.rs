@@ -35,7 +35,8 @@
 //! the caller's f64 sums, so f32 rounding never builds up over a long channel.
 //!
 //! Per-call setup is sized to the tensor: bands hold at most [`SMALL`] channels (64)
-//! unless channels-last has more, so a tiny tensor does not pay for 256-channel arrays.
+//! unless channels-last has more ([`MID`], 256, then [`MAX_BAND`], 1024), so a tiny
+//! tensor does not pay for 1024-channel arrays.
 
 use core::ops::Range;
 
@@ -45,26 +46,49 @@ use crate::shape::{Layout, Shape};
 mod lines;
 mod runs;
 
-/// Most channels in a band. 64-bit targets: 256, so that a channels-last row of up
-/// to 256 channels is read once, in memory order; 32-bit targets (microcontrollers:
+/// Most channels in a band. 64-bit targets: 1024, so that a channels-last row of up
+/// to 1024 channels is read once, in memory order (a band's slice of longer rows, read
+/// row after row, streams several times slower); 32-bit targets (microcontrollers:
 /// little stack) 16, and 8 with one lane, where a band is only a stretch of channels
 /// whose constants are set up together (every channel is a run of its own).
 pub(crate) const MAX_BAND: usize = if cfg!(target_pointer_width = "64") {
-    256
+    1024
 } else if LANES == 1 {
     8
 } else {
     16
 };
 
-/// The band capacity of every walk but channels-last with more channels than this:
-/// per-channel arrays of a band, and a line's per-lane ones, that are cheap to set up
-/// on every call of a tiny tensor (one size on 32-bit targets).
+/// The band capacities a walk picks from, [`SMALL`] ≤ [`MID`] ≤ [`MAX_BAND`]: the
+/// per-channel arrays of a band, and a line's per-lane ones, are set up on every call,
+/// so a call sizes them to its channels (one size on 32-bit targets). [`by_cap`]
+/// gives a kernel the capacity of its walk as a constant.
 pub(crate) const SMALL: usize = if MAX_BAND > 64 { 64 } else { MAX_BAND };
+pub(crate) const MID: usize = if MAX_BAND > 256 { 256 } else { MAX_BAND };
 
-/// Vector slots of a line: lanes of a band, in vectors.
-const MAX_SLOTS: usize = MAX_BAND / LANES;
-const SMALL_SLOTS: usize = SMALL / LANES;
+/// `$body` with the constant `$B` set to the band capacity of the walk `$walk`
+/// ([`SMALL`], [`MID`] or [`MAX_BAND`]), for per-channel arrays of that length. The
+/// functions it calls are not inlined, so that a call's stack holds the arrays of its
+/// capacity only (inlined, a frame held all three: 64 KiB on AArch64 for any call);
+/// 32-bit targets have one capacity and inline them.
+macro_rules! by_cap {
+    ($walk:expr, $B:ident => $body:expr) => {{
+        use $crate::engine::{MAX_BAND, MID, SMALL};
+        let cap = $walk.cap();
+        // One capacity (32-bit targets): one call in the build.
+        if SMALL == MAX_BAND || cap <= SMALL {
+            const $B: usize = SMALL;
+            $body
+        } else if cap <= MID {
+            const $B: usize = MID;
+            $body
+        } else {
+            const $B: usize = MAX_BAND;
+            $body
+        }
+    }};
+}
+pub(crate) use by_cap;
 
 /// Adds per accumulator lane before its f32 sums spill into f64: a lane's f32 sum
 /// carries at most ~64 roundings.
@@ -116,7 +140,7 @@ pub(crate) trait MapSum<const I: usize, const K: usize, const A: usize> {
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Walk {
     kind: Kind,
-    /// Most channels in a band, [`SMALL`] or [`MAX_BAND`].
+    /// Most channels in a band: [`SMALL`], [`MID`] or [`MAX_BAND`].
     cap: usize,
     batch: usize,
     channels: usize,
@@ -167,14 +191,23 @@ impl Walk {
     pub(crate) fn new(shape: Shape) -> Walk {
         let c = shape.channels;
         let first = shape.walk() == Layout::ChannelsFirst;
-        let cap = if first || c <= SMALL { SMALL } else { MAX_BAND };
+        let cap = if first || c <= SMALL {
+            SMALL
+        } else if c <= MID {
+            MID
+        } else {
+            MAX_BAND
+        };
         // Channels-first samples small enough to pack go the packed way too when they
         // hold more runs than the lane pattern has lanes (many short runs of few
         // channels): setting up the pattern then costs less than a run each.
+        // Rows of more than MID channels are long enough as they are: packed, their
+        // lines would be a few rows each, and a first block (see `band_moments`) one
+        // line.
         let spatial = if first { shape.spatial } else { 1 };
         let period = c
             .checked_mul(spatial)
-            .map_or(0, |values| packed_period(values, cap));
+            .map_or(0, |values| packed_period(values, cap.min(MID)));
         let runs = shape.batch.saturating_mul(c);
         let period = if first && runs <= period { 0 } else { period };
         let kind = match (first, period) {
@@ -247,10 +280,10 @@ impl Walk {
         self.kind == Kind::Runs
     }
 
-    /// Whether bands hold at most [`SMALL`] channels (else [`MAX_BAND`]): the length
-    /// of the per-channel arrays the callers of [`reduce`] and [`map`] pass.
-    pub(crate) fn small(&self) -> bool {
-        self.cap == SMALL
+    /// Most channels in a band: the length of the per-channel arrays that the
+    /// callers of [`reduce`] and [`map`] pass (see [`by_cap`]).
+    pub(crate) fn cap(&self) -> usize {
+        self.cap
     }
 
     /// The bands, in channel order, for a kernel that reads `reread` tensors again
@@ -278,10 +311,10 @@ impl Walk {
             // Bands of equal width (whole vectors but the last), none narrower than
             // a vector when C is at least one.
             Kind::Rows => {
-                let bands = c.div_ceil(MAX_BAND);
+                let bands = c.div_ceil(self.cap.max(1));
                 c.div_ceil(bands.max(1))
                     .next_multiple_of(LANES)
-                    .min(MAX_BAND)
+                    .min(self.cap)
             }
         };
         (0..c).step_by(width.max(1)).map(move |first| Band {
@@ -396,11 +429,8 @@ pub(crate) fn reduce<R: Reduce<I, K, A>, const I: usize, const K: usize, const A
         return runs::reduce::<R, I, K, A>(walk, band, ins, out, k, steps, sums);
     }
     let g = walk.lines(band);
-    if walk.small() {
-        lines::reduce::<R, I, K, A, SMALL_SLOTS>(&g, ins, out, k, steps, sums)
-    } else {
-        lines::reduce::<R, I, K, A, MAX_SLOTS>(&g, ins, out, k, steps, sums)
-    }
+    // A line's vector slots: lanes of a band, in vectors.
+    by_cap!(walk, B => lines::reduce::<R, I, K, A, { B / LANES }>(&g, ins, out, k, steps, sums))
 }
 
 /// `out = M(ins)` over `band`, with the constants `k` of each channel (as in
@@ -424,12 +454,10 @@ pub(crate) fn map<M: Map<I, K>, const I: usize, const K: usize>(
         };
     }
     let g = walk.lines(band);
-    match (walk.small(), in_place) {
-        (true, false) => lines::map::<M, I, K, false, SMALL_SLOTS>(&g, ins, out, k),
-        (true, true) => lines::map::<M, I, K, true, SMALL_SLOTS>(&g, ins, out, k),
-        (false, false) => lines::map::<M, I, K, false, MAX_SLOTS>(&g, ins, out, k),
-        (false, true) => lines::map::<M, I, K, true, MAX_SLOTS>(&g, ins, out, k),
-    }
+    by_cap!(walk, B => match in_place {
+        false => lines::map::<M, I, K, false, { B / LANES }>(&g, ins, out, k),
+        true => lines::map::<M, I, K, true, { B / LANES }>(&g, ins, out, k),
+    })
 }
 
 /// `out = M(ins)` over the positions `cols` of every row of `band` (a [rows](Walk::rows)
