@@ -219,14 +219,14 @@ impl BatchNorm<'_> {
     /// `[scale, shift]` of the eval forward for the channels of `band`, by
     /// [`eval_affine`], four channels at a time where there is SIMD.
     fn eval_consts<const B: usize>(&self, band: Band, stats: RunningStats<'_>) -> [[f32; B]; 2] {
-        // The band's part of each input, `None` for an absent γ or β (1 and 0).
-        let [gamma, beta] = [self.gamma, self.beta].map(|xs| xs.map(|xs| band.of(xs)));
-        let (mean, var) = (Some(band.of(stats.mean)), Some(band.of(stats.var)));
         let eps = f64::from(self.eps);
         let [mut scale, mut shift] = [[0.0; B]; 2];
         #[cfg(any(target_arch = "x86", target_arch = "x86_64", target_arch = "aarch64"))]
         {
             use wide::f64x4;
+            // The band's part of each input, `None` for an absent γ or β (1 and 0).
+            let [gamma, beta] = [self.gamma, self.beta].map(|xs| xs.map(|xs| band.of(xs)));
+            let (mean, var) = (Some(band.of(stats.mean)), Some(band.of(stats.var)));
             // Channels `4q..4q + 4` of `xs` (`none` past its end or when absent): one
             // slice access for four channels but in the last, partial quad.
             fn quad(xs: Option<&[f32]>, q: usize, none: f64) -> f64x4 {
@@ -255,16 +255,19 @@ impl BatchNorm<'_> {
         }
         #[cfg(not(any(target_arch = "x86", target_arch = "x86_64", target_arch = "aarch64")))]
         {
-            let at = |xs: Option<&[f32]>, i: usize, none: f64| {
-                xs.and_then(|xs| xs.get(i)).map_or(none, |&v| f64::from(v))
+            // Channel by channel (no f64 vectors): the smallest code.
+            let at = |xs: &[f32], i: usize, none: f64| {
+                xs.get(band.first + i).map_or(none, |&v| f64::from(v))
             };
+            let of =
+                |xs: Option<&[f32]>, i: usize, none: f64| xs.map_or(none, |xs| at(xs, i, none));
             let channels = scale.iter_mut().zip(&mut shift).enumerate();
             for (i, (scale, shift)) in channels.take(band.channels) {
                 let [s, b] = eval_affine(
-                    at(gamma, i, 1.0),
-                    at(beta, i, 0.0),
-                    at(mean, i, 0.0),
-                    at(var, i, 1.0),
+                    of(self.gamma, i, 1.0),
+                    of(self.beta, i, 0.0),
+                    at(stats.mean, i, 0.0),
+                    at(stats.var, i, 1.0),
                     eps,
                 );
                 (*scale, *shift) = (s as f32, b as f32);
