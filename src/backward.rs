@@ -469,21 +469,18 @@ pub(crate) enum EvalSums<'a> {
     Given(&'a [BackwardSums]),
 }
 
-/// 1 when `v` (> 0) lies within 2^±64, else the power of two (within f32's normal
-/// range) that brings it to about 2^±64: the same scaling for all of a channel's
-/// constants keeps the largest in range without pushing the smaller ones out.
+/// 1 when `v` (≥ 0 or NaN: a largest magnitude) lies within 2^±64, is 0 or is not
+/// finite, else the power of two (within f32's normal range) that brings it to about
+/// 2^±64: the same scaling for all of a channel's constants keeps the largest in range
+/// without pushing the smaller ones out.
 pub(crate) fn out_of_range(v: f64) -> f64 {
     const LIMIT: i32 = 64;
-    // frexp's exponent is within ±LIMIT on [2^-65, 2^64): the common case, in two
-    // comparisons.
+    // [2^-65, 2^64) is where frexp's exponent is within ±LIMIT.
     const IN_RANGE: core::ops::Range<f64> = 0.5 / 18446744073709551616.0..18446744073709551616.0;
-    if IN_RANGE.contains(&v) {
+    if IN_RANGE.contains(&v) || !v.is_finite() || v == 0.0 {
         return 1.0;
     }
     let e = libm::frexp(v).1;
-    if !v.is_finite() || v == 0.0 || (-LIMIT..=LIMIT).contains(&e) {
-        return 1.0;
-    }
     libm::ldexp(1.0, (e - LIMIT * e.signum()).clamp(-126, 127))
 }
 
